@@ -1,0 +1,1 @@
+"""Metrics, the comparison report and the explain pictures."""

@@ -1,0 +1,7 @@
+"""Model registry: every architecture is built by name (`create_model("vgg", cfg="S")`)."""
+
+from fmnist.models import alexnet, lenet, mlp, smallcnn, vgg  # noqa: F401  (explicit registration)
+from fmnist.models.base import Classifier
+from fmnist.models.registry import count_flops, count_parameters, create_model, describe_models, list_models
+
+__all__ = ["Classifier", "count_flops", "count_parameters", "create_model", "describe_models", "list_models"]

@@ -1,0 +1,88 @@
+"""One training epoch and one evaluation pass: plain functions over a model and tensors."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def train_one_epoch(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    loss_fn: Callable,
+    batch_size: int,
+    gen: torch.Generator,
+    augment: "Callable | None" = None,
+    device: torch.device = torch.device("cpu"),
+    precision: str = "fp32",
+    memory_format=torch.contiguous_format,
+    progress=None,
+) -> tuple[float, float]:
+    """Shuffle, augment, step; returns (mean loss, accuracy) over the epoch's training batches."""
+    model.train()
+    order = torch.randperm(len(images), generator=gen)
+    total_loss, correct, seen = 0.0, 0, 0
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        x = images[idx]
+        y = labels[idx].to(device)
+        if augment is not None:
+            x = augment(x)
+        x = x.to(device).contiguous(memory_format=memory_format)
+        with autocast(device, precision):
+            logits = model(x)
+            loss = loss_fn(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        n = len(idx)
+        total_loss += loss.item() * n
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += n
+        if progress is not None:
+            progress.update(n)
+            progress.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}", refresh=False)
+    return total_loss / seen, correct / seen
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    batch_size: int = 1000,
+    device: torch.device = torch.device("cpu"),
+    precision: str = "fp32",
+    memory_format=torch.contiguous_format,
+) -> np.ndarray:
+    """Logits (N, 10) as float32 NumPy, in eval mode."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size].to(device).contiguous(memory_format=memory_format)
+        with autocast(device, precision):
+            out.append(model(x).float().cpu())
+    return torch.cat(out).numpy()
+
+
+def loss_and_accuracy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Plain cross-entropy (no smoothing) and accuracy of precomputed logits."""
+    t = torch.from_numpy(logits)
+    y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    return float(nn.functional.cross_entropy(t, y)), float((t.argmax(1) == y).float().mean())
