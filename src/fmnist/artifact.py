@@ -13,6 +13,7 @@ import os
 import platform
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,10 +168,13 @@ def export_onnx(model, path: Path, check_inputs=None) -> float:
 
     model = model.eval()
     dummy = torch.zeros(1, 1, 28, 28)
-    torch.onnx.export(
-        model, (dummy,), str(path), input_names=["input"], output_names=["logits"],
-        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=ONNX_OPSET, dynamo=False,
-    )
+    with warnings.catch_warnings():
+        # the TorchScript exporter is the one that needs no onnxscript; it warns that it is old
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model, (dummy,), str(path), input_names=["input"], output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=ONNX_OPSET, dynamo=False,
+        )
     if check_inputs is None:
         check_inputs = torch.randn(64, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     check_inputs = torch.as_tensor(check_inputs, dtype=torch.float32)

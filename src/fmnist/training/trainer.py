@@ -55,7 +55,7 @@ RECIPES: dict[str, dict] = {
     "mlp": dict(epochs=15, lr=1e-3, label_smoothing=0.0, crop_padding=0, hflip=False, weight_decay=0.0),
     "lenet": dict(epochs=15, lr=3e-3),
     "alexnet": dict(epochs=15, lr=2e-3, erasing=0.25),
-    "vgg": dict(epochs=30, lr=2e-3, erasing=0.25, precision="bf16"),
+    "vgg": dict(epochs=40, optimizer="sgd", lr=0.1, weight_decay=5e-4, erasing=0.25, precision="bf16", patience=8),
     "smallcnn": dict(epochs=12, lr=3e-3),
 }
 
@@ -124,7 +124,9 @@ def _progress(total: int, desc: str, quiet: bool):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="img", leave=False, dynamic_ncols=True, file=sys.stderr)
+    tty = sys.stderr.isatty()  # in a log file, an update a minute instead of ten a second
+    return tqdm(total=total, desc=desc, unit="img", leave=False, dynamic_ncols=True, file=sys.stderr,
+                mininterval=0.5 if tty else 60)
 
 
 def _log(msg: str, quiet: bool) -> None:

@@ -1,0 +1,48 @@
+# Two commands on a fresh Debian/Ubuntu machine:
+#   make run    set everything up, get the data, evaluate the shipped model, write the report
+#   make test   set everything up and run the test suite
+# Everything goes into ./.venv; torch is pinned to the CPU build 2.13.0.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+TORCH  ?= torch==2.13.0
+SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
+REPORT_MODELS ?= mlp mlp-deep lenet alexnet vgg smallcnn
+
+.PHONY: run test setup data report clean
+
+run: setup data
+	$(BIN)/fmnist data
+	$(BIN)/fmnist evaluate smallcnn
+	$(BIN)/fmnist compare $(REPORT_MODELS) --out report
+	@echo "report written to report/report.md"
+
+test: setup data
+	$(BIN)/python -m pytest -ra
+
+setup: $(VENV)/.installed
+
+# torch first and pinned: an unpinned torch requirement would pull a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[train,dev]"
+	touch $@
+
+# The Debian/Ubuntu package puts the real dataset in /usr/share/datasets/fashion-mnist;
+# elsewhere `fmnist data` downloads it from the official mirror and checks it.
+data:
+	@if [ ! -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ] && command -v apt-get >/dev/null; then \
+	  echo "installing dataset-fashion-mnist"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq dataset-fashion-mnist \
+	    || echo "could not apt-get install dataset-fashion-mnist; fmnist will try the official mirror"; \
+	fi
+
+# Regenerate the committed comparison report in docs/report from the artifacts in ./models.
+report: setup data
+	$(BIN)/fmnist compare $(REPORT_MODELS) --out docs/report
+
+clean:
+	rm -rf $(VENV) report explain runs
