@@ -328,6 +328,11 @@ def main(argv=None) -> int:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"fmnist {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `fmnist evaluate | head`: the reader left, nothing is wrong
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"fmnist {args.command}: interrupted", file=sys.stderr)
         return 130

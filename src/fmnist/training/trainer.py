@@ -111,7 +111,11 @@ def _make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
 def _make_scheduler(cfg: TrainConfig, optimizer, steps_per_epoch: int):
     total = cfg.epochs * steps_per_epoch
     if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, pct_start=0.25)
+        if total < 4:  # too few steps for a warm-up and a decay phase (tiny test runs)
+            return None
+        # 25 % warm-up, but at least two steps so that each phase has a length
+        pct = max(0.25, 2.0 / total)
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, pct_start=pct)
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     if cfg.schedule == "constant":
