@@ -55,3 +55,18 @@ def tiny_artifact(registry):
         model, registry=registry, name="tiny", arch="smallcnn", model_kwargs={"width": 8, "hidden": 16},
         preprocessing=Preprocessing(), metrics={"test": {"accuracy": 0.1}},
     )
+
+
+SHIPPED = REPO / "models" / "smallcnn" / "1"
+
+
+@pytest.fixture(scope="session")
+def app():
+    from fmnist.serving import create_app
+
+    return create_app({"model": str(SHIPPED), "log_requests": False, "max_content_length": 2_000_000})
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()

@@ -56,7 +56,7 @@ def cmd_train(args) -> int:
         raise CLIError(f"unknown --arch {args.arch!r}: known models are {', '.join(list_models())}")
     overrides = {k: getattr(args, k) for k in (
         "name", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "label_smoothing",
-        "crop_padding", "hflip", "erasing", "patience", "seed", "device", "threads", "precision",
+        "crop_padding", "hflip", "erasing", "patience", "min_epochs", "seed", "device", "threads", "precision",
         "train_limit", "eval_limit", "data_dir", "channels_last",
     )}
     overrides["model_kwargs"] = args.kwargs
@@ -214,6 +214,55 @@ def cmd_explain(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- serve / predict
+
+
+def cmd_serve(args) -> int:
+    """Exec Gunicorn over `fmnist.serving:create_app()`; settings travel as FMNIST_* variables."""
+    import os
+
+    env = dict(os.environ)
+    env["FMNIST_BIND"] = f"{args.host}:{args.port}"
+    for key, value in (("MODEL", args.model), ("MODELS_DIR", args.registry), ("WORKERS", args.workers),
+                       ("THREADS", args.threads), ("BACKEND", args.backend),
+                       ("MAX_BATCH_SIZE", args.max_batch_size), ("MAX_BATCH_WAIT_MS", args.max_batch_wait_ms)):
+        if value is not None:
+            env[f"FMNIST_{key}"] = str(value)
+    if args.no_batching:
+        env["FMNIST_BATCHING"] = "false"
+    if args.quiet:
+        env["FMNIST_LOG_REQUESTS"] = "false"
+    env.setdefault("OMP_NUM_THREADS", "1")  # no library may spawn a thread per core in every worker
+    # fail here, with a clear message, rather than in every worker
+    from fmnist.config import Settings
+    from fmnist.registry import resolve
+
+    settings = Settings.load(environ=env)
+    art = resolve(settings.model, settings.models_dir or None)
+    print(f"fmnist: serving {art.ref} on http://{args.host}:{args.port} "
+          f"(workers={env.get('FMNIST_WORKERS', os.cpu_count())}, threads={env.get('FMNIST_THREADS', 4)}, "
+          f"batching={'on' if settings.batching else 'off'})", file=sys.stderr, flush=True)
+    argv = [sys.executable, "-m", "gunicorn", "-c", "python:fmnist.serving.gunicorn_conf", "fmnist.serving:create_app()"]
+    os.execvpe(argv[0], argv, env)
+    return 0  # not reached
+
+
+def cmd_predict(args) -> int:
+    from fmnist.client import predict_files
+
+    failures = 0
+    for path, result in predict_files(args.images, args.url, top_k=args.top_k, preprocess=args.preprocess):
+        if args.json:
+            print(json.dumps({"file": path, **result}))
+        elif "error" in result:
+            print(f"{path}: error: {result['error'].get('message', result['error'])}")
+        else:
+            print(f"{path}: {result['label']} ({result['confidence']:.1%})"
+                  + "".join(f"  {t['label']} {t['probability']:.1%}" for t in result["top_k"][1:]))
+        failures += "error" in result
+    return 1 if failures else 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -258,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None, help="random horizontal flip")
     sp.add_argument("--erasing", type=float, help="random-erasing probability (0: off)")
     sp.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: off)")
+    sp.add_argument("--min-epochs", type=int, help="no early stop before this epoch (default: half the epochs under one-cycle)")
     sp.add_argument("--seed", type=int)
     sp.add_argument("--device", choices=["cpu", "cuda"])
     sp.add_argument("--threads", type=int, help="intra-op CPU threads (default: all cores)")
@@ -303,6 +353,28 @@ def build_parser() -> argparse.ArgumentParser:
     registry_opt(sp)
     sp.set_defaults(func=cmd_export)
 
+    sp = sub.add_parser("serve", help="serve a model over HTTP with Gunicorn (POST /predict, /v2, /ready ...)")
+    sp.add_argument("--model", help="artifact path or name[:version] (default: smallcnn)")
+    sp.add_argument("--host", default="0.0.0.0")
+    sp.add_argument("--port", type=int, default=5000)
+    sp.add_argument("--workers", type=int, help="Gunicorn worker processes (default: CPU count)")
+    sp.add_argument("--threads", type=int, help="threads per worker (default 4; 1 = sync worker)")
+    sp.add_argument("--backend", choices=["onnx", "torch"], help="default onnx (no torch needed)")
+    sp.add_argument("--no-batching", action="store_true", help="run every request on its own")
+    sp.add_argument("--max-batch-size", type=int)
+    sp.add_argument("--max-batch-wait-ms", type=float)
+    sp.add_argument("--quiet", action="store_true", help="no per-request log lines")
+    registry_opt(sp)
+    sp.set_defaults(func=cmd_serve)
+
+    sp = sub.add_parser("predict", help="classify image files with a running server")
+    sp.add_argument("images", nargs="+")
+    sp.add_argument("--url", default="http://localhost:5000", help="server base URL (default http://localhost:5000)")
+    sp.add_argument("--top-k", type=int, default=3)
+    sp.add_argument("--preprocess", choices=["auto", "raw", "photo"], default="auto")
+    sp.add_argument("--json", action="store_true", help="one JSON object per file")
+    sp.set_defaults(func=cmd_predict)
+
     sp = sub.add_parser("import", help="turn a .pth state dict into a verified artifact")
     sp.add_argument("file")
     sp.add_argument("--arch", required=True)
@@ -324,7 +396,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CLIError, ArtifactError, DatasetError, KeyError, ValueError, FileNotFoundError, RuntimeError) as e:
+    except (CLIError, ArtifactError, DatasetError, KeyError, ValueError, OSError, RuntimeError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"fmnist {args.command}: error: {msg}", file=sys.stderr)
         return 2

@@ -63,17 +63,163 @@ def dataset_stats(images: np.ndarray) -> tuple[float, float]:
     return float(x.mean()), float(x.std())
 
 
-def load_image_pixels(path: str) -> np.ndarray:
-    """Read an image file as 28x28 uint8 pixels in dataset polarity.
+# --------------------------------------------------------------------------- decoding images
 
-    A 28x28 grayscale file is taken as is (as the dataset stores it); anything else is
-    converted to grayscale and resized. The photo -> dataset conversion is the serving
-    layer's `photo` preprocessing.
-    """
+ALLOWED_FORMATS = ("PNG", "JPEG", "MPO", "GIF", "BMP", "DIB", "WEBP", "TIFF")
+MODES = ("auto", "raw", "photo")
+TRIM_TOLERANCE = 0.10  # "close to the corner colour": within 10 % of full intensity (the paper says 5 %; JPEG noise needs more)
+
+
+class ImageError(ValueError):
+    """An input image that cannot be used: says what was wrong and what is expected."""
+
+    status = 400
+    code = "bad_image"
+
+
+class ImageTooLarge(ImageError):
+    status = 413
+    code = "image_too_large"
+
+
+_ALLOWED: "tuple[str, ...] | None" = None
+
+
+def _allowed_formats() -> tuple:
+    """The allowed formats this Pillow build can open (plugins register on Image.init())."""
+    global _ALLOWED
+    if _ALLOWED is None:
+        from PIL import Image
+
+        Image.init()
+        _ALLOWED = tuple(f for f in ALLOWED_FORMATS if f in Image.OPEN)
+    return _ALLOWED
+
+
+def decode_image(data: bytes, max_pixels: int = 25_000_000, name: str = "image"):
+    """Bytes -> a PIL image, first frame, EXIF orientation applied; size checked before decoding pixels."""
+    import io
+
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if not data:
+        raise ImageError(f"{name} is empty (0 bytes): send a PNG, JPEG, GIF, BMP, WebP or TIFF file")
+    try:
+        im = Image.open(io.BytesIO(data), formats=_allowed_formats())
+    except UnidentifiedImageError:
+        raise ImageError(
+            f"{name} could not be decoded: not a PNG, JPEG, GIF, BMP, WebP or TIFF image ({len(data)} bytes)"
+        ) from None
+    except Image.DecompressionBombError as e:
+        raise ImageTooLarge(f"{name} is too large: {e}") from None
+    except Exception as e:  # Pillow raises many types on malformed headers
+        raise ImageError(f"{name} could not be decoded ({e.__class__.__name__}: {e})") from None
+    w, h = im.size  # from the header: nothing is decoded yet
+    if w < 1 or h < 1:
+        raise ImageError(f"{name} has no pixels ({w}x{h})")
+    if w * h > max_pixels:
+        raise ImageTooLarge(f"{name} is {w}x{h} = {w * h:,} pixels; the limit is {max_pixels:,}")
+    try:
+        im.seek(0)
+        im.load()
+        im = ImageOps.exif_transpose(im)
+    except Image.DecompressionBombError as e:
+        raise ImageTooLarge(f"{name} is too large: {e}") from None
+    except Exception as e:
+        raise ImageError(f"{name} is truncated or corrupt ({e.__class__.__name__}: {e})") from None
+    return im
+
+
+def _flatten(im):
+    """Any mode -> 'L' or 'RGB', transparency composited onto white, 16-bit scaled (not clipped)."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        im = im.convert("L")
-        if im.size != (28, 28):
-            im = im.resize((28, 28), Image.Resampling.LANCZOS)
-        return np.asarray(im, dtype=np.uint8)
+    mode = im.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info) or (
+        mode in ("L", "RGB") and "transparency" in im.info
+    ):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        white.alpha_composite(rgba)
+        return white.convert("RGB")
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") else max(float(arr.max()), 1.0)
+        if mode != "F" and not mode.startswith("I;16") and arr.max() <= 255:
+            top = 255.0
+        return Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if mode in ("L", "RGB"):
+        return im
+    if mode == "1":
+        return im.convert("L")
+    return im.convert("RGB")  # P without transparency, CMYK, YCbCr, LAB, HSV
+
+
+def photo_to_dataset(im) -> np.ndarray:
+    """Convert a picture the way Fashion-MNIST was made (Xiao et al. 2017, arXiv:1708.07747, sec. 2).
+
+    Trim the border close to the corner colour, resize the longest edge to 28 and sharpen, centre on a 28x28
+    canvas of the background colour, grayscale, negate when the garment is darker than the background (so it
+    is light on dark, as in the dataset), stretch the contrast to 0-255.
+    """
+    from PIL import Image, ImageFilter
+
+    rgb_im = im.convert("RGB")
+    rgb = np.asarray(rgb_im, dtype=np.int16)
+    corners = rgb[[0, 0, -1, -1], [0, -1, 0, -1]]  # (4, 3)
+    bg = np.median(corners, axis=0)
+    far = np.abs(rgb - bg).max(axis=2) > TRIM_TOLERANCE * 255
+    bg_gray = float(0.299 * bg[0] + 0.587 * bg[1] + 0.114 * bg[2])
+    # negate when the garment is darker than its background (a product photo on white)
+    if far.any():
+        fg = rgb[far].astype(np.float32)
+        negate = float((0.299 * fg[:, 0] + 0.587 * fg[:, 1] + 0.114 * fg[:, 2]).mean()) < bg_gray
+    else:
+        negate = bg_gray > 127
+    if far.any():
+        ys, xs = np.nonzero(far)
+        rgb_im = rgb_im.crop((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
+    w, h = rgb_im.size
+    scale = 28.0 / max(w, h)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    small = rgb_im.resize((nw, nh), Image.Resampling.LANCZOS, reducing_gap=3.0 if scale < 0.5 else None)
+    if scale < 1.0:  # the paper sharpens after subsampling (Gaussian, radius and sigma 1)
+        small = small.filter(ImageFilter.UnsharpMask(radius=1, percent=50, threshold=0))
+    canvas = Image.new("RGB", (28, 28), tuple(int(v) for v in bg))
+    canvas.paste(small, ((28 - nw) // 2, (28 - nh) // 2))
+    gray = np.asarray(canvas.convert("L"), dtype=np.float32)
+    bg_level = bg_gray
+    if negate:
+        gray = 255.0 - gray
+        bg_level = 255.0 - bg_gray
+    # the background is the floor: resampling ringing below it must not lift the background off 0
+    lo = bg_level if far.any() else float(gray.min())
+    hi = float(gray.max())
+    if hi - lo < 1.0:
+        return np.zeros((28, 28), np.uint8)
+    return np.clip((gray - lo) * (255.0 / (hi - lo)) + 0.5, 0, 255).astype(np.uint8)
+
+
+def to_model_pixels(im, mode: str = "auto", size=(28, 28)) -> np.ndarray:
+    """A decoded image -> 28x28 uint8 pixels in dataset polarity.
+
+    raw: the image is already as the dataset gives it (28x28, light garment on dark);
+    photo: any picture, converted as the dataset was built; auto: raw for 28x28, else photo.
+    """
+    if mode not in MODES:
+        raise ImageError(f"preprocess must be one of {', '.join(MODES)}, got {mode!r}")
+    flat = _flatten(im)
+    if mode == "raw" or (mode == "auto" and flat.size == tuple(size)):
+        if flat.size != tuple(size):
+            raise ImageError(
+                f"preprocess=raw needs a {size[0]}x{size[1]} image, got {flat.size[0]}x{flat.size[1]}; "
+                "use preprocess=photo (or auto) for other pictures"
+            )
+        return np.asarray(flat.convert("L"), dtype=np.uint8)
+    return photo_to_dataset(flat)
+
+
+def load_image_pixels(path: str, mode: str = "auto") -> np.ndarray:
+    """Read an image file as 28x28 uint8 pixels in dataset polarity (the serving preprocessing)."""
+    with open(path, "rb") as f:
+        return to_model_pixels(decode_image(f.read(), name=str(path)), mode)

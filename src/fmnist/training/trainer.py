@@ -37,6 +37,7 @@ class TrainConfig:
     hflip: bool = True
     erasing: float = 0.0  # random-erasing probability (0: off)
     patience: int = 5  # early stopping: epochs without val improvement (0: off)
+    min_epochs: int = -1  # no early stop before this epoch; -1: half the epochs under one-cycle (its LR peak), else 0
     seed: int = 0
     device: str = "cpu"
     threads: int = 0  # intra-op threads; 0 = all cores
@@ -55,7 +56,7 @@ RECIPES: dict[str, dict] = {
     "mlp": dict(epochs=15, lr=1e-3, label_smoothing=0.0, crop_padding=0, hflip=False, weight_decay=0.0),
     "lenet": dict(epochs=15, lr=3e-3),
     "alexnet": dict(epochs=15, lr=2e-3, erasing=0.25),
-    "vgg": dict(epochs=40, optimizer="sgd", lr=0.1, weight_decay=5e-4, erasing=0.25, precision="bf16", patience=8),
+    "vgg": dict(epochs=50, optimizer="sgd", lr=0.1, weight_decay=5e-4, erasing=0.25, precision="bf16", patience=8),
     "smallcnn": dict(epochs=12, lr=3e-3),
 }
 
@@ -214,6 +215,8 @@ def train(
     )
     stopped_early = False
     epoch = start_epoch - 1
+    # under one-cycle, validation is noisy around the LR peak: stopping there would stop too early
+    min_epochs = cfg.min_epochs if cfg.min_epochs >= 0 else (cfg.epochs // 2 if cfg.schedule == "onecycle" else 0)
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.perf_counter()
         bar = _progress(len(train_t), f"epoch {epoch}/{cfg.epochs}", quiet)
@@ -252,7 +255,7 @@ def train(
         if ckpt_path is not None:
             _save_checkpoint(ckpt_path, cfg, epoch, model, optimizer, scheduler, shuffle_gen, augment,
                              history, best, elapsed)
-        if cfg.patience and epoch - best["epoch"] >= cfg.patience:
+        if cfg.patience and epoch >= min_epochs and epoch - best["epoch"] >= cfg.patience:
             _log(f"early stop: no validation improvement for {cfg.patience} epochs", quiet)
             stopped_early = True
             break

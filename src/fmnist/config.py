@@ -1,0 +1,88 @@
+"""Typed server settings: defaults, then an optional JSON file, then FMNIST_* environment variables."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+
+@dataclass
+class Settings:
+    model: str = "smallcnn"  # artifact path or name[:version]
+    models_dir: str = ""  # registry; empty: $FMNIST_MODELS or ./models
+    backend: str = "onnx"  # onnx (no torch needed) | torch
+    intra_op_threads: int = 1  # per worker: N workers x 1 thread never oversubscribes the cores
+    batching: bool = True  # gather concurrent requests of a worker into one model call
+    max_batch_size: int = 64
+    max_batch_wait_ms: float = 2.0  # how long a batch may wait for more requests, only while others are in flight
+    max_images: int = 64  # images per request
+    max_content_length: int = 10 * 1024 * 1024  # bytes per request body
+    max_image_pixels: int = 25_000_000  # width x height, checked from the header before decoding
+    default_top_k: int = 3
+    log_requests: bool = True
+
+    @classmethod
+    def load(cls, overrides: "dict | None" = None, environ: "dict | None" = None) -> "Settings":
+        """Defaults < file named by FMNIST_CONFIG < FMNIST_<FIELD> variables < explicit overrides."""
+        env = os.environ if environ is None else environ
+        values: dict = {}
+        path = env.get("FMNIST_CONFIG")
+        if path:
+            try:
+                values.update(json.loads(Path(path).read_text()))
+            except (OSError, json.JSONDecodeError) as e:
+                raise ValueError(f"FMNIST_CONFIG={path}: cannot read a JSON object of settings ({e})") from None
+        for f in fields(cls):
+            key = f"FMNIST_{f.name.upper()}"
+            if key in env:
+                values[f.name] = env[key]
+        values.update(overrides or {})
+        return cls.from_dict(values)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Settings":
+        known = {f.name: f for f in fields(cls)}
+        unknown = set(values) - set(known)
+        if unknown:
+            raise ValueError(f"unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}")
+        typed = {}
+        for name, value in values.items():
+            typed[name] = _coerce(name, value, type(getattr(cls, name)) if hasattr(cls, name) else str)
+        s = cls(**typed)
+        s.validate()
+        return s
+
+    def validate(self) -> None:
+        if self.backend not in ("onnx", "torch"):
+            raise ValueError(f"backend must be onnx or torch, got {self.backend!r}")
+        for name in ("intra_op_threads", "max_batch_size", "max_images", "max_content_length", "max_image_pixels",
+                     "default_top_k"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_batch_wait_ms < 0:
+            raise ValueError("max_batch_wait_ms must be >= 0")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _coerce(name: str, value, typ):
+    if isinstance(value, typ) and not (typ is int and isinstance(value, bool)):
+        return value
+    text = str(value).strip()
+    try:
+        if typ is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if typ is int:
+            return int(text)
+        if typ is float:
+            return float(text)
+    except ValueError:
+        raise ValueError(f"setting {name}: {value!r} is not a valid {typ.__name__}") from None
+    return text

@@ -1,0 +1,46 @@
+"""The Flask application factory: `gunicorn 'fmnist.serving:create_app()'`."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from flask import Flask
+
+from fmnist.config import Settings
+from fmnist.serving.errors import register_error_handlers
+from fmnist.serving.reqlog import init_request_logging
+from fmnist.serving.state import ModelState
+
+
+def _configure_logging() -> None:
+    """JSON access lines and server messages to stderr (Gunicorn's error log), once per process."""
+    for name in ("fmnist.access", "fmnist.serving"):
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            fmt = "%(message)s" if name == "fmnist.access" else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+            handler.setFormatter(logging.Formatter(fmt))
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
+
+
+def create_app(config: "dict | Settings | None" = None) -> Flask:
+    """Settings: defaults < $FMNIST_CONFIG file < FMNIST_* variables < `config`. Loads the model once."""
+    settings = config if isinstance(config, Settings) else Settings.load(config)
+    app = Flask("fmnist")
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_content_length, JSON_SORT_KEYS=False)
+    app.json.sort_keys = False
+    _configure_logging()
+    register_error_handlers(app)
+    init_request_logging(app, settings.log_requests)
+
+    from fmnist.serving import health, openapi, predict, v2
+
+    for bp in (predict.bp, health.bp, v2.bp, openapi.bp):
+        app.register_blueprint(bp)
+    state = ModelState(settings)
+    app.extensions["fmnist"] = state
+    state.load()
+    return app

@@ -1,0 +1,59 @@
+"""JSON errors for every failure: {"error": {"code", "message"}, "request_id"}; never an HTML page."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, g, request
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("fmnist.serving")
+
+
+class APIError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: "dict | None" = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+def error_body(status: int, code: str, message: str) -> tuple[dict, int]:
+    return {"error": {"code": code, "message": message}, "request_id": g.get("request_id")}, status
+
+
+def _http_message(e: HTTPException) -> tuple[str, str]:
+    if e.code == 404:
+        return "not_found", f"no route {request.method} {request.path}; see GET /openapi.json for the API"
+    if e.code == 405:
+        allowed = ", ".join(sorted(m for m in (e.valid_methods or []) if m not in ("HEAD", "OPTIONS")))
+        return "method_not_allowed", f"{request.method} is not allowed on {request.path}; use {allowed}"
+    if e.code == 413:
+        limit = request.max_content_length
+        return "payload_too_large", (
+            f"request body is over the {limit:,}-byte limit" if limit else "request body too large"
+        ) + "; send fewer or smaller images"
+    if e.code == 400:
+        return "bad_request", e.description or "malformed request"
+    return (e.name or "error").lower().replace(" ", "_"), e.description or e.name
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(APIError)
+    def _api_error(e: APIError):
+        if request.path.startswith("/v2"):
+            return {"error": e.message}, e.status, e.headers  # Open Inference Protocol error shape
+        body, status = error_body(e.status, e.code, e.message)
+        return body, status, e.headers
+
+    @app.errorhandler(HTTPException)
+    def _http_error(e: HTTPException):
+        code, message = _http_message(e)
+        if request.path.startswith("/v2"):
+            return {"error": message}, e.code
+        body, status = error_body(e.code or 500, code, message)
+        return body, status
+
+    @app.errorhandler(Exception)
+    def _unexpected(e: Exception):  # a bug of ours: logged with its traceback, a JSON 500, the worker lives
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        body, status = error_body(500, "internal_error", f"internal error ({e.__class__.__name__}); see server log")
+        return body, status

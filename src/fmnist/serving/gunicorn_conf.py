@@ -1,0 +1,20 @@
+"""Gunicorn settings for `fmnist serve` (read from FMNIST_* variables that the command sets)."""
+
+import multiprocessing
+import os
+
+bind = os.environ.get("FMNIST_BIND", "0.0.0.0:5000")
+workers = int(os.environ.get("FMNIST_WORKERS") or multiprocessing.cpu_count())
+# threads > 1: the gthread worker, so that concurrent requests meet in the micro-batcher
+threads = int(os.environ.get("FMNIST_THREADS") or 4)
+worker_class = "gthread" if threads > 1 else "sync"
+backlog = 2048
+timeout = 30  # a worker silent this long is killed and replaced
+graceful_timeout = 20  # on SIGTERM, in-flight requests get this long to finish
+keepalive = 5
+max_requests = int(os.environ.get("FMNIST_MAX_REQUESTS") or 0)  # recycle workers (0: never)
+max_requests_jitter = max_requests // 10
+accesslog = None  # the app writes one JSON line per request itself
+errorlog = "-"
+loglevel = os.environ.get("FMNIST_LOG_LEVEL", "info")
+proc_name = "fmnist"

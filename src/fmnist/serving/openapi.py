@@ -1,0 +1,188 @@
+"""GET /openapi.json: an OpenAPI 3.1 description of every route this server has."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+from fmnist import __version__
+from fmnist.labels import CLASSES
+
+bp = Blueprint("openapi", __name__)
+
+
+def _json(schema_ref: str, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": schema_ref}}}}
+
+
+def _err(description: str) -> dict:
+    return _json("#/components/schemas/Error", description)
+
+
+def _v2err(description: str) -> dict:
+    return _json("#/components/schemas/V2Error", description)
+
+
+ERRORS = {
+    "400": _err("Bad input: missing field, undecodable or empty image, bad parameter, bad JSON, wrong pixel shape or range"),
+    "413": _err("Body over the size limit, or an image over the pixel limit"),
+    "415": _err("Unsupported Content-Type"),
+    "503": _err("Model not loaded yet (see /ready)"),
+}
+
+TOP_K = {"name": "top_k", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10, "default": 3},
+         "description": "how many classes to list in top_k"}
+PREPROCESS = {
+    "name": "preprocess", "in": "query", "schema": {"type": "string", "enum": ["auto", "raw", "photo"], "default": "auto"},
+    "description": "raw: 28x28 as the dataset gives it (light garment on dark); photo: converted as the "
+                   "Fashion-MNIST paper built the dataset; auto: raw for 28x28, photo otherwise",
+}
+MODEL_PARAM = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+VERSION_PARAM = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+PIXELS_28 = {"type": "array", "minItems": 28, "maxItems": 28,
+             "items": {"type": "array", "minItems": 28, "maxItems": 28,
+                       "items": {"type": "integer", "minimum": 0, "maximum": 255}}}
+
+SCHEMAS = {
+    "Error": {
+        "type": "object", "required": ["error"],
+        "properties": {
+            "error": {"type": "object", "required": ["code", "message"],
+                      "properties": {"code": {"type": "string"}, "message": {"type": "string"}}},
+            "request_id": {"type": ["string", "null"]},
+        },
+    },
+    "V2Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+    "ModelRef": {"type": "object", "required": ["name", "version"],
+                 "properties": {"name": {"type": "string"}, "version": {"type": "string"}}},
+    "ClassProbability": {
+        "type": "object", "required": ["label", "class_id", "probability"],
+        "properties": {"label": {"type": "string", "enum": list(CLASSES)},
+                       "class_id": {"type": "integer", "minimum": 0, "maximum": 9},
+                       "probability": {"type": "number", "minimum": 0, "maximum": 1}},
+    },
+    "Prediction": {
+        "type": "object", "required": ["label", "class_id", "confidence", "top_k"],
+        "properties": {
+            "label": {"type": "string", "enum": list(CLASSES)},
+            "class_id": {"type": "integer", "minimum": 0, "maximum": 9},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            "top_k": {"type": "array", "items": {"$ref": "#/components/schemas/ClassProbability"}},
+        },
+    },
+    "PredictResponse": {
+        "oneOf": [
+            {"allOf": [{"$ref": "#/components/schemas/Prediction"},
+                       {"type": "object", "required": ["model", "request_id", "latency_ms"],
+                        "properties": {"model": {"$ref": "#/components/schemas/ModelRef"},
+                                       "request_id": {"type": "string"}, "latency_ms": {"type": "number"}}}]},
+            {"type": "object", "required": ["predictions", "model", "request_id"],
+             "properties": {"predictions": {"type": "array", "items": {"$ref": "#/components/schemas/Prediction"}},
+                            "model": {"$ref": "#/components/schemas/ModelRef"},
+                            "request_id": {"type": "string"}, "latency_ms": {"type": "number"}}},
+        ],
+    },
+    "PredictJSON": {
+        "oneOf": [
+            {"type": "object", "required": ["image"], "properties": {"image": {"type": "string", "contentEncoding": "base64"}}},
+            {"type": "object", "required": ["images"],
+             "properties": {"images": {"type": "array", "minItems": 1, "items": {"type": "string", "contentEncoding": "base64"}}}},
+            {"type": "object", "required": ["pixels"],
+             "properties": {"pixels": {"oneOf": [PIXELS_28, {"type": "array", "minItems": 1, "items": PIXELS_28}]}}},
+        ],
+    },
+    "V2Tensor": {
+        "type": "object", "required": ["name", "shape", "datatype"],
+        "properties": {"name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
+                       "datatype": {"type": "string"}, "parameters": {"type": "object"},
+                       "data": {"type": "array"}},
+    },
+    "V2InferRequest": {
+        "type": "object", "required": ["inputs"],
+        "properties": {"id": {"type": "string"}, "parameters": {"type": "object"},
+                       "inputs": {"type": "array", "minItems": 1, "maxItems": 1, "items": {"$ref": "#/components/schemas/V2Tensor"}},
+                       "outputs": {"type": "array", "items": {"type": "object", "required": ["name"],
+                                                              "properties": {"name": {"type": "string", "enum": ["probabilities", "labels"]},
+                                                                             "parameters": {"type": "object"}}}}},
+    },
+    "V2InferResponse": {
+        "type": "object", "required": ["model_name", "outputs"],
+        "properties": {"model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
+                       "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/V2Tensor"}}},
+    },
+    "V2ModelMetadata": {
+        "type": "object", "required": ["name", "platform", "inputs", "outputs"],
+        "properties": {"name": {"type": "string"}, "versions": {"type": "array", "items": {"type": "string"}},
+                       "platform": {"type": "string"}, "parameters": {"type": "object"},
+                       "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/V2Tensor"}},
+                       "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/V2Tensor"}}},
+    },
+}
+
+
+def _get(summary: str, ok: dict, extra: "dict | None" = None, params=None) -> dict:
+    op = {"summary": summary, "responses": {"200": ok, **(extra or {})}}
+    if params:
+        op["parameters"] = params
+    return {"get": op}
+
+
+def _obj(description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": {"type": "object"}}}}
+
+
+def build_spec() -> dict:
+    v2_infer = {
+        "summary": "Open Inference Protocol inference (JSON, or binary tensor data with Inference-Header-Content-Length)",
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/V2InferRequest"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+        "responses": {
+            "200": {"description": "probabilities [N,10] FP32, labels [N] BYTES when asked", "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/V2InferResponse"}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+            "400": _v2err("Bad tensor"), "404": _v2err("Unknown model or version"), "503": _v2err("Not ready"),
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "fmnist", "version": __version__,
+                 "description": "Fashion-MNIST classifier: predict, health, model card and Open Inference Protocol v2."},
+        "paths": {
+            "/predict": {"post": {
+                "summary": "Classify one or several images",
+                "parameters": [TOP_K, PREPROCESS],
+                "requestBody": {"required": True, "content": {
+                    "multipart/form-data": {"schema": {"type": "object", "properties": {
+                        "image": {"type": "string", "format": "binary"},
+                        "images": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
+                    "application/json": {"schema": {"$ref": "#/components/schemas/PredictJSON"}}}},
+                "responses": {"200": _json("#/components/schemas/PredictResponse", "Prediction(s)"), **ERRORS},
+            }},
+            "/health": _get("Liveness: the process is up", _obj("alive")),
+            "/ready": _get("Readiness: the model is loaded and warmed up", _obj("ready"), {"503": _obj("not ready")}),
+            "/model": _get("Model card: name, version, architecture, classes, input spec, test metrics",
+                           _obj("model card"), {"503": ERRORS["503"]}),
+            "/openapi.json": _get("This document", _obj("OpenAPI 3.1 document")),
+            "/v2": _get("OIP server metadata", _obj("server metadata")),
+            "/v2/health/live": _get("OIP liveness", _obj("live")),
+            "/v2/health/ready": _get("OIP readiness", _obj("ready"), {"503": _obj("not ready")}),
+            "/v2/models/{name}": _get("OIP model metadata", _json("#/components/schemas/V2ModelMetadata", "metadata"),
+                                      {"404": _v2err("Unknown model")}, [MODEL_PARAM]),
+            "/v2/models/{name}/versions/{version}": _get(
+                "OIP model metadata for a version", _json("#/components/schemas/V2ModelMetadata", "metadata"),
+                {"404": _v2err("Unknown model or version")}, [MODEL_PARAM, VERSION_PARAM]),
+            "/v2/models/{name}/ready": _get("OIP model readiness", _obj("ready"), {"404": _v2err("Unknown model")},
+                                            [MODEL_PARAM]),
+            "/v2/models/{name}/versions/{version}/ready": _get(
+                "OIP model version readiness", _obj("ready"), {"404": _v2err("Unknown model")},
+                [MODEL_PARAM, VERSION_PARAM]),
+            "/v2/models/{name}/infer": {"post": {**v2_infer, "parameters": [MODEL_PARAM]}},
+            "/v2/models/{name}/versions/{version}/infer": {"post": {**v2_infer, "parameters": [MODEL_PARAM, VERSION_PARAM]}},
+        },
+        "components": {"schemas": SCHEMAS},
+    }
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return build_spec()

@@ -1,0 +1,160 @@
+"""POST /predict: images (multipart or JSON base64) or raw pixels in, labels and probabilities out."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+
+import numpy as np
+from flask import Blueprint, Response, current_app, g, request
+
+from fmnist.preprocess import MODES, ImageError, decode_image, to_model_pixels
+from fmnist.serving.errors import APIError
+
+bp = Blueprint("predict", __name__)
+
+
+def state():
+    return current_app.extensions["fmnist"]
+
+
+def require_ready():
+    st = state()
+    if not st.ready:
+        raise APIError(503, "not_ready", st.error or "the model is still loading; retry shortly",
+                       {"Retry-After": "1"})
+    return st
+
+
+def _query_int(name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise APIError(400, "bad_parameter", f"{name} must be an integer {lo}-{hi}, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise APIError(400, "bad_parameter", f"{name} must be an integer {lo}-{hi}, got {value}")
+    return value
+
+
+def _b64(value, where: str) -> bytes:
+    if not isinstance(value, str):
+        raise APIError(400, "bad_image", f"{where} must be a base64 string, got {type(value).__name__}")
+    if value.startswith("data:"):  # data URL: data:image/png;base64,....
+        value = value.partition(",")[2]
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise APIError(400, "bad_image", f"{where} is not valid base64") from None
+
+
+def _pixels(value, max_images: int) -> tuple[np.ndarray, bool]:
+    """JSON pixels: one 28x28 list of ints 0-255, or a list of them -> (uint8 (N,28,28), many?)."""
+    expected = "28 rows of 28 integers 0-255, or a list of such images"
+    try:
+        arr = np.asarray(value)
+    except ValueError:
+        raise APIError(400, "bad_pixels", f"pixels is ragged: expected {expected}") from None
+    if arr.dtype == object or arr.dtype.kind not in "iuf" or arr.size == 0:
+        raise APIError(400, "bad_pixels", f"pixels must be numbers: expected {expected}")
+    many = arr.ndim == 3
+    if arr.ndim not in (2, 3) or arr.shape[-2:] != (28, 28):
+        raise APIError(400, "bad_pixels", f"pixels has shape {list(arr.shape)}: expected {expected}")
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr) & (arr == np.round(arr))):
+        raise APIError(400, "bad_pixels", f"pixels must be whole numbers: expected {expected}")
+    if arr.min() < 0 or arr.max() > 255:
+        raise APIError(400, "bad_pixels", f"pixel values range {arr.min()}..{arr.max()}: expected 0-255")
+    arr = arr.astype(np.uint8).reshape(-1, 28, 28)
+    if len(arr) > max_images:
+        raise APIError(400, "too_many_images", f"{len(arr)} images in one request; the limit is {max_images}")
+    return arr, many
+
+
+def _read_inputs(settings) -> tuple[list, "np.ndarray | None", bool]:
+    """-> (encoded images as (name, bytes), raw pixel array or None, response is a list?)."""
+    ctype = request.mimetype
+    if ctype == "multipart/form-data":
+        single = request.files.getlist("image")
+        multi = request.files.getlist("images")
+        files = single + multi
+        if not files:
+            fields = sorted(set(request.files) | set(request.form))
+            raise APIError(400, "missing_image", "no file in form field 'image' (or 'images')"
+                           + (f"; got fields {', '.join(fields)}" if fields else ""))
+        blobs = [(f.filename or f"image[{i}]", f.read()) for i, f in enumerate(files)]
+        return blobs, None, bool(multi) or len(files) > 1
+    if ctype == "application/json":
+        try:
+            body = json.loads(request.get_data(cache=False))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise APIError(400, "bad_json", f"request body is not valid JSON ({e})") from None
+        if not isinstance(body, dict):
+            raise APIError(400, "bad_json", 'expected a JSON object with "image", "images" or "pixels"')
+        if "image" in body:
+            return [("image", _b64(body["image"], "image"))], None, False
+        if "images" in body:
+            imgs = body["images"]
+            if not isinstance(imgs, list) or not imgs:
+                raise APIError(400, "bad_image", '"images" must be a non-empty list of base64 strings')
+            return [(f"images[{i}]", _b64(v, f"images[{i}]")) for i, v in enumerate(imgs)], None, True
+        if "pixels" in body:
+            arr, many = _pixels(body["pixels"], settings.max_images)
+            return [], arr, many
+        raise APIError(400, "missing_image", 'JSON body needs "image" (base64), "images" (list) or "pixels"')
+    if not ctype and not request.content_length:
+        raise APIError(400, "missing_image", "empty request: send multipart/form-data with field 'image' or JSON")
+    raise APIError(415, "unsupported_media_type",
+                   f"Content-Type {ctype!r} is not supported: use multipart/form-data (field 'image') "
+                   "or application/json")
+
+
+@bp.post("/predict")
+def predict():
+    st = require_ready()
+    settings = st.settings
+    top_k = _query_int("top_k", settings.default_top_k, 1, 10)
+    mode = request.args.get("preprocess", "auto")
+    if mode not in MODES:
+        raise APIError(400, "bad_parameter", f"preprocess must be one of {', '.join(MODES)}, got {mode!r}")
+    batcher = st.batcher
+    if batcher is not None:
+        batcher.enter()  # tell the batcher a request is coming before the decode step
+    entered = batcher is not None
+    try:
+        blobs, pixels, many = _read_inputs(settings)
+        if pixels is None:
+            if len(blobs) > settings.max_images:
+                raise APIError(400, "too_many_images",
+                               f"{len(blobs)} images in one request; the limit is {settings.max_images}")
+            try:
+                pixels = np.stack([to_model_pixels(decode_image(b, settings.max_image_pixels, name), mode)
+                                   for name, b in blobs])
+            except ImageError as e:
+                raise APIError(e.status, e.code, str(e)) from None
+        x = st.predictor.normalize(pixels)
+        if entered:
+            batcher.leave()
+            entered = False
+        probs = st.run(x)
+    finally:
+        if entered:
+            batcher.leave()
+
+    predictor = st.predictor
+    model = {"name": predictor.name, "version": predictor.version}
+    preds = predictor.to_predictions(probs)
+    items = [{"label": p.label, "class_id": p.class_id, "confidence": p.confidence, "top_k": p.top_k(top_k)}
+             for p in preds]
+    latency_ms = round((time.perf_counter() - g.t0) * 1000, 3)
+    if many:
+        body = {"predictions": items, "model": model, "request_id": g.request_id, "latency_ms": latency_ms}
+    else:
+        body = {**items[0], "model": model, "request_id": g.request_id, "latency_ms": latency_ms}
+    g.log_extra = {"label": preds[0].label if len(preds) == 1 else [p.label for p in preds],
+                   "confidence": round(preds[0].confidence, 4) if len(preds) == 1 else None,
+                   "n_images": len(preds), "model_version": predictor.version}
+    return Response(json.dumps(body, separators=(",", ":")), mimetype="application/json")

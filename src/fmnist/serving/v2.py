@@ -1,0 +1,202 @@
+"""Open Inference Protocol v2 (KServe / Triton HTTP), with the binary tensor data extension.
+
+Input: one tensor [N,1,28,28] or [N,28,28], FP32 already normalised or UINT8 raw pixels.
+Outputs: `probabilities` FP32 [N,10] and, when asked for, `labels` BYTES [N].
+Errors follow the protocol: {"error": "<message>"}.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+from flask import Blueprint, Response, current_app, g, request
+
+from fmnist import __version__
+from fmnist.labels import CLASSES
+from fmnist.serving.errors import APIError
+
+bp = Blueprint("v2", __name__, url_prefix="/v2")
+
+HEADER = "Inference-Header-Content-Length"
+OUTPUTS = ("probabilities", "labels")
+_DTYPES = {"FP32": np.float32, "UINT8": np.uint8}
+
+
+def _state():
+    return current_app.extensions["fmnist"]
+
+
+def _model_or_404(name: str, version: "str | None" = None):
+    st = _state()
+    if not st.ready:
+        raise APIError(503, "not_ready", st.error or "model is loading")
+    p = st.predictor
+    if name != p.name:
+        raise APIError(404, "unknown_model", f"unknown model {name!r}; this server serves {p.name!r}")
+    if version not in (None, "", p.version):
+        raise APIError(404, "unknown_version", f"model {name!r} has no version {version!r} here; serving {p.version!r}")
+    return st
+
+
+@bp.get("")
+def server_metadata():
+    return {"name": "fmnist", "version": __version__, "extensions": ["binary_tensor_data"]}
+
+
+@bp.get("/health/live")
+def live():
+    return {"live": True}
+
+
+@bp.get("/health/ready")
+def ready():
+    st = _state()
+    return ({"ready": True}, 200) if st.ready else ({"ready": False}, 503)
+
+
+@bp.get("/models/<name>")
+@bp.get("/models/<name>/versions/<version>")
+def model_metadata(name: str, version: "str | None" = None):
+    st = _model_or_404(name, version)
+    p = st.predictor
+    return {
+        "name": p.name,
+        "versions": [p.version],
+        "platform": "onnxruntime_onnx" if p.backend == "onnx" else "pytorch_torchscript",
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 1, 28, 28]}],
+        "outputs": [
+            {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
+            {"name": "labels", "datatype": "BYTES", "shape": [-1]},
+        ],
+        "parameters": {"classes": list(CLASSES), "also_accepts": "UINT8 raw pixels, shape [N,28,28] or [N,1,28,28]"},
+    }
+
+
+@bp.get("/models/<name>/ready")
+@bp.get("/models/<name>/versions/<version>/ready")
+def model_ready(name: str, version: "str | None" = None):
+    _model_or_404(name, version)
+    return {"name": name, "ready": True}
+
+
+def _parse_body() -> tuple[dict, bytes]:
+    raw = request.get_data(cache=False)
+    header_len = request.headers.get(HEADER)
+    if header_len is not None:
+        try:
+            n = int(header_len)
+        except ValueError:
+            raise APIError(400, "bad_header", f"{HEADER} must be an integer, got {header_len!r}") from None
+        if not 0 < n <= len(raw):
+            raise APIError(400, "bad_header", f"{HEADER} {n} does not fit a body of {len(raw)} bytes")
+        head, binary = raw[:n], raw[n:]
+    else:
+        head, binary = raw, b""
+    try:
+        body = json.loads(head)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise APIError(400, "bad_json", f"inference request is not valid JSON ({e})") from None
+    if not isinstance(body, dict):
+        raise APIError(400, "bad_json", "inference request must be a JSON object with 'inputs'")
+    return body, binary
+
+
+def _input_tensor(body: dict, binary: bytes, max_images: int) -> tuple[np.ndarray, str]:
+    inputs = body.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise APIError(400, "bad_inputs", "'inputs' must hold exactly one tensor (shape [N,1,28,28] or [N,28,28])")
+    t = inputs[0]
+    dtype = t.get("datatype")
+    if dtype not in _DTYPES:
+        raise APIError(400, "bad_datatype",
+                       f"datatype {dtype!r} is not supported: use FP32 (normalised) or UINT8 (raw pixels 0-255)")
+    shape = t.get("shape")
+    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)
+            and (shape[1:] == [1, 28, 28] or shape[1:] == [28, 28])):
+        raise APIError(400, "bad_shape", f"shape {shape} is not supported: use [N,1,28,28] or [N,28,28]")
+    n = shape[0]
+    if not 1 <= n <= max_images:
+        raise APIError(400, "bad_shape", f"batch size {n}: expected 1-{max_images}")
+    count = int(np.prod(shape))
+    np_dtype = np.dtype(_DTYPES[dtype])
+    size = (t.get("parameters") or {}).get("binary_data_size")
+    if size is not None:
+        if size != count * np_dtype.itemsize or len(binary) < size:
+            raise APIError(400, "bad_binary", f"binary_data_size {size} does not match shape {shape} of {dtype} "
+                                              f"({count * np_dtype.itemsize} bytes; {len(binary)} received)")
+        arr = np.frombuffer(binary[:size], dtype=np_dtype.newbyteorder("<"))
+    else:
+        try:
+            arr = np.asarray(t.get("data"), dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise APIError(400, "bad_data", "'data' must be a flat or nested list of numbers") from None
+        if arr.size != count:
+            raise APIError(400, "bad_data", f"'data' has {arr.size} values, shape {shape} needs {count}")
+        if not np.all(np.isfinite(arr)):
+            raise APIError(400, "bad_data", "'data' holds NaN or infinite values")
+        if dtype == "UINT8":
+            if arr.min() < 0 or arr.max() > 255 or not np.all(arr == np.round(arr)):
+                raise APIError(400, "bad_data", "UINT8 data must be whole numbers 0-255")
+        arr = arr.astype(np_dtype)
+    return arr.reshape(n, 28, 28), dtype
+
+
+def _requested_outputs(body: dict) -> list[tuple[str, bool]]:
+    params = body.get("parameters") or {}
+    binary_all = bool(params.get("binary_data_output", False))
+    wanted = body.get("outputs")
+    if not wanted:
+        return [("probabilities", binary_all)]
+    out = []
+    for o in wanted:
+        name = o.get("name") if isinstance(o, dict) else None
+        if name not in OUTPUTS:
+            raise APIError(400, "bad_output", f"unknown output {name!r}: available outputs are {', '.join(OUTPUTS)}")
+        out.append((name, bool((o.get("parameters") or {}).get("binary_data", binary_all))))
+    return out
+
+
+@bp.post("/models/<name>/infer")
+@bp.post("/models/<name>/versions/<version>/infer")
+def infer(name: str, version: "str | None" = None):
+    st = _model_or_404(name, version)
+    body, binary = _parse_body()
+    pixels, dtype = _input_tensor(body, binary, st.settings.max_images)
+    if dtype == "UINT8":
+        x = st.predictor.normalize(pixels)
+    else:
+        x = np.ascontiguousarray(pixels, dtype=np.float32)[:, None]
+    probs = st.run(x)
+    p = st.predictor
+    g.log_extra = {"n_images": len(probs), "model_version": p.version}
+    outputs, blobs = [], []
+    for out_name, as_binary in _requested_outputs(body):
+        if out_name == "probabilities":
+            tensor = {"name": out_name, "datatype": "FP32", "shape": [len(probs), len(CLASSES)]}
+            data = probs.astype(np.float32)
+            if as_binary:
+                blob = data.astype("<f4").tobytes()
+                tensor["parameters"] = {"binary_data_size": len(blob)}
+                blobs.append(blob)
+            else:
+                tensor["data"] = [float(v) for v in data.reshape(-1)]
+        else:
+            labels = [CLASSES[i] for i in probs.argmax(axis=1)]
+            tensor = {"name": out_name, "datatype": "BYTES", "shape": [len(labels)]}
+            if as_binary:
+                blob = b"".join(struct.pack("<I", len(s.encode())) + s.encode() for s in labels)
+                tensor["parameters"] = {"binary_data_size": len(blob)}
+                blobs.append(blob)
+            else:
+                tensor["data"] = labels
+        outputs.append(tensor)
+    result = {"model_name": p.name, "model_version": p.version, "id": str(body.get("id", g.request_id)),
+              "outputs": outputs}
+    head = json.dumps(result, separators=(",", ":")).encode()
+    if not blobs:
+        return Response(head, mimetype="application/json")
+    resp = Response(head + b"".join(blobs), mimetype="application/octet-stream")
+    resp.headers[HEADER] = str(len(head))
+    return resp

@@ -1,0 +1,35 @@
+"""Helpers that make test images in every format and mode the server must accept."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+
+def encode(im: Image.Image, fmt: str = "PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def png(pixels: np.ndarray) -> bytes:
+    return encode(Image.fromarray(np.asarray(pixels, dtype=np.uint8), "L"))
+
+
+def restyled(pixels: np.ndarray) -> dict[str, bytes]:
+    """One dataset image (light on dark, 28x28) restyled the ways users' pictures differ from it."""
+    a = np.asarray(pixels, dtype=np.uint8)
+    light = Image.fromarray(a, "L")
+    dark_on_white = Image.fromarray(255 - a, "L")
+    tinted = Image.merge("RGB", [Image.fromarray((255 - (255 - a) * f).astype(np.uint8)) for f in (0.2, 0.5, 0.9)])
+    canvas = Image.new("L", (160, 140), 255)
+    canvas.paste(dark_on_white.resize((56, 56), Image.Resampling.BICUBIC), (10, 70))
+    return {
+        "upscaled": encode(light.resize((224, 224), Image.Resampling.BICUBIC)),
+        "inverted": encode(dark_on_white.resize((112, 112), Image.Resampling.BICUBIC)),
+        "tinted": encode(tinted.resize((100, 100), Image.Resampling.BICUBIC)),
+        "off-centre": encode(canvas),
+        "jpeg": encode(dark_on_white.resize((200, 200), Image.Resampling.BICUBIC).convert("RGB"), "JPEG", quality=75),
+    }
