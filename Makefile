@@ -1,5 +1,5 @@
 # Two commands on a fresh Debian/Ubuntu machine:
-#   make run    set everything up, get the data, evaluate the shipped model, write the report
+#   make run    set everything up, then serve the shipped model at http://localhost:5000
 #   make test   set everything up and run the test suite
 # Everything goes into ./.venv; torch is pinned to the CPU build 2.13.0.
 
@@ -10,13 +10,10 @@ TORCH  ?= torch==2.13.0
 SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 REPORT_MODELS ?= mlp mlp-deep lenet alexnet vgg smallcnn
 
-.PHONY: run test setup data report clean
+.PHONY: run test setup data report bench clean
 
-run: setup data
-	$(BIN)/fmnist data
-	$(BIN)/fmnist evaluate smallcnn
-	$(BIN)/fmnist compare $(REPORT_MODELS) --out report
-	@echo "report written to report/report.md"
+run: setup
+	$(BIN)/fmnist serve --model smallcnn --port 5000
 
 test: setup data
 	$(BIN)/python -m pytest -ra
@@ -43,6 +40,11 @@ data:
 # Regenerate the committed comparison report in docs/report from the artifacts in ./models.
 report: setup data
 	$(BIN)/fmnist compare $(REPORT_MODELS) --out docs/report
+
+# Serving benchmark against the seed-style baseline (needs wrk: apt-get install wrk).
+bench: setup data
+	@command -v wrk >/dev/null || $(SUDO) apt-get install -y -qq wrk
+	$(BIN)/python bench/serve_bench.py --out docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) report explain runs

@@ -233,6 +233,10 @@ def cmd_serve(args) -> int:
     if args.quiet:
         env["FMNIST_LOG_REQUESTS"] = "false"
     env.setdefault("OMP_NUM_THREADS", "1")  # no library may spawn a thread per core in every worker
+    if not env.get("PROMETHEUS_MULTIPROC_DIR"):  # metrics of all workers, merged at scrape time
+        import tempfile
+
+        env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="fmnist-metrics-")
     # fail here, with a clear message, rather than in every worker
     from fmnist.config import Settings
     from fmnist.registry import resolve

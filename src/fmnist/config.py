@@ -22,6 +22,22 @@ class Settings:
     max_image_pixels: int = 25_000_000  # width x height, checked from the header before decoding
     default_top_k: int = 3
     log_requests: bool = True
+    # monitoring
+    prediction_log: str = ".fmnist/predictions.sqlite"  # SQLite shared by all workers (survives restarts)
+    store_images: bool = False  # keep the 28x28 input pixels in the log (off: only their sha256)
+    retention_rows: int = 1_000_000
+    retention_days: float = 30.0
+    drift_window: int = 1000  # most recent predictions compared with the reference
+    feedback_window: int = 1000  # most recent labelled predictions for live accuracy
+    min_samples: int = 100
+    psi_warn: float = 0.1
+    psi_alert: float = 0.25
+    ks_warn: float = 0.1
+    ks_alert: float = 0.2
+    dominance_warn: float = 0.4
+    dominance_alert: float = 0.6
+    accuracy_drop_warn: float = 0.05
+    accuracy_drop_alert: float = 0.10
 
     @classmethod
     def load(cls, overrides: "dict | None" = None, environ: "dict | None" = None) -> "Settings":
@@ -58,7 +74,7 @@ class Settings:
         if self.backend not in ("onnx", "torch"):
             raise ValueError(f"backend must be onnx or torch, got {self.backend!r}")
         for name in ("intra_op_threads", "max_batch_size", "max_images", "max_content_length", "max_image_pixels",
-                     "default_top_k"):
+                     "default_top_k", "retention_rows", "drift_window", "feedback_window", "min_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_batch_wait_ms < 0:
@@ -66,6 +82,11 @@ class Settings:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def thresholds(self):
+        from fmnist.monitoring.drift import Thresholds
+
+        return Thresholds(**{k: getattr(self, k) for k in Thresholds.__dataclass_fields__})
 
 
 def _coerce(name: str, value, typ):

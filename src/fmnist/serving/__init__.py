@@ -36,9 +36,9 @@ def create_app(config: "dict | Settings | None" = None) -> Flask:
     register_error_handlers(app)
     init_request_logging(app, settings.log_requests)
 
-    from fmnist.serving import health, openapi, predict, v2
+    from fmnist.serving import health, monitoring, openapi, predict, v2
 
-    for bp in (predict.bp, health.bp, v2.bp, openapi.bp):
+    for bp in (predict.bp, health.bp, v2.bp, openapi.bp, monitoring.bp):
         app.register_blueprint(bp)
     state = ModelState(settings)
     app.extensions["fmnist"] = state

@@ -18,3 +18,21 @@ accesslog = None  # the app writes one JSON line per request itself
 errorlog = "-"
 loglevel = os.environ.get("FMNIST_LOG_LEVEL", "info")
 proc_name = "fmnist"
+
+
+def on_starting(server):
+    """Prometheus multiprocess mode: start from an empty metrics directory."""
+    d = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if d:
+        os.makedirs(d, exist_ok=True)
+        for name in os.listdir(d):
+            if name.endswith(".db"):
+                os.unlink(os.path.join(d, name))
+
+
+def child_exit(server, worker):
+    """A worker died or was recycled: drop its live gauges (its counters stay counted)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

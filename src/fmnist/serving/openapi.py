@@ -163,6 +163,26 @@ def build_spec() -> dict:
             "/model": _get("Model card: name, version, architecture, classes, input spec, test metrics",
                            _obj("model card"), {"503": ERRORS["503"]}),
             "/openapi.json": _get("This document", _obj("OpenAPI 3.1 document")),
+            "/metrics": _get("Prometheus metrics of all workers (text exposition format)", {
+                "description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}),
+            "/monitoring": _get("Drift against the training reference, live accuracy from feedback, traffic "
+                                "totals and processes, aggregated over all workers",
+                                _obj("monitoring report with status ok|warn|alert"), {"503": ERRORS["503"]}),
+            "/dashboard": _get("Self-contained monitoring page (refreshes itself)", {
+                "description": "HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}),
+            "/feedback": {"post": {
+                "summary": "Record the true label of an earlier prediction",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["request_id", "label"],
+                    "properties": {"request_id": {"type": "string"},
+                                   "label": {"oneOf": [{"type": "string", "enum": list(CLASSES)},
+                                                       {"type": "integer", "minimum": 0, "maximum": 9}]},
+                                   "index": {"type": "integer", "minimum": 0, "default": 0,
+                                             "description": "which image of a multi-image request"}}}}}},
+                "responses": {"200": _obj("recorded: predicted, label, correct"),
+                              "400": _err("Bad JSON, missing request_id, bad label"),
+                              "404": _err("No prediction with that request_id"), "503": ERRORS["503"]},
+            }},
             "/v2": _get("OIP server metadata", _obj("server metadata")),
             "/v2/health/live": _get("OIP liveness", _obj("live")),
             "/v2/health/ready": _get("OIP readiness", _obj("ready"), {"503": _obj("not ready")}),

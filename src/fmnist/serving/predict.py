@@ -144,6 +144,7 @@ def predict():
         if entered:
             batcher.leave()
 
+    st.record(g.request_id, pixels, probs)
     predictor = st.predictor
     model = {"name": predictor.name, "version": predictor.version}
     preds = predictor.to_predictions(probs)

@@ -169,6 +169,8 @@ def infer(name: str, version: "str | None" = None):
     else:
         x = np.ascontiguousarray(pixels, dtype=np.float32)[:, None]
     probs = st.run(x)
+    if dtype == "UINT8":  # FP32 inputs are already normalised: no pixels to log
+        st.record(g.request_id, pixels, probs)
     p = st.predictor
     g.log_extra = {"n_images": len(probs), "model_version": p.version}
     outputs, blobs = [], []

@@ -1,0 +1,198 @@
+"""Load-test `fmnist serve` with wrk and compare it with the seed-style baseline in the same run.
+
+    python bench/serve_bench.py [--duration 10] [--out docs/benchmarks.md]
+
+Starts each server on a free loopback port, posts one real 28x28 test-set PNG per request
+(multipart field `image`) at concurrency 1, 16 and 64, and prints requests/s, p50, p99 and
+errors; also ready time and worker RSS, and (when models/vgg exists) VGG through HTTP against
+its in-process batch-64 throughput. Not a test: figures depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_png() -> bytes:
+    from fmnist import data
+    from tests.images import png
+
+    return png(data.load(allow_download=False).test_images[0])
+
+
+def wrk_script(png: bytes, path: Path) -> Path:
+    boundary = "fmnistbenchboundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"x.png\"\r\n"
+            "Content-Type: image/png\r\n\r\n").encode() + png + f"\r\n--{boundary}--\r\n".encode()
+    lua_body = "".join(f"\\{b}" for b in body)
+    path.write_text(
+        'wrk.method = "POST"\n'
+        f'wrk.body = "{lua_body}"\n'
+        f'wrk.headers["Content-Type"] = "multipart/form-data; boundary={boundary}"\n'
+        "done = function(summary, latency, requests)\n"
+        '  io.write(string.format("P50 %d\\nP99 %d\\n", latency:percentile(50), latency:percentile(99)))\n'
+        "end\n"
+    )
+    return path
+
+
+def run_wrk(url: str, script: Path, conc: int, duration: int) -> dict:
+    threads = 1 if conc == 1 else 2
+    out = subprocess.run(["wrk", "-t", str(threads), "-c", str(conc), "-d", f"{duration}s", "-s", str(script),
+                          "--timeout", "5s", url + "/predict"], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    non2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    sock_errors = sum(int(v) for v in sock.groups()) if sock else 0
+    p50 = int(re.search(r"P50 (\d+)", out).group(1)) / 1000
+    p99 = int(re.search(r"P99 (\d+)", out).group(1)) / 1000
+    return {"c": conc, "rps": rps, "p50_ms": p50, "p99_ms": p99, "errors": non2xx + sock_errors, "requests": total}
+
+
+def start(cmd: list[str], port: int, env: dict) -> tuple[subprocess.Popen, float]:
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    while time.monotonic() - t0 < 60:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as r:
+                if r.status == 200:
+                    return proc, time.monotonic() - t0
+        except urllib.error.HTTPError as e:
+            if e.code in (404, 405):  # the baseline has no /ready: its port answering is all it offers
+                return proc, time.monotonic() - t0
+        except OSError:
+            pass
+        time.sleep(0.02)
+    stop(proc)
+    raise RuntimeError(f"{cmd} did not become ready")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def worker_rss_mb(master: subprocess.Popen) -> list[float]:
+    """RSS of the Gunicorn workers: the master's children (`fmnist serve` execs Gunicorn in place)."""
+    out = subprocess.run(["ps", "-o", "rss=", "--ppid", str(master.pid)], capture_output=True, text=True).stdout
+    return [int(v) / 1024 for v in out.split()]
+
+
+def bench_server(name, cmd, port, env, script, duration, concs) -> dict:
+    proc, ready = start(cmd, port, env)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        run_wrk(url, script, 4, 2)  # warm every worker
+        rows = [run_wrk(url, script, c, duration) for c in concs]
+        rss = worker_rss_mb(proc)
+    finally:
+        stop(proc)
+    return {"name": name, "ready_s": ready, "rows": rows, "rss_mb": rss}
+
+
+def in_process_batch64(model_dir: Path, seconds: float = 5.0) -> float:
+    from fmnist.artifact import read_artifact
+    from fmnist.inference import Predictor
+
+    pred = Predictor(read_artifact(model_dir), "onnx", intra_op_threads=os.cpu_count())
+    x = pred.normalize(np.zeros((64, 28, 28), np.uint8))
+    pred.predict_batch(x)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        pred.predict_batch(x)
+        n += 64
+    return n / (time.perf_counter() - t0)
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| server | concurrency | requests/s | p50 ms | p99 ms | errors |", "|---|---:|---:|---:|---:|---:|"]
+    for res in results:
+        for r in res["rows"]:
+            lines.append(f"| {res['name']} | {r['c']} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+                         f"{r['errors']} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--workers", type=int, default=os.cpu_count())
+    ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--out", help="write the Markdown results here")
+    ap.add_argument("--skip-baseline", action="store_true")
+    args = ap.parse_args()
+
+    model = REPO / "models" / "smallcnn" / "1"
+    tmp = Path(tempfile.mkdtemp())
+    script = wrk_script(test_png(), tmp / "post.lua")
+    concs = [1, 16, 64]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    results = []
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "fmnist.cli", "serve", "--model", str(model), "--host", "127.0.0.1",
+           "--port", str(port), "--workers", str(args.workers), "--threads", str(args.threads), "--quiet"]
+    results.append(bench_server(f"fmnist serve (onnx, {args.workers}w x {args.threads}t, batching)", cmd, port, env,
+                                script, args.duration, concs))
+    if not args.skip_baseline:
+        port = free_port()
+        cmd = [sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "bench.baseline_app:app"]
+        results.append(bench_server("seed-style baseline (Flask + gunicorn -w 2, torch, no batching)", cmd, port,
+                                    {**env, "FMNIST_BASELINE_MODEL": str(model)}, script, args.duration, concs))
+
+    vgg_line = ""
+    vgg = REPO / "models" / "vgg"
+    if vgg.is_dir():
+        from fmnist.registry import resolve
+
+        vgg_dir = resolve("vgg", REPO / "models").path
+        in_proc = in_process_batch64(vgg_dir)
+        port = free_port()
+        cmd = [sys.executable, "-m", "fmnist.cli", "serve", "--model", str(vgg_dir), "--host", "127.0.0.1",
+               "--port", str(port), "--workers", str(args.workers), "--threads", str(args.threads), "--quiet"]
+        vres = bench_server("fmnist serve vgg", cmd, port, env, script, args.duration, [64])
+        http = vres["rows"][0]["rps"]
+        vgg_line = (f"VGG ({vgg_dir.name}): in-process ONNX Runtime batch 64 = {in_proc:,.0f} images/s; "
+                    f"through HTTP at c=64 = {http:,.0f} requests/s ({100 * http / in_proc:.0f} %), "
+                    f"p99 {vres['rows'][0]['p99_ms']:.1f} ms, errors {vres['rows'][0]['errors']}")
+
+    md = [table(results), ""]
+    for res in results:
+        rss = ", ".join(f"{v:.0f}" for v in res["rss_mb"])
+        md.append(f"- {res['name']}: ready in {res['ready_s']:.2f} s; worker RSS {rss} MB")
+    if vgg_line:
+        md.append(f"- {vgg_line}")
+    text = "\n".join(md)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Monitoring: Prometheus metrics, the prediction/feedback store, drift against the training reference."""

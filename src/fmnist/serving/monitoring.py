@@ -1,0 +1,120 @@
+"""GET /metrics (Prometheus), GET /monitoring (drift, live accuracy, traffic), POST /feedback, GET /dashboard."""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+
+from flask import Blueprint, Response, current_app, g, request
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from fmnist.labels import class_id
+from fmnist.monitoring import metrics
+from fmnist.monitoring.drift import STATUS_ORDER, accuracy_report, drift_report
+from fmnist.monitoring.system import SystemCollector, process_stats, server_processes
+from fmnist.serving.errors import APIError
+
+bp = Blueprint("monitoring", __name__)
+
+
+def _state():
+    return current_app.extensions["fmnist"]
+
+
+def _ready_state():
+    st = _state()
+    if not st.ready:
+        raise APIError(503, "not_ready", st.error or "the model is still loading")
+    return st
+
+
+@bp.get("/metrics")
+def prometheus_metrics():
+    st = _state()
+    extra = [SystemCollector()]
+    if st.ready:
+        extra.append(metrics.ReferenceCollector(st.predictor.artifact.manifest))
+    return Response(metrics.exposition(extra), mimetype=CONTENT_TYPE_LATEST)
+
+
+@bp.get("/monitoring")
+def monitoring():
+    st = _ready_state()
+    s = st.settings
+    th = s.thresholds()
+    p = st.predictor
+    manifest = p.artifact.manifest
+    drift = drift_report(st.store.recent(s.drift_window, p.version), manifest.get("reference") or {}, th)
+    test_acc = manifest.get("metrics", {}).get("test", {}).get("accuracy")
+    accuracy = accuracy_report(st.store.recent_feedback(s.feedback_window), test_acc, th)
+    processes = []
+    for pid, role in server_processes():
+        stats = process_stats(pid)
+        if stats:
+            processes.append({"pid": pid, "role": role, "cpu_seconds": stats[0], "rss_bytes": stats[1]})
+    status = max((drift["status"], accuracy["status"]), key=STATUS_ORDER.index)
+    return {
+        "status": status,
+        "model": {"name": p.name, "version": p.version, "arch": p.artifact.arch, "test_accuracy": test_acc,
+                  "backend": p.backend, "loaded_at": st.loaded_at},
+        "drift": drift,
+        "accuracy": accuracy,
+        "traffic": metrics.snapshot(),
+        "system": {"processes": processes, "cpu_count": _cpu_count()},
+        "generated_at": time.time(),
+    }
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@bp.post("/feedback")
+def feedback():
+    st = _ready_state()
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise APIError(400, "bad_json", 'expected a JSON object {"request_id": "...", "label": "Shirt" | 6}')
+    rid = body.get("request_id")
+    if not isinstance(rid, str) or not rid:
+        raise APIError(400, "missing_request_id", "request_id (the id a /predict response returned) is required")
+    if "label" not in body:
+        raise APIError(400, "missing_label", 'label is required: a class name such as "Shirt" or an id 0-9')
+    try:
+        true_id = class_id(body["label"])
+    except ValueError as e:
+        raise APIError(400, "bad_label", str(e)) from None
+    idx = body.get("index", 0)
+    if not isinstance(idx, int) or isinstance(idx, bool) or idx < 0:
+        raise APIError(400, "bad_parameter", "index must be a non-negative integer (the image's position)")
+    row = _find(st, rid, idx)
+    if row is None:
+        raise APIError(404, "unknown_request_id",
+                       f"no prediction with request_id {rid!r} (index {idx}); it may be older than the retention")
+    st.store.set_feedback(rid, idx, true_id)
+    correct = row["class_id"] == true_id
+    metrics.FEEDBACK.labels(model_version=row["model_version"], outcome="correct" if correct else "incorrect").inc()
+    g.log_extra = {"feedback_for": rid, "correct": correct}
+    from fmnist.labels import CLASSES
+
+    return {"request_id": rid, "index": idx, "predicted": CLASSES[row["class_id"]], "label": CLASSES[true_id],
+            "correct": correct, "model_version": row["model_version"]}
+
+
+def _find(st, rid: str, idx: int, wait: float = 1.0):
+    """The prediction row; a just-made prediction may still be in some worker's write queue."""
+    st.store.flush()
+    deadline = time.monotonic() + wait
+    while True:
+        row = st.store.get(rid, idx)
+        if row is not None or time.monotonic() > deadline:
+            return row
+        time.sleep(0.05)
+
+
+@bp.get("/dashboard")
+def dashboard():
+    html = resources.files("fmnist.serving").joinpath("dashboard.html").read_text()
+    return Response(html, mimetype="text/html")
