@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import os
+import signal
+import socket
 import struct
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -70,3 +78,45 @@ def app():
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(workdir: Path, *extra: str, workers: int = 2, model: str = str(SHIPPED)):
+    """A real `fmnist serve` (Gunicorn) on a free loopback port; yields url, port, proc, log, ready_after."""
+    port = free_port()
+    log = workdir / "server.log"
+    env = {**os.environ, "FMNIST_MODELS": str(REPO / "models"),
+           "FMNIST_PREDICTION_LOG": str(workdir / "predictions.sqlite")}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "fmnist.cli", "serve", "--model", model, "--host",
+                                 "127.0.0.1", "--port", str(port), "--workers", str(workers), *extra],
+                                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=workdir)
+    url = f"http://127.0.0.1:{port}"
+    t0 = time.monotonic()
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{log.read_text()}")
+            if time.monotonic() - t0 > 30:
+                raise RuntimeError(f"server not ready in 30 s:\n{log.read_text()}")
+            try:
+                with urllib.request.urlopen(url + "/ready", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.05)
+        yield {"url": url, "port": port, "proc": proc, "log": log, "ready_after": time.monotonic() - t0}
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)

@@ -3,9 +3,6 @@
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -14,48 +11,14 @@ import numpy as np
 import pytest
 
 from fmnist.client import predict_bytes
-from tests.conftest import REPO, SHIPPED
+from tests.conftest import SHIPPED, running_server
 from tests.images import png
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    port = free_port()
-    log = tmp_path_factory.mktemp("serve") / "server.log"
-    env = {**os.environ, "FMNIST_MODELS": str(REPO / "models")}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "fmnist.cli", "serve", "--model", str(SHIPPED), "--host",
-                                 "127.0.0.1", "--port", str(port), "--workers", "2", "--threads", "4"],
-                                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    t0 = time.monotonic()
-    ready_after = None
-    while time.monotonic() - t0 < 30:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited early:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(url + "/ready", timeout=1) as r:
-                if r.status == 200:
-                    ready_after = time.monotonic() - t0
-                    break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail(f"server not ready in 30 s:\n{log.read_text()}")
-    yield {"url": url, "proc": proc, "log": log, "ready_after": ready_after, "port": port}
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+    with running_server(tmp_path_factory.mktemp("serve")) as srv:
+        yield srv
 
 
 def get_json(url):
@@ -140,6 +103,33 @@ def test_tritonclient_against_v2(server, real_data):
     bad.set_data_from_numpy(np.zeros((2, 3, 28, 28), np.float32))
     with pytest.raises(InferenceServerException, match=r"shape \[2, 3, 28, 28\] is not supported"):
         client.infer("smallcnn", [bad])
+
+
+@pytest.mark.realdata
+def test_metrics_and_monitoring_aggregate_all_workers(server, real_data):
+    before = _predictions_total(server["url"])
+    x, y = real_data.test_images[400:520], real_data.test_labels[400:520]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda a: predict_bytes(png(a), server["url"]), x))
+    assert _predictions_total(server["url"]) - before == len(x)  # whichever worker is scraped
+    text = urllib.request.urlopen(server["url"] + "/metrics").read().decode()
+    roles = [line for line in text.splitlines() if line.startswith("fmnist_process_resident_memory_bytes{")]
+    assert sum('role="worker"' in r for r in roles) == 2 and sum('role="master"' in r for r in roles) == 1
+    # feedback finds a prediction whichever worker served it (new connection each time)
+    for r, t in zip(results, y):
+        req = urllib.request.Request(server["url"] + "/feedback", method="POST", headers={"Content-Type": "application/json"},
+                                     data=json.dumps({"request_id": r["request_id"], "label": int(t)}).encode())
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert json.loads(resp.read())["correct"] == (r["class_id"] == t)
+    time.sleep(0.2)  # each worker flushes its log every 50 ms
+    m = get_json(server["url"] + "/monitoring")[1]
+    assert m["accuracy"]["n"] >= len(x) and m["drift"]["window_size"] >= len(x)
+    assert len(m["system"]["processes"]) == 3
+
+
+def _predictions_total(url: str) -> float:
+    text = urllib.request.urlopen(url + "/metrics").read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("fmnist_predictions_total{"))
 
 
 def test_sigterm_stops_gracefully(server):

@@ -149,6 +149,8 @@ def snapshot() -> dict:
             elif s.name == "fmnist_feedback_total":
                 o = s.labels["outcome"]
                 out["feedback"][o] = out["feedback"].get(o, 0.0) + s.value
-    out["predict_latency_buckets"] = sorted(
-        ([float(le), v] for le, v in out["predict_latency_buckets"].items()), key=lambda kv: kv[0])
+    buckets = sorted((float(le), v) for le, v in out["predict_latency_buckets"].items())
+    # JSON has no Infinity: finite buckets as [le, cumulative count], the +Inf bucket as the total
+    out["predict_latency_count"] = buckets[-1][1] if buckets else 0.0
+    out["predict_latency_buckets"] = [[le, v] for le, v in buckets if le != float("inf")]
     return out

@@ -44,6 +44,7 @@ def monitoring():
     th = s.thresholds()
     p = st.predictor
     manifest = p.artifact.manifest
+    st.store.flush()  # this worker's queued rows; other workers' lag by at most their flush interval
     drift = drift_report(st.store.recent(s.drift_window, p.version), manifest.get("reference") or {}, th)
     test_acc = manifest.get("metrics", {}).get("test", {}).get("accuracy")
     accuracy = accuracy_report(st.store.recent_feedback(s.feedback_window), test_acc, th)

@@ -1,0 +1,82 @@
+"""The dashboard in a real headless Chromium: loads without console errors, shows the server's numbers."""
+
+import json
+import os
+import shutil
+import time
+import urllib.request
+
+import pytest
+
+from tests.conftest import running_server
+from tests.images import png
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver")
+
+
+def _post(url, path, body: bytes, ctype: str) -> dict:
+    req = urllib.request.Request(url + path, data=body, method="POST", headers={"Content-Type": ctype})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def _browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1400,1100"):
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(DRIVER), options=opts)
+
+
+@pytest.mark.realdata
+def test_dashboard_shows_server_numbers(tmp_path, real_data):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with running_server(tmp_path, "--threads", "4") as srv:
+        url = srv["url"]
+        x, y = real_data.test_images[:200], real_data.test_labels[:200]
+        for a, t in zip(x, y):
+            boundary = "b0undary"
+            body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"x.png\"\r\n\r\n"
+                    .encode() + png(a) + f"\r\n--{boundary}--\r\n".encode())
+            r = _post(url, "/predict", body, f"multipart/form-data; boundary={boundary}")
+            _post(url, "/feedback", json.dumps({"request_id": r["request_id"], "label": int(t)}).encode(),
+                  "application/json")
+        time.sleep(0.2)
+        with urllib.request.urlopen(url + "/monitoring") as resp:
+            truth = json.loads(resp.read())
+
+        driver = _browser()
+        try:
+            driver.get(url + "/dashboard")
+            wait = WebDriverWait(driver, 20)
+            wait.until(lambda d: "smallcnn:1" in d.find_element(By.ID, "model").text)
+            # a second poll gives rates; send traffic in between so requests/s is a number
+            for a in x[:40]:
+                _post(url, "/predict", json.dumps({"pixels": a.tolist()}).encode(), "application/json")
+            wait.until(lambda d: d.find_element(By.ID, "rps").text not in ("–", ""))
+            acc_text = driver.find_element(By.ID, "accuracy").text
+            assert f"{100 * truth['accuracy']['accuracy']:.1f} %" in acc_text and "n=200" in acc_text
+            assert driver.find_element(By.ID, "drift-status").text.lower() == truth["drift"]["status"]
+            assert float(driver.find_element(By.ID, "rps").text) > 0
+            assert driver.find_element(By.ID, "p99").text != "–"
+            assert int(driver.find_element(By.ID, "window-n").text) >= 200
+            bars = driver.find_elements(By.CSS_SELECTOR, "#class-chart rect")
+            assert len(bars) == 20  # ten classes, live and reference
+            rows = driver.find_elements(By.CSS_SELECTOR, "#processes tbody tr")
+            assert len(rows) == 3  # master + 2 workers
+            # FMNIST_SCREENSHOT=docs/dashboard.png refreshes the picture kept in the docs
+            driver.save_screenshot(os.environ.get("FMNIST_SCREENSHOT") or str(tmp_path / "dashboard.png"))
+            errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+            assert not errors, errors
+        finally:
+            driver.quit()

@@ -1,0 +1,160 @@
+"""Metrics, drift, feedback and live accuracy through the Flask test client on the shipped model."""
+
+import io
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from fmnist.monitoring.drift import Thresholds, ks_against_histogram, psi
+from fmnist.serving import create_app
+from tests.conftest import SHIPPED
+from tests.images import png
+
+
+@pytest.fixture
+def mon_app(tmp_path):
+    return create_app({"model": str(SHIPPED), "log_requests": False, "prediction_log": str(tmp_path / "p.sqlite"),
+                       "drift_window": 300, "min_samples": 100})
+
+
+def predict(client, pixels):
+    r = client.post("/predict", data={"image": (io.BytesIO(png(pixels)), "x.png")})
+    assert r.status_code == 200, r.get_data(as_text=True)
+    return r.get_json()
+
+
+def test_psi_and_ks_basics():
+    even = np.full(10, 0.1)
+    assert psi(even, even) == pytest.approx(0)
+    assert psi([1, 0, 0, 0, 0, 0, 0, 0, 0, 0], even) > 2
+    hist = {"edges": np.linspace(0, 1, 11).tolist(), "counts": [10] * 10}
+    assert ks_against_histogram(np.random.default_rng(0).uniform(0, 1, 5000), hist) < 0.03
+    assert ks_against_histogram(np.full(100, 0.99), hist) == pytest.approx(0.9)
+    assert Thresholds().psi_warn == 0.1 and Thresholds().psi_alert == 0.25
+
+
+@pytest.mark.realdata
+def test_drift_ok_on_test_data_then_alert_on_shifted_stream(mon_app, real_data):
+    c = mon_app.test_client()
+    x = real_data.test_images
+    rng = np.random.default_rng(0)
+    for i in rng.choice(len(x), 300, replace=False):
+        predict(c, x[i])
+    m = c.get("/monitoring").get_json()
+    assert m["drift"]["window_size"] == 300
+    assert m["drift"]["status"] == "ok", m["drift"]["checks"]
+
+    # a shifted stream: only footwear (Sandal, Sneaker, Ankle boot), dimmed to 40 %
+    shoes = np.flatnonzero(np.isin(real_data.test_labels, [5, 7, 9]))
+    for i in rng.choice(shoes, 300, replace=False):
+        predict(c, (x[i] * 0.4).astype(np.uint8))
+    m = c.get("/monitoring").get_json()
+    checks = m["drift"]["checks"]
+    assert m["drift"]["status"] == "alert" and m["status"] == "alert"
+    assert checks["class_psi"]["status"] == "alert" and checks["class_psi"]["score"] > 0.25
+    assert checks["mean_pixel_ks"]["status"] == "alert"
+    dist = m["drift"]["window"]["class_distribution"]
+    assert dist["Sandal"] + dist["Sneaker"] + dist["Ankle boot"] > 0.8
+
+
+def test_single_class_dominance_alert(mon_app):
+    c = mon_app.test_client()
+    blank = np.zeros((28, 28), np.uint8)
+    blank[4:24, 10:18] = 255  # the same picture over and over
+    label = predict(c, blank)["label"]
+    for _ in range(119):
+        predict(c, blank)
+    checks = c.get("/monitoring").get_json()["drift"]["checks"]
+    assert checks["dominant_class_share"]["score"] == 1.0 and checks["dominant_class_share"]["class"] == label
+    assert checks["dominant_class_share"]["status"] == "alert"
+
+
+def test_too_few_samples_stay_ok(mon_app):
+    c = mon_app.test_client()
+    blank = np.zeros((28, 28), np.uint8)
+    for _ in range(5):
+        predict(c, blank)
+    m = c.get("/monitoring").get_json()
+    assert m["drift"]["window_size"] == 5 and not m["drift"]["enough_samples"] and m["drift"]["status"] == "ok"
+
+
+@pytest.mark.realdata
+def test_feedback_and_live_accuracy(mon_app, real_data):
+    c = mon_app.test_client()
+    x, y = real_data.test_images[:150], real_data.test_labels[:150]
+    answers = [predict(c, a) for a in x]
+    from fmnist.labels import CLASSES
+
+    for i, (r, t) in enumerate(zip(answers, y)):
+        label = CLASSES[t] if i % 2 else int(t)  # names and ids both work
+        fb = c.post("/feedback", json={"request_id": r["request_id"], "label": label})
+        assert fb.status_code == 200 and fb.get_json()["correct"] == (r["class_id"] == t)
+    expected = np.mean([r["class_id"] == t for r, t in zip(answers, y)])
+    acc = c.get("/monitoring").get_json()["accuracy"]
+    assert acc["n"] == 150 and acc["accuracy"] == pytest.approx(expected)
+    assert sum(v["n"] for v in acc["per_class"].values()) == 150
+    text = c.get("/metrics").get_data(as_text=True)
+    correct = sum(float(line.split()[-1]) for line in text.splitlines()
+                  if line.startswith("fmnist_feedback_total") and 'outcome="correct"' in line)
+    assert correct == round(expected * 150)
+
+
+def test_feedback_errors(mon_app):
+    c = mon_app.test_client()
+    rid = predict(c, np.zeros((28, 28), np.uint8))["request_id"]
+    r = c.post("/feedback", json={"request_id": "no-such-id", "label": 3})
+    assert r.status_code == 404 and r.get_json()["error"]["code"] == "unknown_request_id"
+    for body, code in (({"request_id": rid, "label": "Hat"}, "bad_label"), ({"request_id": rid, "label": 12}, "bad_label"),
+                       ({"request_id": rid}, "missing_label"), ({"label": 3}, "missing_request_id"),
+                       ({"request_id": rid, "label": 3, "index": -1}, "bad_parameter")):
+        r = c.post("/feedback", json=body)
+        assert r.status_code == 400 and r.get_json()["error"]["code"] == code, (body, r.get_json())
+    assert c.post("/feedback", data="nope", content_type="application/json").status_code == 400
+
+
+def test_prediction_log_survives_restart_and_is_bounded(tmp_path):
+    db = tmp_path / "p.sqlite"
+    app = create_app({"model": str(SHIPPED), "log_requests": False, "prediction_log": str(db),
+                      "retention_rows": 50})
+    c = app.test_client()
+    rid = predict(c, np.zeros((28, 28), np.uint8))["request_id"]
+    store = app.extensions["fmnist"].store
+    store.flush()
+    store.close()
+    again = create_app({"model": str(SHIPPED), "log_requests": False, "prediction_log": str(db)})
+    c2 = again.test_client()
+    assert c2.post("/feedback", json={"request_id": rid, "label": 0}).status_code == 200
+    st = again.extensions["fmnist"].store
+    row = st.get(rid)
+    assert row["true_label"] == 0 and len(row["input_sha256"]) == 64
+    st.retention_rows = 50
+    for _ in range(80):
+        predict(c2, np.zeros((28, 28), np.uint8))
+    st.flush()
+    st.prune()
+    assert st.count() <= 50
+
+
+def test_metrics_names_and_promtool(mon_app):
+    c = mon_app.test_client()
+    predict(c, np.zeros((28, 28), np.uint8))
+    c.get("/nope")
+    text = c.get("/metrics").get_data(as_text=True)
+    for name in ("fmnist_http_requests_total", "fmnist_http_request_duration_seconds_bucket",
+                 "fmnist_http_requests_in_progress", "fmnist_inference_duration_seconds_bucket",
+                 "fmnist_inference_batch_size_bucket", "fmnist_predictions_total", "fmnist_prediction_confidence_bucket",
+                 "fmnist_input_mean_pixel_bucket", "fmnist_feedback_total", "fmnist_model_info",
+                 "fmnist_process_cpu_seconds_total", "fmnist_process_resident_memory_bytes",
+                 "fmnist_reference_class_share"):
+        assert name in text, name
+    classes = [line for line in text.splitlines() if line.startswith("fmnist_predictions_total{")]
+    assert len(classes) == 10  # all ten classes from the start
+    assert 'route="<unmatched>",status="404"' in text
+    assert "fmnist_gpu_" not in text  # absent, not zero, without a GPU
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (apt-get install prometheus)")
+    proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
