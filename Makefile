@@ -10,12 +10,12 @@ TORCH  ?= torch==2.13.0
 SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 REPORT_MODELS ?= mlp mlp-deep lenet alexnet vgg smallcnn
 
-.PHONY: run test setup data report bench clean
+.PHONY: run test setup data test-deps report bench clean
 
 run: setup
 	$(BIN)/fmnist serve --model smallcnn --port 5000
 
-test: setup data
+test: setup data test-deps
 	$(BIN)/python -m pytest -ra
 
 setup: $(VENV)/.installed
@@ -35,6 +35,15 @@ data:
 	  echo "installing dataset-fashion-mnist"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq dataset-fashion-mnist \
 	    || echo "could not apt-get install dataset-fashion-mnist; fmnist will try the official mirror"; \
+	fi
+
+# What the integration tests run for real: Prometheus (promtool), headless Chromium + driver.
+TEST_DEBS := prometheus chromium chromium-driver
+test-deps:
+	@missing=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ] && command -v apt-get >/dev/null; then \
+	  echo "installing$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
 # Regenerate the committed comparison report in docs/report from the artifacts in ./models.

@@ -95,8 +95,14 @@ class ReferenceCollector:
     def __init__(self, manifest: dict):
         self.version = str(manifest["version"])
         self.ref = manifest.get("reference") or {}
+        self.test_accuracy = manifest.get("metrics", {}).get("test", {}).get("accuracy")
 
     def collect(self):
+        if self.test_accuracy is not None:
+            acc = GaugeMetricFamily("fmnist_model_test_accuracy", "Test-set accuracy recorded in the manifest",
+                                    labels=["model_version"])
+            acc.add_metric([self.version], float(self.test_accuracy))
+            yield acc
         if not self.ref:
             return
         share = GaugeMetricFamily("fmnist_reference_class_share", "Held-out predicted-class share",
