@@ -37,13 +37,14 @@ data:
 	    || echo "could not apt-get install dataset-fashion-mnist; fmnist will try the official mirror"; \
 	fi
 
-# What the integration tests run for real: Prometheus (promtool), headless Chromium + driver.
-TEST_DEBS := prometheus chromium chromium-driver
+# What the integration tests run for real: Prometheus (promtool), headless Chromium + driver,
+# nginx and wrk (cluster and rollout under load), kubectl (kustomize rendering).
+TEST_DEBS := prometheus chromium chromium-driver nginx wrk kubernetes-client
 test-deps:
 	@missing=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ] && command -v apt-get >/dev/null; then \
 	  echo "installing$$missing"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
 # Regenerate the committed comparison report in docs/report from the artifacts in ./models.

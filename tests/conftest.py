@@ -87,15 +87,18 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(workdir: Path, *extra: str, workers: int = 2, model: str = str(SHIPPED)):
+def running_server(workdir: Path, *extra: str, workers: int = 2, model: str = str(SHIPPED),
+                   extra_env: "dict | None" = None):
     """A real `fmnist serve` (Gunicorn) on a free loopback port; yields url, port, proc, log, ready_after."""
     port = free_port()
     log = workdir / "server.log"
     env = {**os.environ, "FMNIST_MODELS": str(REPO / "models"),
            "FMNIST_PREDICTION_LOG": str(workdir / "predictions.sqlite")}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.update(extra_env or {})
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "fmnist.cli", "serve", "--model", model, "--host",
+        model_args = [] if any(a.startswith("--model") for a in extra) else ["--model", model]
+        proc = subprocess.Popen([sys.executable, "-m", "fmnist.cli", "serve", *model_args, "--host",
                                  "127.0.0.1", "--port", str(port), "--workers", str(workers), *extra],
                                 stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=workdir)
     url = f"http://127.0.0.1:{port}"

@@ -97,7 +97,7 @@ def test_same_preprocessing_as_training(client, app):
     from fmnist.evaluation.evaluate import artifact_logits
     from fmnist.evaluation.metrics import softmax
 
-    art = app.extensions["fmnist"].predictor.artifact
+    art = app.extensions["fmnist"].current.predictor.artifact
     img = rng.integers(0, 256, (28, 28)).astype(np.uint8)
     want = softmax(artifact_logits(art, img[None]))[0]
     got = post_files(client, [("image", png(img), "r.png")], "?top_k=10").get_json()
@@ -213,8 +213,10 @@ def test_model_failure_is_a_json_500_not_a_crash(app, client, monkeypatch):
     def broken(x):
         raise RuntimeError("simulated ONNX Runtime failure")
 
-    monkeypatch.setattr(st.predictor, "predict_batch", broken)
-    monkeypatch.setattr(st, "batcher", None)
+    import dataclasses
+
+    monkeypatch.setattr(st.current.predictor, "predict_batch", broken)
+    monkeypatch.setattr(st, "current", dataclasses.replace(st.current, batcher=None))
     r = post_files(client, [("image", png(GARMENT), "g.png")])
     assert_error(r, 500, "internal_error", "RuntimeError")
 

@@ -110,26 +110,45 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from fmnist.registry import list_artifacts, registry_root, resolve
+    from fmnist.registry import list_artifacts, production_version, registry_root, resolve
 
     rows = []
+    root = registry_root(args.registry)
     for name, version in list_artifacts(args.registry):
         art = resolve(f"{name}:{version}", args.registry, verify=False)
         m = art.manifest
         acc = m.get("metrics", {}).get("test", {}).get("accuracy")
         rows.append({
             "name": name, "version": version, "arch": art.arch, "params": m["architecture"].get("params"),
-            "test_accuracy": acc, "path": str(art.path),
+            "test_accuracy": acc, "production": production_version(root, name) == version, "path": str(art.path),
         })
     if args.json:
         print(json.dumps(rows, indent=2))
     elif not rows:
         print(f"no models in {registry_root(args.registry)}")
     else:
-        print(f"{'model':<20}{'arch':<10}{'params':>10}{'test acc':>10}  path")
+        print(f"{'model':<20}{'arch':<10}{'params':>10}{'test acc':>10}  {'alias':<11} path")
         for r in rows:
             acc = f"{r['test_accuracy']:.4f}" if r["test_accuracy"] is not None else "-"
-            print(f"{r['name'] + ':' + r['version']:<20}{r['arch']:<10}{r['params'] or 0:>10,}{acc:>10}  {r['path']}")
+            alias = "production" if r["production"] else ""
+            print(f"{r['name'] + ':' + r['version']:<20}{r['arch']:<10}{r['params'] or 0:>10,}{acc:>10}  "
+                  f"{alias:<11} {r['path']}")
+    return 0
+
+
+def cmd_promote(args) -> int:
+    from fmnist.registry import promote
+
+    data = promote(args.name, args.version, args.registry)
+    print(f"{args.name}: production -> {data['production']} (running servers switch within their reload interval)")
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    from fmnist.registry import rollback
+
+    data = rollback(args.name, args.registry)
+    print(f"{args.name}: production -> {data['production']} (rolled back from {data['history'][-1]['from']})")
     return 0
 
 
@@ -237,6 +256,7 @@ def cmd_serve(args) -> int:
         import tempfile
 
         env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="fmnist-metrics-")
+    os.makedirs(env["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
     # fail here, with a clear message, rather than in every worker
     from fmnist.config import Settings
     from fmnist.registry import resolve
@@ -267,6 +287,66 @@ def cmd_predict(args) -> int:
     return 1 if failures else 0
 
 
+def cmd_cluster(args) -> int:
+    import os
+    import subprocess
+    import time
+
+    from fmnist import cluster
+
+    state = Path(args.state_dir)
+    if args.action == "status":
+        st = cluster.status(state)
+        if args.json:
+            print(json.dumps(st, indent=2))
+        else:
+            print(f"load balancer :{st['port']} {'ready' if st['load_balancer_ready'] else 'NOT ready'}; "
+                  f"replica restarts: {st['restarts']}")
+            for r in st["replicas"]:
+                print(f"  replica :{r['port']} pid {r['pid']} {'ready' if r['ready'] else 'NOT ready'} {r['model'] or ''}")
+        return 0
+    if args.action == "down":
+        cluster.down(state)
+        print("fmnist cluster: stopped")
+        return 0
+    serve_args = []
+    if args.model:
+        serve_args += ["--model", args.model]
+    if args.registry:
+        serve_args += ["--registry", args.registry]
+    if args.threads:
+        serve_args += ["--threads", str(args.threads)]
+    state.mkdir(parents=True, exist_ok=True)
+    if (state / "state.json").exists():
+        raise CLIError(f"a cluster already runs from {state}; `fmnist cluster down` first")
+    if args.detach:
+        argv = [a for a in sys.argv[1:] if a != "--detach"]
+        log = open(state / "supervisor.log", "ab")
+        proc = subprocess.Popen([sys.executable, "-m", "fmnist.cli", *argv], stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, env=os.environ.copy())
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise CLIError(f"cluster failed to start; see {state / 'supervisor.log'}")
+            if (state / "state.json").exists():
+                print(f"fmnist cluster: {args.replicas} replicas behind nginx on http://{args.host}:{args.port} "
+                      f"(supervisor pid {proc.pid}; `fmnist cluster status`, `fmnist cluster down`)")
+                return 0
+            time.sleep(0.2)
+        raise CLIError("cluster not up after 120 s")
+    c = cluster.Cluster(state, args.replicas, port=args.port, host=args.host, workers=args.workers,
+                        serve_args=serve_args)
+    try:
+        c.start()
+    except BaseException:
+        c.stop()
+        raise
+    print(f"fmnist cluster: {args.replicas} replicas x {c.workers} workers behind nginx on "
+          f"http://{args.host}:{args.port}", flush=True)
+    c.supervise()
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -294,6 +374,17 @@ def build_parser() -> argparse.ArgumentParser:
     registry_opt(sp)
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_models)
+
+    sp = sub.add_parser("promote", help="point a model's production alias at a version (verified first)")
+    sp.add_argument("name")
+    sp.add_argument("version")
+    registry_opt(sp)
+    sp.set_defaults(func=cmd_promote)
+
+    sp = sub.add_parser("rollback", help="move the production alias back to the previously promoted version")
+    sp.add_argument("name")
+    registry_opt(sp)
+    sp.set_defaults(func=cmd_rollback)
 
     sp = sub.add_parser("train", help="train an architecture and save it as a verified artifact")
     sp.add_argument("--arch", required=True, help="architecture name (see `fmnist archs`)")
@@ -371,6 +462,20 @@ def build_parser() -> argparse.ArgumentParser:
     registry_opt(sp)
     sp.set_defaults(func=cmd_serve)
 
+    sp = sub.add_parser("cluster", help="N replicas behind nginx on this machine: up, down, status")
+    sp.add_argument("action", choices=["up", "down", "status"])
+    sp.add_argument("--replicas", type=int, default=2)
+    sp.add_argument("--port", type=int, default=5000, help="load balancer port (replicas use the next ones)")
+    sp.add_argument("--host", default="127.0.0.1", help="load balancer address")
+    sp.add_argument("--workers", type=int, help="workers per replica (default: cores / replicas)")
+    sp.add_argument("--threads", type=int)
+    sp.add_argument("--model")
+    sp.add_argument("--state-dir", default=".fmnist/cluster")
+    sp.add_argument("--detach", action="store_true", help="run the supervisor in the background")
+    sp.add_argument("--json", action="store_true")
+    registry_opt(sp)
+    sp.set_defaults(func=cmd_cluster)
+
     sp = sub.add_parser("predict", help="classify image files with a running server")
     sp.add_argument("images", nargs="+")
     sp.add_argument("--url", default="http://localhost:5000", help="server base URL (default http://localhost:5000)")
@@ -395,12 +500,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     from fmnist.artifact import ArtifactError
+    from fmnist.cluster import ClusterError
     from fmnist.data import DatasetError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CLIError, ArtifactError, DatasetError, KeyError, ValueError, OSError, RuntimeError) as e:
+    except (CLIError, ArtifactError, ClusterError, DatasetError, KeyError, ValueError, OSError, RuntimeError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"fmnist {args.command}: error: {msg}", file=sys.stderr)
         return 2

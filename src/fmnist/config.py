@@ -22,6 +22,7 @@ class Settings:
     max_image_pixels: int = 25_000_000  # width x height, checked from the header before decoding
     default_top_k: int = 3
     log_requests: bool = True
+    reload_interval: float = 2.0  # seconds between checks of the registry for a promotion (0: never)
     # monitoring
     prediction_log: str = ".fmnist/predictions.sqlite"  # SQLite shared by all workers (survives restarts)
     store_images: bool = False  # keep the 28x28 input pixels in the log (off: only their sha256)

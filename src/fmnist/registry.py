@@ -1,14 +1,23 @@
-"""Versions of named models on disk: resolve `name[:version]` or a path to a verified artifact."""
+"""Versions of named models on disk, a `production` alias per name, and resolving references.
+
+`name` means the production version when one is promoted, else the latest; `name:version` and
+artifact paths are exact. Promotions are an append-only history in <registry>/<name>/aliases.json,
+written atomically, so a rollback goes back to the previous promoted version.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import tempfile
+import time
 from pathlib import Path
 
 from fmnist.artifact import MANIFEST, Artifact, ArtifactError, read_artifact
 
 DEFAULT_MODEL = "smallcnn"
+ALIASES = "aliases.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -62,7 +71,70 @@ def resolve(ref: "str | Path | None" = None, root: "str | Path | None" = None, v
         hint = f"models in {root}: {', '.join(names)}" if names else f"no models in {root} (set FMNIST_MODELS or --registry)"
         raise ArtifactError(f"no model named {name!r}; {hint}")
     if not version:
-        version = known[-1]
+        version = production_version(root, name) or known[-1]
     elif version not in known:
         raise ArtifactError(f"model {name!r} has no version {version!r}; versions: {', '.join(known)}")
     return read_artifact(root / name / version, verify=verify)
+
+
+# --------------------------------------------------------------------------- the production alias
+
+
+def _alias_path(root: Path, name: str) -> Path:
+    return root / name / ALIASES
+
+
+def read_aliases(root: "str | Path", name: str) -> dict:
+    """{"production": version | None, "stack": [promoted versions, oldest first], "history": [events]}."""
+    path = _alias_path(Path(root), name)
+    if not path.is_file():
+        return {"production": None, "stack": [], "history": []}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{path}: unreadable alias file ({e})") from None
+    data.setdefault("stack", [])
+    data.setdefault("history", [])
+    data["production"] = data["stack"][-1] if data["stack"] else None
+    return data
+
+
+def production_version(root: "str | Path", name: str) -> "str | None":
+    return read_aliases(root, name)["production"]
+
+
+def _write_aliases(root: Path, name: str, data: dict) -> None:
+    path = _alias_path(root, name)
+    data["production"] = data["stack"][-1] if data["stack"] else None
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".aliases-")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)  # readers see the old or the new file, never half of one
+
+
+def promote(name: str, version: str, root: "str | Path | None" = None) -> dict:
+    """Point `production` at name:version after verifying the artifact (every sha256)."""
+    root = registry_root(root)
+    art = resolve(f"{name}:{version}", root, verify=True)
+    data = read_aliases(root, name)
+    if data["production"] != art.version:
+        data["stack"].append(art.version)
+    data["history"].append({"action": "promote", "version": art.version, "at": time.time()})
+    _write_aliases(root, name, data)
+    return data
+
+
+def rollback(name: str, root: "str | Path | None" = None) -> dict:
+    """Undo the last promotion: `production` goes back to the version promoted before it."""
+    root = registry_root(root)
+    data = read_aliases(root, name)
+    if len(data["stack"]) < 2:
+        raise ArtifactError(f"nothing to roll back to: {name} has no earlier promoted version "
+                            f"(production: {data['production']})")
+    previous = data["stack"][-2]
+    resolve(f"{name}:{previous}", root, verify=True)  # refuse to roll back onto a broken artifact
+    current = data["stack"].pop()
+    data["history"].append({"action": "rollback", "from": current, "version": previous, "at": time.time()})
+    _write_aliases(root, name, data)
+    return data

@@ -42,6 +42,8 @@ MEAN_PIXEL = Histogram("fmnist_input_mean_pixel", "Mean pixel (0-1, dataset pola
                        buckets=MEAN_PIXEL_BUCKETS)
 FEEDBACK = Counter("fmnist_feedback_total", "Labelled feedback by model version and outcome",
                    ["model_version", "outcome"])
+MODEL_RELOAD_FAILURES = Counter("fmnist_model_reload_failures_total",
+                                "Promoted models refused because they failed verification or warm-up")
 MODEL_INFO = Gauge("fmnist_model_info", "The model in service (value 1)", ["name", "version"],
                    multiprocess_mode="liveall")
 
@@ -78,7 +80,7 @@ def registry(extra_collectors=()) -> CollectorRegistry:
         multiprocess.MultiProcessCollector(reg)
     else:  # one process (tests, `flask run`): this process's own metric objects
         for collector in (HTTP_REQUESTS, HTTP_DURATION, HTTP_IN_PROGRESS, INFERENCE_DURATION, BATCH_SIZE,
-                          PREDICTIONS, CONFIDENCE, MEAN_PIXEL, FEEDBACK, MODEL_INFO):
+                          PREDICTIONS, CONFIDENCE, MEAN_PIXEL, FEEDBACK, MODEL_INFO, MODEL_RELOAD_FAILURES):
             reg.register(collector)
     for c in extra_collectors:
         reg.register(c)

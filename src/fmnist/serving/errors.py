@@ -36,9 +36,23 @@ def _http_message(e: HTTPException) -> tuple[str, str]:
     return (e.name or "error").lower().replace(" ", "_"), e.description or e.name
 
 
+def _drain_body() -> None:
+    """Read what the client sent before answering an error: an unread body makes Gunicorn close the
+    keep-alive connection, and a pooling client (tritonclient, nginx) then fails its next request."""
+    limit = request.max_content_length
+    length = request.content_length
+    if length is None or (limit is not None and length > limit):
+        return
+    try:
+        request.get_data(cache=False)
+    except Exception:  # a broken or over-limit stream: nothing more to save
+        pass
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(APIError)
     def _api_error(e: APIError):
+        _drain_body()
         if request.path.startswith("/v2"):
             return {"error": e.message}, e.status, e.headers  # Open Inference Protocol error shape
         body, status = error_body(e.status, e.code, e.message)
@@ -46,6 +60,8 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(e: HTTPException):
+        if e.code != 413:
+            _drain_body()
         code, message = _http_message(e)
         if request.path.startswith("/v2"):
             return {"error": message}, e.code

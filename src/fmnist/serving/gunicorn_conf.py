@@ -9,6 +9,7 @@ workers = int(os.environ.get("FMNIST_WORKERS") or multiprocessing.cpu_count())
 threads = int(os.environ.get("FMNIST_THREADS") or 4)
 worker_class = "gthread" if threads > 1 else "sync"
 backlog = 2048
+reuse_port = True  # a restarted replica can bind while an orphaned worker of the old one still holds the port
 timeout = 30  # a worker silent this long is killed and replaced
 graceful_timeout = 20  # on SIGTERM, in-flight requests get this long to finish
 keepalive = 5
@@ -36,3 +37,10 @@ def child_exit(server, worker):
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker):
+    """Headers and body leave in one write: a worker killed mid-response never half-answers."""
+    from fmnist.serving.single_write import install
+
+    install()

@@ -21,19 +21,20 @@ def health():
 @bp.get("/ready")
 def ready():
     st = current_app.extensions["fmnist"]
-    if not st.ready:
+    served = st.current
+    if served is None:
         return {"status": "not_ready", "reason": st.error or "model loading"}, 503, {"Retry-After": "1"}
-    p = st.predictor
-    return {"status": "ready", "model": {"name": p.name, "version": p.version},
-            "load_seconds": round(st.load_seconds, 3)}
+    return {"status": "ready", "model": {"name": served.name, "version": served.version},
+            "load_seconds": round(served.load_seconds, 3)}
 
 
 @bp.get("/model")
 def model():
     st = current_app.extensions["fmnist"]
-    if not st.ready:
+    served = st.current
+    if served is None:
         raise APIError(503, "not_ready", st.error or "the model is still loading")
-    p = st.predictor
+    p = served.predictor
     m = p.artifact.manifest
     test = m.get("metrics", {}).get("test", {})
     return {
@@ -52,7 +53,7 @@ def model():
             "per_class_f1": {c: v["f1"] for c, v in test.get("per_class", {}).items()},
         },
         "backend": p.backend,
-        "batching": {"enabled": st.batcher is not None, "max_batch_size": st.settings.max_batch_size,
+        "batching": {"enabled": served.batcher is not None, "max_batch_size": st.settings.max_batch_size,
                      "max_wait_ms": st.settings.max_batch_wait_ms},
         "sha256": {f: v["sha256"] for f, v in m["files"].items()},
     }

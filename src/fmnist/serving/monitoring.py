@@ -23,26 +23,27 @@ def _state():
 
 def _ready_state():
     st = _state()
-    if not st.ready:
+    served = st.current
+    if served is None:
         raise APIError(503, "not_ready", st.error or "the model is still loading")
-    return st
+    return st, served
 
 
 @bp.get("/metrics")
 def prometheus_metrics():
-    st = _state()
+    served = _state().current
     extra = [SystemCollector()]
-    if st.ready:
-        extra.append(metrics.ReferenceCollector(st.predictor.artifact.manifest))
+    if served is not None:
+        extra.append(metrics.ReferenceCollector(served.predictor.artifact.manifest))
     return Response(metrics.exposition(extra), mimetype=CONTENT_TYPE_LATEST)
 
 
 @bp.get("/monitoring")
 def monitoring():
-    st = _ready_state()
+    st, served = _ready_state()
     s = st.settings
     th = s.thresholds()
-    p = st.predictor
+    p = served.predictor
     manifest = p.artifact.manifest
     st.store.flush()  # this worker's queued rows; other workers' lag by at most their flush interval
     drift = drift_report(st.store.recent(s.drift_window, p.version), manifest.get("reference") or {}, th)
@@ -57,7 +58,7 @@ def monitoring():
     return {
         "status": status,
         "model": {"name": p.name, "version": p.version, "arch": p.artifact.arch, "test_accuracy": test_acc,
-                  "backend": p.backend, "loaded_at": st.loaded_at},
+                  "backend": p.backend, "loaded_at": served.loaded_at},
         "drift": drift,
         "accuracy": accuracy,
         "traffic": metrics.snapshot(),
@@ -74,7 +75,7 @@ def _cpu_count() -> int:
 
 @bp.post("/feedback")
 def feedback():
-    st = _ready_state()
+    st, _ = _ready_state()
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise APIError(400, "bad_json", 'expected a JSON object {"request_id": "...", "label": "Shirt" | 6}')

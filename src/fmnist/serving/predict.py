@@ -21,11 +21,13 @@ def state():
 
 
 def require_ready():
+    """(state, the model in service): a request uses this one model from start to end."""
     st = state()
-    if not st.ready:
+    served = st.current
+    if served is None:
         raise APIError(503, "not_ready", st.error or "the model is still loading; retry shortly",
                        {"Retry-After": "1"})
-    return st
+    return st, served
 
 
 def _query_int(name: str, default: int, lo: int, hi: int) -> int:
@@ -114,13 +116,13 @@ def _read_inputs(settings) -> tuple[list, "np.ndarray | None", bool]:
 
 @bp.post("/predict")
 def predict():
-    st = require_ready()
+    st, served = require_ready()
     settings = st.settings
     top_k = _query_int("top_k", settings.default_top_k, 1, 10)
     mode = request.args.get("preprocess", "auto")
     if mode not in MODES:
         raise APIError(400, "bad_parameter", f"preprocess must be one of {', '.join(MODES)}, got {mode!r}")
-    batcher = st.batcher
+    batcher = served.batcher
     if batcher is not None:
         batcher.enter()  # tell the batcher a request is coming before the decode step
     entered = batcher is not None
@@ -135,17 +137,17 @@ def predict():
                                    for name, b in blobs])
             except ImageError as e:
                 raise APIError(e.status, e.code, str(e)) from None
-        x = st.predictor.normalize(pixels)
+        x = served.predictor.normalize(pixels)
         if entered:
             batcher.leave()
             entered = False
-        probs = st.run(x)
+        probs = served.run(x)
     finally:
         if entered:
             batcher.leave()
 
-    st.record(g.request_id, pixels, probs)
-    predictor = st.predictor
+    st.record(served, g.request_id, pixels, probs)
+    predictor = served.predictor
     model = {"name": predictor.name, "version": predictor.version}
     preds = predictor.to_predictions(probs)
     items = [{"label": p.label, "class_id": p.class_id, "confidence": p.confidence, "top_k": p.top_k(top_k)}

@@ -1,11 +1,16 @@
-"""What one worker holds: settings, the loaded model (predictor + batcher) and its readiness."""
+"""What one worker holds: settings, the model in service (predictor + batcher), readiness, hot reload.
+
+A request takes `state.current` once and uses that model from start to end, so a model swap
+between two requests (a promotion) never mixes the preprocessing of one version with another.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -17,47 +22,20 @@ from fmnist.monitoring.store import PredictionStore
 log = logging.getLogger("fmnist.serving")
 
 
-@dataclass
-class ModelState:
-    settings: Settings
-    predictor: "Predictor | None" = None
-    batcher: "MicroBatcher | None" = None
-    store: "PredictionStore | None" = None
-    ready: bool = False
-    error: "str | None" = None
-    loaded_at: float = 0.0
-    load_seconds: float = 0.0
-    lock: threading.Lock = field(default_factory=threading.Lock)
+@dataclass(frozen=True)
+class ServedModel:
+    predictor: Predictor
+    batcher: "MicroBatcher | None"
+    loaded_at: float
+    load_seconds: float
 
-    def load(self) -> None:
-        """Resolve, verify (sha256), open and warm up the model; on failure stay not-ready with the reason."""
-        from fmnist.registry import resolve
+    @property
+    def name(self) -> str:
+        return self.predictor.name
 
-        t0 = time.perf_counter()
-        try:
-            art = resolve(self.settings.model, self.settings.models_dir or None)
-            predictor = Predictor(art, self.settings.backend, self.settings.intra_op_threads)
-            predictor.warm_up()
-        except Exception as e:  # reported by /ready and every prediction as 503, with the reason
-            self.error = f"model {self.settings.model!r} could not be loaded: {e}"
-            self.ready = False
-            log.error(self.error)
-            return
-        batcher = None
-        if self.settings.batching:
-            batcher = MicroBatcher(predictor.predict_batch, self.settings.max_batch_size,
-                                   self.settings.max_batch_wait_ms, on_batch=metrics.observe_batch)
-        if self.store is None:
-            s = self.settings
-            self.store = PredictionStore(s.prediction_log, s.retention_rows, s.retention_days)
-        metrics.init_model(predictor.name, predictor.version)
-        self.predictor, self.batcher = predictor, batcher
-        self.load_seconds = time.perf_counter() - t0
-        self.loaded_at = time.time()
-        self.error = None
-        self.ready = True
-        log.info("loaded %s:%s (%s backend) in %.3fs", predictor.name, predictor.version, predictor.backend,
-                 self.load_seconds)
+    @property
+    def version(self) -> str:
+        return self.predictor.version
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Normalised (N,1,28,28) -> probabilities (N,10), through the batcher when batching is on."""
@@ -68,19 +46,105 @@ class ModelState:
         metrics.observe_batch(len(x), time.perf_counter() - t0)
         return out
 
-    def record(self, request_id: str, pixels: np.ndarray, probs: np.ndarray) -> None:
-        """Metrics and the prediction log for each image of a request (pixels: uint8 (N, 28, 28))."""
-        import hashlib
 
-        p = self.predictor
+class ModelState:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.current: "ServedModel | None" = None
+        self.error: "str | None" = None
+        self.store = PredictionStore(settings.prediction_log, settings.retention_rows, settings.retention_days)
+        self._swap_lock = threading.Lock()
+        self._watcher: "threading.Thread | None" = None
+
+    @property
+    def ready(self) -> bool:
+        return self.current is not None
+
+    def _open(self, artifact) -> ServedModel:
+        """Verified artifact -> predictor, warm-up prediction, batcher: everything before it takes traffic."""
+        t0 = time.perf_counter()
+        s = self.settings
+        predictor = Predictor(artifact, s.backend, s.intra_op_threads)
+        predictor.warm_up()
+        batcher = None
+        if s.batching:
+            batcher = MicroBatcher(predictor.predict_batch, s.max_batch_size, s.max_batch_wait_ms,
+                                   on_batch=metrics.observe_batch)
+        return ServedModel(predictor, batcher, time.time(), time.perf_counter() - t0)
+
+    def _resolve(self, verify: bool = True):
+        from fmnist.registry import resolve
+
+        return resolve(self.settings.model, self.settings.models_dir or None, verify=verify)
+
+    def load(self) -> None:
+        """The start-up load; on failure stay not-ready (503) with the reason."""
+        try:
+            served = self._open(self._resolve())
+        except Exception as e:
+            self.error = f"model {self.settings.model!r} could not be loaded: {e}"
+            log.error(self.error)
+            return
+        self._install(served)
+        if self.settings.reload_interval > 0:
+            self._watcher = threading.Thread(target=self._watch, name="fmnist-model-watch", daemon=True)
+            self._watcher.start()
+
+    def _install(self, served: ServedModel) -> None:
+        with self._swap_lock:
+            old = self.current
+            metrics.init_model(served.name, served.version)
+            self.current = served
+            self.error = None
+        if old is not None and old.version != served.version:
+            metrics.MODEL_INFO.labels(name=old.name, version=old.version).set(0)
+            if old.batcher is not None:  # requests already queued there still get their answers
+                threading.Timer(5.0, old.batcher.close).start()
+        log.info("serving %s:%s (%s backend), loaded in %.3fs", served.name, served.version,
+                 served.predictor.backend, served.load_seconds)
+
+    def reload_if_changed(self) -> "str | None":
+        """Follow the registry (production alias, else latest): verify, warm up, then swap.
+
+        Returns the new version, or None when nothing changed. A model that fails to load is
+        refused: the one in service keeps serving and the failure is logged and counted.
+        """
+        try:
+            target = self._resolve(verify=False)
+        except Exception as e:
+            log.error("model watch: cannot resolve %r: %s", self.settings.model, e)
+            return None
+        cur = self.current
+        if cur is not None and target.path == cur.predictor.artifact.path:
+            return None
+        try:
+            served = self._open(self._resolve(verify=True))
+        except Exception as e:
+            metrics.MODEL_RELOAD_FAILURES.inc()
+            log.error("refusing model %s: %s; still serving %s", target.ref, e,
+                      cur.predictor.artifact.ref if cur else "nothing")
+            return None
+        self._install(served)
+        return served.version
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(self.settings.reload_interval)
+            try:
+                self.reload_if_changed()
+            except Exception:  # the watcher must never die
+                log.exception("model watch failed")
+
+    def record(self, served: ServedModel, request_id: str, pixels: np.ndarray, probs: np.ndarray) -> None:
+        """Metrics and the prediction log for each image of a request (pixels: uint8 (N, 28, 28))."""
         ids = probs.argmax(axis=1)
         conf = probs.max(axis=1)
         mean_px = pixels.reshape(len(pixels), -1).mean(axis=1) / 255.0
-        metrics.observe_predictions(p.version, ids, conf, mean_px)
+        metrics.observe_predictions(served.version, ids, conf, mean_px)
         now = time.time()
         keep = self.settings.store_images
         self.store.record([
-            (request_id, i, now, p.name, p.version, int(ids[i]), float(conf[i]), float(mean_px[i]),
+            (request_id, i, now, served.name, served.version, int(ids[i]), float(conf[i]), float(mean_px[i]),
              hashlib.sha256(pixels[i].tobytes()).hexdigest(), pixels[i].tobytes() if keep else None)
             for i in range(len(ids))
         ])

@@ -29,15 +29,17 @@ def _state():
 
 
 def _model_or_404(name: str, version: "str | None" = None):
+    """(state, the model in service), or 404 when it is not the one asked for."""
     st = _state()
-    if not st.ready:
+    served = st.current
+    if served is None:
         raise APIError(503, "not_ready", st.error or "model is loading")
-    p = st.predictor
+    p = served.predictor
     if name != p.name:
         raise APIError(404, "unknown_model", f"unknown model {name!r}; this server serves {p.name!r}")
     if version not in (None, "", p.version):
         raise APIError(404, "unknown_version", f"model {name!r} has no version {version!r} here; serving {p.version!r}")
-    return st
+    return st, served
 
 
 @bp.get("")
@@ -59,8 +61,8 @@ def ready():
 @bp.get("/models/<name>")
 @bp.get("/models/<name>/versions/<version>")
 def model_metadata(name: str, version: "str | None" = None):
-    st = _model_or_404(name, version)
-    p = st.predictor
+    _, served = _model_or_404(name, version)
+    p = served.predictor
     return {
         "name": p.name,
         "versions": [p.version],
@@ -161,17 +163,17 @@ def _requested_outputs(body: dict) -> list[tuple[str, bool]]:
 @bp.post("/models/<name>/infer")
 @bp.post("/models/<name>/versions/<version>/infer")
 def infer(name: str, version: "str | None" = None):
-    st = _model_or_404(name, version)
+    st, served = _model_or_404(name, version)
     body, binary = _parse_body()
     pixels, dtype = _input_tensor(body, binary, st.settings.max_images)
     if dtype == "UINT8":
-        x = st.predictor.normalize(pixels)
+        x = served.predictor.normalize(pixels)
     else:
         x = np.ascontiguousarray(pixels, dtype=np.float32)[:, None]
-    probs = st.run(x)
+    probs = served.run(x)
     if dtype == "UINT8":  # FP32 inputs are already normalised: no pixels to log
-        st.record(g.request_id, pixels, probs)
-    p = st.predictor
+        st.record(served, g.request_id, pixels, probs)
+    p = served.predictor
     g.log_extra = {"n_images": len(probs), "model_version": p.version}
     outputs, blobs = [], []
     for out_name, as_binary in _requested_outputs(body):

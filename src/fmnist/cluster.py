@@ -1,0 +1,242 @@
+"""`fmnist cluster`: N `fmnist serve` replicas on one machine behind a real nginx, kept alive.
+
+`up` writes an nginx config (least-connections upstream with passive health checks, retries on a
+failed upstream, request-size limit, timeouts, upstream keep-alive), starts the replicas and
+nginx, then supervises them: a replica or nginx that dies is started again. `down` stops it all
+gracefully; `status` shows each replica's readiness and model version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+NGINX_CANDIDATES = ("nginx", "/usr/sbin/nginx")
+
+NGINX_CONF = """# written by `fmnist cluster up`; do not edit (it is rewritten at every start)
+worker_processes 1;
+pid {state}/nginx.pid;
+error_log {state}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {state}/client_body;
+    proxy_temp_path {state}/proxy;
+    fastcgi_temp_path {state}/fastcgi;
+    uwsgi_temp_path {state}/uwsgi;
+    scgi_temp_path {state}/scgi;
+    client_max_body_size {max_body};
+
+    upstream fmnist {{
+        least_conn;
+{servers}
+        keepalive 64;
+    }}
+
+    server {{
+        listen {host}:{port} backlog=4096;
+        location / {{
+            proxy_pass http://fmnist;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            # a replica that refuses, resets or answers 502/503 (not ready, restarting) is skipped;
+            # POST /predict is safe to retry (it changes nothing but the prediction log)
+            proxy_next_upstream error timeout http_502 http_503 non_idempotent;
+            proxy_next_upstream_tries 3;
+            proxy_next_upstream_timeout 10s;
+            proxy_connect_timeout 1s;
+            proxy_send_timeout 30s;
+            proxy_read_timeout 30s;
+        }}
+        location = /nginx-health {{ return 200 "ok\\n"; }}
+    }}
+}}
+"""
+
+
+class ClusterError(Exception):
+    pass
+
+
+def find_nginx() -> str:
+    for c in NGINX_CANDIDATES:
+        path = shutil.which(c)
+        if path:
+            return path
+    raise ClusterError("nginx not found: install it (Debian/Ubuntu: apt-get install nginx)")
+
+
+def nginx_config(state: Path, host: str, port: int, replica_ports: list[int], max_body: str = "10m") -> str:
+    servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;" for p in replica_ports)
+    return NGINX_CONF.format(state=state, host=host, port=port, servers=servers, max_body=max_body)
+
+
+def _ready(url: str, timeout: float = 1.0) -> "dict | None":
+    try:
+        with urllib.request.urlopen(url + "/ready", timeout=timeout) as r:
+            return json.loads(r.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ClusterError(f"replica at {url} exited with status {proc.returncode} (see its log)")
+        if _ready(url):
+            return
+        time.sleep(0.1)
+    raise ClusterError(f"replica at {url} not ready after {timeout:.0f} s")
+
+
+class Cluster:
+    def __init__(self, state_dir: Path, replicas: int, port: int = 5000, host: str = "127.0.0.1",
+                 base_port: "int | None" = None, workers: "int | None" = None, serve_args: "list[str] | None" = None):
+        if replicas < 1:
+            raise ClusterError("--replicas must be at least 1")
+        self.state = Path(state_dir).resolve()
+        self.replicas = replicas
+        self.port, self.host = port, host
+        self.base_port = base_port or port + 1
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self.workers = workers or max(1, cpus // replicas)  # the replicas share the machine's cores
+        self.serve_args = serve_args or []
+        self.procs: dict[int, subprocess.Popen] = {}
+        self.nginx: "subprocess.Popen | None" = None
+        self.restarts = 0
+        self._stopping = False
+
+    @property
+    def replica_ports(self) -> list[int]:
+        return [self.base_port + i for i in range(self.replicas)]
+
+    def _start_replica(self, port: int) -> subprocess.Popen:
+        log = open(self.state / f"replica-{port}.log", "ab")
+        cmd = [sys.executable, "-m", "fmnist.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+               "--workers", str(self.workers), *self.serve_args]
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self.state / f"metrics-{port}")}
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def _start_nginx(self) -> subprocess.Popen:
+        conf = self.state / "nginx.conf"
+        conf.write_text(nginx_config(self.state, self.host, self.port, self.replica_ports))
+        nginx = find_nginx()
+        check = subprocess.run([nginx, "-t", "-q", "-c", str(conf), "-p", str(self.state)], capture_output=True,
+                               text=True)
+        if check.returncode != 0:
+            raise ClusterError(f"nginx rejected {conf}: {check.stderr.strip()}")
+        return subprocess.Popen([nginx, "-c", str(conf), "-p", str(self.state), "-g", "daemon off;"],
+                                stdout=subprocess.DEVNULL, stderr=open(self.state / "nginx-stderr.log", "ab"))
+
+    def _write_state(self) -> None:
+        data = {"supervisor_pid": os.getpid(), "port": self.port, "host": self.host,
+                "nginx_pid": self.nginx.pid if self.nginx else None, "restarts": self.restarts,
+                "replicas": [{"port": p, "pid": proc.pid} for p, proc in sorted(self.procs.items())]}
+        tmp = self.state / "state.json.tmp"
+        tmp.write_text(json.dumps(data, indent=2))
+        os.replace(tmp, self.state / "state.json")
+
+    def start(self) -> None:
+        for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            (self.state / sub).mkdir(parents=True, exist_ok=True)
+        find_nginx()
+        for p in self.replica_ports:
+            self.procs[p] = self._start_replica(p)
+        for p, proc in self.procs.items():
+            _wait_ready(f"http://127.0.0.1:{p}", proc)
+        self.nginx = self._start_nginx()
+        deadline = time.monotonic() + 10
+        while not _ready(f"http://{self.host}:{self.port}") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self._write_state()
+
+    def supervise(self, interval: float = 0.5) -> None:
+        """Restart what dies until SIGTERM/SIGINT, then stop everything gracefully."""
+        def stop(signum, frame):
+            self._stopping = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        while not self._stopping:
+            time.sleep(interval)
+            for port, proc in list(self.procs.items()):
+                if proc.poll() is not None and not self._stopping:
+                    print(f"fmnist cluster: replica :{port} exited ({proc.returncode}); restarting", flush=True)
+                    self._reap_group(proc)
+                    self.procs[port] = self._start_replica(port)
+                    self.restarts += 1
+                    self._write_state()
+            if self.nginx is not None and self.nginx.poll() is not None and not self._stopping:
+                print("fmnist cluster: nginx exited; restarting", flush=True)
+                self.nginx = self._start_nginx()
+                self._write_state()
+        self.stop()
+
+    @staticmethod
+    def _reap_group(proc: subprocess.Popen) -> None:
+        """A replica whose master died may leave workers behind: end its whole process group."""
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def stop(self) -> None:
+        if self.nginx is not None and self.nginx.poll() is None:
+            self.nginx.send_signal(signal.SIGQUIT)  # graceful: finish in-flight requests
+            try:
+                self.nginx.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.nginx.kill()
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=25)
+            except subprocess.TimeoutExpired:
+                self._reap_group(proc)
+        (self.state / "state.json").unlink(missing_ok=True)
+
+
+def read_state(state_dir: Path) -> dict:
+    path = Path(state_dir) / "state.json"
+    if not path.is_file():
+        raise ClusterError(f"no cluster is running from {state_dir} (no state.json); start one with `fmnist cluster up`")
+    return json.loads(path.read_text())
+
+
+def status(state_dir: Path) -> dict:
+    st = read_state(state_dir)
+    out = {"port": st["port"], "restarts": st["restarts"], "replicas": []}
+    for r in st["replicas"]:
+        ready = _ready(f"http://127.0.0.1:{r['port']}")
+        out["replicas"].append({**r, "ready": bool(ready),
+                                "model": f"{ready['model']['name']}:{ready['model']['version']}" if ready else None})
+    out["load_balancer_ready"] = bool(_ready(f"http://{st['host']}:{st['port']}"))
+    return out
+
+
+def down(state_dir: Path, timeout: float = 60.0) -> None:
+    st = read_state(state_dir)
+    try:
+        os.kill(st["supervisor_pid"], signal.SIGTERM)
+    except ProcessLookupError:
+        raise ClusterError(f"the supervisor (pid {st['supervisor_pid']}) is gone; remove {state_dir} by hand") from None
+    deadline = time.monotonic() + timeout
+    while (Path(state_dir) / "state.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if (Path(state_dir) / "state.json").exists():
+        raise ClusterError(f"cluster did not stop within {timeout:.0f} s")

@@ -1,0 +1,135 @@
+"""`fmnist cluster` with a real nginx: load through it, kill -9 a replica and a worker, no failed requests."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+from fmnist.cluster import nginx_config
+from tests.conftest import REPO, SHIPPED, free_port
+
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+WRK = shutil.which("wrk")
+pytestmark = pytest.mark.skipif(not (NGINX and WRK), reason="needs nginx and wrk (apt-get install nginx wrk)")
+
+
+def cli(*args, check=True, timeout=180):
+    proc = subprocess.run([sys.executable, "-m", "fmnist.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+    if check and proc.returncode != 0:
+        raise AssertionError(proc.stdout + proc.stderr)
+    return proc
+
+
+def test_generated_nginx_config_is_valid(tmp_path):
+    for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (tmp_path / sub).mkdir()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(nginx_config(tmp_path, "127.0.0.1", free_port(), [free_port(), free_port()]))
+    proc = subprocess.run([NGINX, "-t", "-c", str(conf), "-p", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    text = conf.read_text()
+    assert "proxy_next_upstream error timeout http_502 http_503 non_idempotent" in text
+    assert "client_max_body_size 10m" in text and "max_fails=1" in text
+
+
+LUA = r"""
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"pixels": PIXELS}'
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) bad = 0 end
+function response(status, headers, body) if status ~= 200 then bad = bad + 1 end end
+function done(summary, latency, requests)
+  local total = 0
+  for _, t in ipairs(threads) do total = total + t:get("bad") end
+  io.write("NON200 " .. total .. "\n")
+  io.write("ERRORS " .. (summary.errors.connect + summary.errors.read + summary.errors.write
+                        + summary.errors.timeout) .. "\n")
+end
+"""
+
+
+def _load(url, script, seconds, out):
+    out["proc"] = subprocess.run([WRK, "-t", "2", "-c", "8", "-d", f"{seconds}s", "-s", str(script), "--timeout",
+                                  "10s", url + "/predict"], capture_output=True, text=True)
+
+
+def _failures(stdout):
+    return int(re.search(r"NON200 (\d+)", stdout).group(1)), int(re.search(r"ERRORS (\d+)", stdout).group(1))
+
+
+def _status(state):
+    return json.loads(cli("cluster", "status", "--state-dir", str(state), "--json").stdout)
+
+
+def _children(pid):
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_cluster_survives_killed_replica_and_worker(tmp_path):
+    state = tmp_path / "cluster"
+    port = free_port()
+    # replicas use port+1.., so pick a port whose neighbours are free enough in practice
+    cli("cluster", "up", "--replicas", "2", "--workers", "2", "--port", str(port), "--model", str(SHIPPED),
+        "--state-dir", str(state), "--detach")
+    try:
+        st = _status(state)
+        assert st["load_balancer_ready"] and all(r["ready"] for r in st["replicas"]) and len(st["replicas"]) == 2
+        url = f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(url + "/ready") as r:
+            assert json.loads(r.read())["model"]["name"] == "smallcnn"
+        script = tmp_path / "load.lua"
+        script.write_text(LUA.replace("PIXELS", json.dumps(np.zeros((28, 28), int).tolist())))
+
+        # 1) kill -9 one replica's Gunicorn master in the middle of the load
+        out = {}
+        t = threading.Thread(target=_load, args=(url, script, 8, out))
+        t.start()
+        time.sleep(2.5)
+        victim = st["replicas"][0]
+        os.kill(victim["pid"], signal.SIGKILL)
+        t.join(timeout=60)
+        non200, errors = _failures(out["proc"].stdout)
+        assert non200 == 0 and errors == 0, out["proc"].stdout
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            st2 = _status(state)
+            r0 = next(r for r in st2["replicas"] if r["port"] == victim["port"])
+            if r0["ready"] and r0["pid"] != victim["pid"]:
+                break
+            time.sleep(0.5)
+        assert r0["ready"] and r0["pid"] != victim["pid"] and st2["restarts"] == 1, st2  # it came back
+
+        # 2) kill -9 one Gunicorn worker of the other replica in the middle of the load
+        other = next(r for r in st2["replicas"] if r["port"] != victim["port"])
+        workers = _children(other["pid"])
+        assert len(workers) == 2
+        out = {}
+        t = threading.Thread(target=_load, args=(url, script, 6, out))
+        t.start()
+        time.sleep(2)
+        os.kill(workers[0], signal.SIGKILL)
+        t.join(timeout=60)
+        non200, errors = _failures(out["proc"].stdout)
+        assert non200 == 0 and errors == 0, out["proc"].stdout
+        deadline = time.monotonic() + 20
+        while len(_children(other["pid"])) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(_children(other["pid"])) == 2 and workers[0] not in _children(other["pid"])  # replaced
+    finally:
+        cli("cluster", "down", "--state-dir", str(state), check=False)
+    assert not (state / "state.json").exists()
+    bad = cli("cluster", "status", "--state-dir", str(state), check=False)
+    assert bad.returncode == 2 and "no cluster is running" in bad.stderr

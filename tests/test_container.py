@@ -1,0 +1,76 @@
+"""Build the serving image with podman (FROM a locally made Debian bookworm), run it, predict, health-check.
+
+Slow (a few minutes the first time: debootstrap + pip inside the build), so it runs only with
+FMNIST_CONTAINER_TESTS=1 (the Makefile's `test-container` target sets it).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fmnist.client import predict_bytes
+from tests.conftest import REPO, free_port
+from tests.images import png
+
+pytestmark = pytest.mark.skipif(os.environ.get("FMNIST_CONTAINER_TESTS") != "1",
+                                reason="set FMNIST_CONTAINER_TESTS=1 (needs podman; minutes)")
+IMAGE = "localhost/fmnist:serve-test"
+
+
+def podman_env() -> dict:
+    script = REPO.parent / "shared" / "tools" / "podman-env.sh"
+    if not script.exists():
+        pytest.skip(f"{script} not found")
+    out = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    env = dict(os.environ)
+    for line in out.stdout.splitlines():
+        if line.startswith("export "):
+            k, _, v = line[len("export "):].partition("=")
+            env[k] = v.strip('"')
+    return env
+
+
+def test_serving_image_builds_runs_predicts_and_is_healthy(tmp_path):
+    env = podman_env()
+    mounts = env["PODMAN_BUILD_MOUNTS"].split()
+    build = subprocess.run(["podman", "build", "--format", "docker", *mounts, "--target", "serve",
+                            "--build-arg", "BASE=localhost/debian:bookworm", "-t", IMAGE, str(REPO)],
+                           capture_output=True, text=True, env=env, timeout=1800)
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    size = json.loads(subprocess.run(["podman", "image", "inspect", IMAGE], capture_output=True, text=True,
+                                     env=env).stdout)[0]["Size"]
+    print(f"serving image size: {size / 1e6:.0f} MB")
+    (tmp_path / "size.txt").write_text(str(size))
+    has_torch = subprocess.run(["podman", "run", "--rm", IMAGE, "python3", "-c", "import torch"], env=env,
+                               capture_output=True)
+    assert has_torch.returncode != 0  # no torch in the serving image
+    whoami = subprocess.run(["podman", "run", "--rm", IMAGE, "id", "-u"], env=env, capture_output=True, text=True)
+    assert whoami.stdout.strip() == "10001"  # non-root
+    port = free_port()
+    name = f"fmnist-test-{port}"
+    subprocess.run(["podman", "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:5000", IMAGE], env=env,
+                   check=True, capture_output=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url + "/ready", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        body = predict_bytes(png(np.zeros((28, 28), np.uint8)), url)
+        assert body["model"] == {"name": "smallcnn", "version": "1"}
+        health = subprocess.run(["podman", "healthcheck", "run", name], env=env, capture_output=True, text=True)
+        assert health.returncode == 0, health.stdout + health.stderr
+    finally:
+        subprocess.run(["podman", "rm", "-f", name], env=env, capture_output=True)

@@ -1,0 +1,56 @@
+"""Kubernetes manifests: every one valid against the Kubernetes schemas (offline), the kustomization renders."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+K8S = REPO / "deploy" / "k8s"
+KUBE_VERSION = "1.30.0"
+
+
+def _docs(path: Path):
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml"))
+def test_manifest_is_valid(path):
+    import kubernetes_validate
+
+    for doc in _docs(K8S / path):
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+
+def test_deployment_promises():
+    dep = _docs(K8S / "deployment.yaml")[0]
+    spec = dep["spec"]
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    c = spec["template"]["spec"]["containers"][0]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert c["startupProbe"]["httpGet"]["path"] == "/ready"
+    assert c["resources"]["requests"]["cpu"] and c["resources"]["limits"]["memory"]
+    assert spec["template"]["spec"]["terminationGracePeriodSeconds"] >= 20
+    assert c["envFrom"][0]["configMapRef"]["name"] == "fmnist-config"
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs kubectl (apt-get install kubernetes-client)")
+def test_kustomization_renders_and_validates():
+    import kubernetes_validate
+
+    out = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == ["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Namespace", "PodDisruptionBudget",
+                     "Service"]
+    for d in docs:
+        kubernetes_validate.validate(d, KUBE_VERSION, strict=True)
+        if d["kind"] != "Namespace":
+            assert d["metadata"]["namespace"] == "fmnist"
+    dep = next(d for d in docs if d["kind"] == "Deployment")
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "localhost/fmnist:serve"

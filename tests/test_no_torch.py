@@ -1,0 +1,31 @@
+"""The serving path must import and serve without torch (`pip install fmnist[serve]` brings none)."""
+
+import subprocess
+import sys
+
+from tests.conftest import SHIPPED
+
+SCRIPT = f"""
+import builtins, sys
+real_import = builtins.__import__
+def guarded(name, *a, **k):
+    if name == "torch" or name.startswith("torch."):
+        raise ImportError("torch is not installed (blocked by the test)")
+    return real_import(name, *a, **k)
+builtins.__import__ = guarded
+from fmnist.serving import create_app
+import io, numpy as np
+from PIL import Image
+app = create_app({{"model": "{SHIPPED}", "log_requests": False, "prediction_log": sys.argv[1]}})
+buf = io.BytesIO(); Image.fromarray(np.zeros((28, 28), np.uint8)).save(buf, "PNG")
+r = app.test_client().post("/predict", data={{"image": (io.BytesIO(buf.getvalue()), "x.png")}})
+assert r.status_code == 200, r.get_data(as_text=True)
+assert app.test_client().get("/metrics").status_code == 200
+assert "torch" not in sys.modules
+print("ok")
+"""
+
+
+def test_serving_needs_no_torch(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "p.sqlite")], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
