@@ -12,18 +12,22 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
- && rm -rf /var/lib/apt/lists/*
+ && apt-get install -y --no-install-recommends python3 ca-certificates \
+ && rm -rf /var/lib/apt/lists/* /usr/share/doc/* /usr/share/man/*
 
 # ---------------------------------------------------------------- build the serving venv
 FROM base AS build-serve
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3-venv \
+ && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml README.md /src/
 COPY src /src/src
-# binary wheels only: the serving image never needs a compiler
+# binary wheels only: the serving image never needs a compiler; pip itself stays behind
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --only-binary=:all: --upgrade pip \
  && /opt/venv/bin/pip install --only-binary=:all: "/src[serve]" \
- && ! /opt/venv/bin/python -c "import torch" 2>/dev/null
+ && ! /opt/venv/bin/python -c "import torch" 2>/dev/null \
+ && /opt/venv/bin/pip uninstall -y -q pip setuptools
 
 # ---------------------------------------------------------------- serving image
 FROM base AS serve
@@ -49,7 +53,10 @@ FROM base AS train
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 COPY pyproject.toml README.md /src/
 COPY src /src/src
-RUN python3 -m venv /opt/venv \
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3-venv \
+ && rm -rf /var/lib/apt/lists/* \
+ && python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --index-url "${TORCH_INDEX}" torch==2.13.0 \
  && /opt/venv/bin/pip install "/src[train]"
 RUN apt-get update \

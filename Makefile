@@ -10,7 +10,7 @@ TORCH  ?= torch==2.13.0
 SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 REPORT_MODELS ?= mlp mlp-deep lenet alexnet vgg smallcnn
 
-.PHONY: run test setup data test-deps report bench clean
+.PHONY: run test test-container setup data test-deps report bench clean
 
 run: setup
 	$(BIN)/fmnist serve --model smallcnn --port 5000
@@ -36,6 +36,12 @@ data:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq dataset-fashion-mnist \
 	    || echo "could not apt-get install dataset-fashion-mnist; fmnist will try the official mirror"; \
 	fi
+
+# Container image and compose file with podman (minutes: debootstrap + pip inside the builds).
+# (podman's network helper needs iptables, which shared/tools/podman-env.sh does not install)
+test-container: setup
+	@dpkg -s iptables >/dev/null 2>&1 || (($(SUDO) apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq iptables)
+	FMNIST_CONTAINER_TESTS=1 $(BIN)/python -m pytest -ra -s tests/test_container.py
 
 # What the integration tests run for real: Prometheus (promtool), headless Chromium + driver,
 # nginx and wrk (cluster and rollout under load), kubectl (kustomize rendering).

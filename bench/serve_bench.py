@@ -145,6 +145,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=4)
     ap.add_argument("--out", help="write the Markdown results here")
     ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--matrix", action="store_true",
+                    help="also: workers 1..CPUs x threads x batching on/off at c=16 and 64 (the tuning table)")
+    ap.add_argument("--replicas", action="store_true", help="also: `fmnist cluster` with 1 vs 2 replicas behind nginx")
     args = ap.parse_args()
 
     model = REPO / "models" / "smallcnn" / "1"
@@ -181,12 +184,48 @@ def main() -> int:
                     f"through HTTP at c=64 = {http:,.0f} requests/s ({100 * http / in_proc:.0f} %), "
                     f"p99 {vres['rows'][0]['p99_ms']:.1f} ms, errors {vres['rows'][0]['errors']}")
 
+    if args.matrix:
+        matrix = []
+        for workers in range(1, (os.cpu_count() or 1) + 1):
+            for threads, batching in ((1, False), (4, False), (4, True), (8, True)):
+                port = free_port()
+                cmd = [sys.executable, "-m", "fmnist.cli", "serve", "--model", str(model), "--host", "127.0.0.1",
+                       "--port", str(port), "--workers", str(workers), "--threads", str(threads), "--quiet"]
+                if not batching:
+                    cmd.append("--no-batching")
+                res = bench_server(f"{workers}w x {threads}t, batching {'on' if batching else 'off'}", cmd, port,
+                                   env, script, args.duration, [16, 64])
+                matrix.append(res)
+        results_matrix = table(matrix)
+    if args.replicas:
+        cluster_rows = []
+        for replicas in (1, 2):
+            port = free_port()
+            state = tmp / f"cluster-{replicas}"
+            up = [sys.executable, "-m", "fmnist.cli", "cluster", "up", "--replicas", str(replicas), "--port", str(port),
+                  "--model", str(model), "--state-dir", str(state), "--detach"]
+            subprocess.run(up, check=True, env=env, cwd=tmp, capture_output=True)
+            try:
+                url = f"http://127.0.0.1:{port}"
+                run_wrk(url, script, 4, 2)
+                cluster_rows.append({"name": f"nginx + {replicas} replica(s)",
+                                     "rows": [run_wrk(url, script, c, args.duration) for c in (16, 64)]})
+            finally:
+                subprocess.run([sys.executable, "-m", "fmnist.cli", "cluster", "down", "--state-dir", str(state)],
+                               env=env, cwd=tmp, capture_output=True)
+        ratio = cluster_rows[1]["rows"][1]["rps"] / cluster_rows[0]["rows"][1]["rps"]
+        results_cluster = table(cluster_rows) + f"\n\n2 replicas / 1 replica at c=64: {ratio:.2f}x"
+
     md = [table(results), ""]
     for res in results:
         rss = ", ".join(f"{v:.0f}" for v in res["rss_mb"])
         md.append(f"- {res['name']}: ready in {res['ready_s']:.2f} s; worker RSS {rss} MB")
     if vgg_line:
         md.append(f"- {vgg_line}")
+    if args.matrix:
+        md += ["", "### Workers x threads x batching (c=16 and c=64)", "", results_matrix]
+    if args.replicas:
+        md += ["", "### Replicas behind nginx (`fmnist cluster`)", "", results_cluster]
     text = "\n".join(md)
     print(text)
     if args.out:

@@ -22,9 +22,9 @@ WRK = shutil.which("wrk")
 pytestmark = pytest.mark.skipif(not (NGINX and WRK), reason="needs nginx and wrk (apt-get install nginx wrk)")
 
 
-def cli(*args, check=True, timeout=180):
+def cli(*args, check=True, timeout=180, cwd=None):
     proc = subprocess.run([sys.executable, "-m", "fmnist.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
+                          timeout=timeout, cwd=cwd or REPO)
     if check and proc.returncode != 0:
         raise AssertionError(proc.stdout + proc.stderr)
     return proc
@@ -82,8 +82,9 @@ def test_cluster_survives_killed_replica_and_worker(tmp_path):
     state = tmp_path / "cluster"
     port = free_port()
     # replicas use port+1.., so pick a port whose neighbours are free enough in practice
+    # cwd: the replicas keep their prediction log (.fmnist/) there
     cli("cluster", "up", "--replicas", "2", "--workers", "2", "--port", str(port), "--model", str(SHIPPED),
-        "--state-dir", str(state), "--detach")
+        "--state-dir", str(state), "--detach", cwd=tmp_path)
     try:
         st = _status(state)
         assert st["load_balancer_ready"] and all(r["ready"] for r in st["replicas"]) and len(st["replicas"]) == 2

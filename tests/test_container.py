@@ -74,3 +74,37 @@ def test_serving_image_builds_runs_predicts_and_is_healthy(tmp_path):
         assert health.returncode == 0, health.stdout + health.stderr
     finally:
         subprocess.run(["podman", "rm", "-f", name], env=env, capture_output=True)
+
+
+def test_compose_brings_up_nginx_replicas_and_prometheus(tmp_path):
+    """podman-compose up of compose.yaml (Grafana left out: its image comes from a registry)."""
+    env = podman_env()
+    env["BASE"] = "localhost/debian:bookworm"
+    compose = shutil.which("podman-compose") or str(Path(os.sys.executable).parent / "podman-compose")
+    base = [compose, "-f", str(REPO / "compose.yaml"), "-p", "fmnisttest"]
+    services = ["fmnist-1", "fmnist-2", "fmnist-3", "nginx", "prometheus"]
+    up = subprocess.run([*base, "--podman-build-args=" + env["PODMAN_BUILD_MOUNTS"] + " --format docker", "up", "-d",
+                         "--build", *services], capture_output=True, text=True, env=env, timeout=1800, cwd=REPO)
+    try:
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+        url = "http://127.0.0.1:8080"
+        deadline = time.monotonic() + 120
+        body = None
+        while time.monotonic() < deadline and body is None:
+            try:
+                body = predict_bytes(png(np.zeros((28, 28), np.uint8)), url, timeout=5)
+            except OSError:
+                time.sleep(1)
+        assert body and body["model"]["name"] == "smallcnn"
+        up_targets = []
+        while time.monotonic() < deadline and len(up_targets) < 3:
+            time.sleep(2)
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:9090/api/v1/query?query=up%7Bjob%3D%22fmnist%22%7D%3D%3D1",
+                                            timeout=5) as r:
+                    up_targets = json.loads(r.read())["data"]["result"]
+            except OSError:
+                continue
+        assert len(up_targets) == 3  # Prometheus scrapes all three replicas
+    finally:
+        subprocess.run([*base, "down"], capture_output=True, env=env, timeout=300, cwd=REPO)

@@ -68,8 +68,10 @@ def cmd_train(args) -> int:
 
     import torch
 
+    from fmnist.data import SPLIT_SEED, VAL_SIZE
+
     training = {
-        "command": "fmnist " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if args.record_argv else None,
+        "command": "fmnist " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "config": asdict(cfg),
         "seed": cfg.seed,
         "history": result.history,
@@ -79,7 +81,8 @@ def cmd_train(args) -> int:
         "duration_seconds": round(result.train_seconds, 1),
         "threads": torch.get_num_threads(),
         "dataset": {"name": "Fashion-MNIST", "checksums_sha256": result.dataset_checksums},
-        "split": {"train": cfg.train_limit or 55000, "val": cfg.eval_limit or 5000, "seed": "fmnist.data.SPLIT_SEED"},
+        "split": {"train": cfg.train_limit or 60000 - VAL_SIZE, "val": cfg.eval_limit or VAL_SIZE,
+                  "seed": SPLIT_SEED},
     }
     art = save_artifact(
         result.model, registry=root, name=cfg.name, arch=cfg.arch, model_kwargs=cfg.model_kwargs,
@@ -413,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--checkpoint", help="checkpoint file (default: <registry>/.checkpoints/<name>.pt)")
     sp.add_argument("--resume", action="store_true", help="continue from the checkpoint")
     sp.add_argument("--quiet", action="store_true", help="no progress output")
-    sp.set_defaults(func=cmd_train, record_argv=True)
+    sp.set_defaults(func=cmd_train)
     data_opts(sp)
     registry_opt(sp)
 

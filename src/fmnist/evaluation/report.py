@@ -117,7 +117,7 @@ def _markdown(rows, figs, command, n_test) -> str:
             "away which pixels are neighbours, so collars, sleeves, zips and buttons — the local patterns that tell "
             "these classes apart — are invisible to it.",
             "",
-            "## How much each CNN lifts those classes (F1, points over the MLP)",
+            "## How much each model lifts those classes (F1, points over the MLP baseline)",
             "",
             "| model | " + " | ".join(WEAK) + " | overall accuracy |",
             "|---|" + "---:|" * (len(WEAK) + 1),
@@ -133,12 +133,14 @@ def _markdown(rows, figs, command, n_test) -> str:
     overfit = [r for r in rows if r["max_gap"] is not None]
     if overfit:
         worst = max(overfit, key=lambda r: r["max_gap"])
+        gaps = ", ".join(f"{r['label']} {100 * r['max_gap']:.1f}" for r in sorted(overfit, key=lambda r: -r["max_gap"]))
         lines += [
             "## Overfitting",
             "",
             f"The largest train−validation accuracy gap during training is {100 * worst['max_gap']:.1f} points "
-            f"({worst['label']}): more dense parameters memorise the training set instead of generalising. "
-            "The CNNs, trained with augmentation, keep the gap small. See the learning curves.",
+            f"({worst['label']}, {worst['arch']}). Largest gap per model, in points: {gaps}. "
+            "Dense layers with many parameters memorise the training images; convolutions share their weights "
+            "across the image and, with augmentation, generalise. See the learning curves.",
             "",
         ]
     lines += [
