@@ -122,7 +122,7 @@ def decode_image(data: bytes, max_pixels: int = 25_000_000, name: str = "image")
     try:
         im.seek(0)
         im.load()
-        im = ImageOps.exif_transpose(im)
+        ImageOps.exif_transpose(im, in_place=True)  # no copy when there is nothing to rotate
     except Image.DecompressionBombError as e:
         raise ImageTooLarge(f"{name} is too large: {e}") from None
     except Exception as e:

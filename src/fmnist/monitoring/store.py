@@ -64,6 +64,7 @@ class PredictionStore:
         self._read = _connect(self.path)
         self._read_lock = threading.Lock()
         self._queue: "queue.SimpleQueue" = queue.SimpleQueue()
+        self._wake = threading.Event()
         self._inserted = 0
         self._writer = threading.Thread(target=self._write_loop, name="fmnist-store", daemon=True)
         self._writer.start()
@@ -72,37 +73,45 @@ class PredictionStore:
 
     def record(self, rows: list[tuple]) -> None:
         """rows: (request_id, idx, ts, model_name, model_version, class_id, confidence, mean_pixel, sha256, image)."""
-        self._queue.put(rows)
+        self._queue.put(rows)  # no wake-up: the writer drains the queue on its own schedule
 
     def flush(self, timeout: float = 5.0) -> None:
+        """Write everything queued so far (readers of this worker then see their own predictions)."""
         done = threading.Event()
         self._queue.put(done)
+        self._wake.set()
         done.wait(timeout)
 
     def close(self) -> None:
         self.flush()
         self._queue.put(None)
+        self._wake.set()
         self._writer.join(timeout=5)
         with self._read_lock:
             self._read.close()
 
     def _write_loop(self) -> None:
+        """Every flush_interval (or when woken by flush/close), drain the queue into one transaction.
+
+        One wake-up per interval, not one per request: a busy server's request threads never
+        trade the GIL with this thread for each prediction.
+        """
         conn = _connect(self.path)
         while True:
-            item = self._queue.get()
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
             batch, events, stop = [], [], False
             while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
                 if item is None:
                     stop = True
                 elif isinstance(item, threading.Event):
                     events.append(item)
                 else:
                     batch.extend(item)
-                try:
-                    item = self._queue.get(timeout=self.flush_interval) if not (events or stop) else \
-                        self._queue.get_nowait()
-                except queue.Empty:
-                    break
             if batch:
                 self._insert(conn, batch)
             for e in events:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import os
 import time
-import uuid
 
 from flask import Flask, g, request
 
@@ -23,7 +23,7 @@ def init_request_logging(app: Flask, enabled: bool) -> None:
         metrics.HTTP_IN_PROGRESS.inc()
         g.in_progress = True
         rid = request.headers.get("X-Request-ID", "")
-        g.request_id = rid if _SAFE_ID.match(rid) else uuid.uuid4().hex
+        g.request_id = rid if _SAFE_ID.match(rid) else os.urandom(16).hex()  # 128 random bits, as uuid4
 
     @app.teardown_request
     def _done(_exc):
