@@ -158,3 +158,34 @@ def test_metrics_names_and_promtool(mon_app):
         pytest.skip("promtool not installed (apt-get install prometheus)")
     proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_prediction_log_is_written_under_sustained_load(tmp_path):
+    """Rows reach SQLite within a few flush intervals even while predictions never pause."""
+    import threading
+    import time
+
+    from fmnist.monitoring.store import PredictionStore
+
+    store = PredictionStore(tmp_path / "p.sqlite", flush_interval=0.05)
+    stop = threading.Event()
+
+    def produce():
+        i = 0
+        while not stop.is_set():
+            store.record([(f"r{i}", 0, time.time(), "m", "1", i % 10, 0.9, 0.3, "0" * 64, None)])
+            i += 1
+            time.sleep(0.001)
+
+    t = threading.Thread(target=produce)
+    t.start()
+    try:
+        deadline = time.monotonic() + 2
+        while store.count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        written_while_busy = store.count()
+    finally:
+        stop.set()
+        t.join()
+    assert written_while_busy > 0
+    store.close()
