@@ -15,8 +15,9 @@ REPORT_MODELS ?= mlp mlp-deep lenet alexnet vgg smallcnn
 run: setup
 	$(BIN)/fmnist serve --model smallcnn --port 5000
 
+# Everything, the podman image and compose tests included (they skip where podman cannot be set up).
 test: setup data test-deps
-	$(BIN)/python -m pytest -ra
+	FMNIST_CONTAINER_TESTS=1 $(BIN)/python -m pytest -ra
 
 setup: $(VENV)/.installed
 
@@ -37,15 +38,14 @@ data:
 	    || echo "could not apt-get install dataset-fashion-mnist; fmnist will try the official mirror"; \
 	fi
 
-# Container image and compose file with podman (minutes: debootstrap + pip inside the builds).
-# (podman's network helper needs iptables, which shared/tools/podman-env.sh does not install)
-test-container: setup
-	@dpkg -s iptables >/dev/null 2>&1 || (($(SUDO) apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq iptables)
+# Only the container image and compose tests (minutes the first time: debootstrap + pip in the builds).
+test-container: setup test-deps
 	FMNIST_CONTAINER_TESTS=1 $(BIN)/python -m pytest -ra -s tests/test_container.py
 
 # What the integration tests run for real: Prometheus (promtool), headless Chromium + driver,
-# nginx and wrk (cluster and rollout under load), kubectl (kustomize rendering).
-TEST_DEBS := prometheus chromium chromium-driver nginx wrk kubernetes-client
+# nginx and wrk (cluster and rollout under load), kubectl (kustomize rendering), iptables (podman's
+# network helper needs it; shared/tools/podman-env.sh installs the rest of podman).
+TEST_DEBS := prometheus chromium chromium-driver nginx wrk kubernetes-client iptables
 test-deps:
 	@missing=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ] && command -v apt-get >/dev/null; then \

@@ -1,7 +1,7 @@
 """Build the serving image with podman (FROM a locally made Debian bookworm), run it, predict, health-check.
 
 Slow (a few minutes the first time: debootstrap + pip inside the build), so it runs only with
-FMNIST_CONTAINER_TESTS=1 (the Makefile's `test-container` target sets it).
+FMNIST_CONTAINER_TESTS=1 (`make test` and `make test-container` set it).
 """
 
 import json
