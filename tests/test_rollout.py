@@ -16,7 +16,6 @@ import pytest
 from fmnist.artifact import ArtifactError
 from fmnist.registry import production_version, promote, read_aliases, resolve, rollback
 from tests.conftest import SHIPPED, running_server
-from tests.images import png
 
 WRK = shutil.which("wrk")
 
@@ -114,7 +113,7 @@ def test_rollout_under_load_has_zero_failures(tmp_path):
     pixels[4:24, 8:20] = 200
     script = tmp_path / "load.lua"
     script.write_text(LUA.replace("PIXELS", json.dumps(pixels.tolist())))
-    env_model = f"--model=smallcnn"
+    env_model = "--model=smallcnn"
     with running_server(tmp_path, env_model, "--registry", str(root), workers=2,
                         extra_env={"FMNIST_RELOAD_INTERVAL": "0.5"}) as srv:
         url = srv["url"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, g, request
+from flask import Flask, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("fmnist.serving")
@@ -14,6 +14,21 @@ class APIError(Exception):
     def __init__(self, status: int, code: str, message: str, headers: "dict | None" = None):
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+def serving_state():
+    """This worker's ModelState."""
+    return current_app.extensions["fmnist"]
+
+
+def require_model():
+    """(state, the model in service), or a 503 with the reason: a request uses this one model throughout."""
+    st = serving_state()
+    served = st.current
+    if served is None:
+        raise APIError(503, "not_ready", st.error or "the model is still loading; retry shortly",
+                       {"Retry-After": "1"})
+    return st, served
 
 
 def error_body(status: int, code: str, message: str) -> tuple[dict, int]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, current_app
+from flask import Blueprint
 
-from fmnist.serving.errors import APIError
+from fmnist.serving.errors import require_model, serving_state
 
 bp = Blueprint("health", __name__)
 _STARTED = time.time()
@@ -20,7 +20,7 @@ def health():
 
 @bp.get("/ready")
 def ready():
-    st = current_app.extensions["fmnist"]
+    st = serving_state()
     served = st.current
     if served is None:
         return {"status": "not_ready", "reason": st.error or "model loading"}, 503, {"Retry-After": "1"}
@@ -30,10 +30,7 @@ def ready():
 
 @bp.get("/model")
 def model():
-    st = current_app.extensions["fmnist"]
-    served = st.current
-    if served is None:
-        raise APIError(503, "not_ready", st.error or "the model is still loading")
+    st, served = require_model()
     p = served.predictor
     m = p.artifact.manifest
     test = m.get("metrics", {}).get("test", {})

@@ -5,33 +5,21 @@ from __future__ import annotations
 import time
 from importlib import resources
 
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from fmnist.labels import class_id
 from fmnist.monitoring import metrics
 from fmnist.monitoring.drift import STATUS_ORDER, accuracy_report, drift_report
 from fmnist.monitoring.system import SystemCollector, process_stats, server_processes
-from fmnist.serving.errors import APIError
+from fmnist.serving.errors import APIError, require_model, serving_state
 
 bp = Blueprint("monitoring", __name__)
 
 
-def _state():
-    return current_app.extensions["fmnist"]
-
-
-def _ready_state():
-    st = _state()
-    served = st.current
-    if served is None:
-        raise APIError(503, "not_ready", st.error or "the model is still loading")
-    return st, served
-
-
 @bp.get("/metrics")
 def prometheus_metrics():
-    served = _state().current
+    served = serving_state().current
     extra = [SystemCollector()]
     if served is not None:
         extra.append(metrics.ReferenceCollector(served.predictor.artifact.manifest))
@@ -40,7 +28,7 @@ def prometheus_metrics():
 
 @bp.get("/monitoring")
 def monitoring():
-    st, served = _ready_state()
+    st, served = require_model()
     s = st.settings
     th = s.thresholds()
     p = served.predictor
@@ -75,7 +63,7 @@ def _cpu_count() -> int:
 
 @bp.post("/feedback")
 def feedback():
-    st, _ = _ready_state()
+    st, _ = require_model()
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise APIError(400, "bad_json", 'expected a JSON object {"request_id": "...", "label": "Shirt" | 6}')

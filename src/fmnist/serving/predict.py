@@ -8,26 +8,12 @@ import json
 import time
 
 import numpy as np
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, g, request
 
 from fmnist.preprocess import MODES, ImageError, decode_image, to_model_pixels
-from fmnist.serving.errors import APIError
+from fmnist.serving.errors import APIError, require_model
 
 bp = Blueprint("predict", __name__)
-
-
-def state():
-    return current_app.extensions["fmnist"]
-
-
-def require_ready():
-    """(state, the model in service): a request uses this one model from start to end."""
-    st = state()
-    served = st.current
-    if served is None:
-        raise APIError(503, "not_ready", st.error or "the model is still loading; retry shortly",
-                       {"Retry-After": "1"})
-    return st, served
 
 
 def _query_int(name: str, default: int, lo: int, hi: int) -> int:
@@ -116,7 +102,7 @@ def _read_inputs(settings) -> tuple[list, "np.ndarray | None", bool]:
 
 @bp.post("/predict")
 def predict():
-    st, served = require_ready()
+    st, served = require_model()
     settings = st.settings
     top_k = _query_int("top_k", settings.default_top_k, 1, 10)
     mode = request.args.get("preprocess", "auto")

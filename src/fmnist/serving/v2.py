@@ -11,11 +11,11 @@ import json
 import struct
 
 import numpy as np
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, g, request
 
 from fmnist import __version__
 from fmnist.labels import CLASSES
-from fmnist.serving.errors import APIError
+from fmnist.serving.errors import APIError, require_model, serving_state
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 
@@ -24,16 +24,9 @@ OUTPUTS = ("probabilities", "labels")
 _DTYPES = {"FP32": np.float32, "UINT8": np.uint8}
 
 
-def _state():
-    return current_app.extensions["fmnist"]
-
-
 def _model_or_404(name: str, version: "str | None" = None):
     """(state, the model in service), or 404 when it is not the one asked for."""
-    st = _state()
-    served = st.current
-    if served is None:
-        raise APIError(503, "not_ready", st.error or "model is loading")
+    st, served = require_model()
     p = served.predictor
     if name != p.name:
         raise APIError(404, "unknown_model", f"unknown model {name!r}; this server serves {p.name!r}")
@@ -54,8 +47,7 @@ def live():
 
 @bp.get("/health/ready")
 def ready():
-    st = _state()
-    return ({"ready": True}, 200) if st.ready else ({"ready": False}, 503)
+    return ({"ready": True}, 200) if serving_state().ready else ({"ready": False}, 503)
 
 
 @bp.get("/models/<name>")
