@@ -220,13 +220,21 @@ def _fig_tradeoffs(rows, out: Path) -> str:
     return "tradeoffs.png"
 
 
+def _panels(plt, n: int, width: float, height: float):
+    """A figure with one panel per item, three to a row; spare panels are blanked."""
+    n = max(n, 1)
+    cols = min(n, 3)
+    nrows = -(-n // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(width * cols, height * nrows), squeeze=False)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    return fig, axes
+
+
 def _fig_learning_curves(rows, out: Path) -> str:
     plt = _plt()
     with_hist = [r for r in rows if r["history"]]
-    n = max(len(with_hist), 1)
-    cols = min(n, 3)
-    nrows = -(-n // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.4 * nrows), squeeze=False)
+    fig, axes = _panels(plt, len(with_hist), 4.6, 3.4)
     for ax, r in zip(axes.flat, with_hist):
         ep = [h["epoch"] for h in r["history"]]
         ax.plot(ep, [100 * h.get("train_eval_acc", h["train_acc"]) for h in r["history"]], label="train (clean)")
@@ -237,8 +245,6 @@ def _fig_learning_curves(rows, out: Path) -> str:
         ax.set_ylabel("accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(with_hist):]:
-        ax.axis("off")
     fig.tight_layout()
     fig.savefig(out / "learning_curves.png", dpi=110)
     plt.close(fig)
@@ -247,10 +253,7 @@ def _fig_learning_curves(rows, out: Path) -> str:
 
 def _fig_confusion(rows, out: Path) -> str:
     plt = _plt()
-    n = len(rows)
-    cols = min(n, 3)
-    nrows = -(-n // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 4.8 * nrows), squeeze=False)
+    fig, axes = _panels(plt, len(rows), 5.2, 4.8)
     names = [_short(c)[:8] for c in CLASSES]
     for ax, r in zip(axes.flat, rows):
         cm = r["cm"] / np.maximum(r["cm"].sum(axis=1, keepdims=True), 1)
@@ -265,8 +268,6 @@ def _fig_confusion(rows, out: Path) -> str:
         ax.set_title(f"{r['label']} ({100 * r['acc']:.2f} %)", fontsize=10)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
     fig.tight_layout()
     fig.savefig(out / "confusion_matrices.png", dpi=110)
     plt.close(fig)

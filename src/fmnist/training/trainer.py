@@ -166,6 +166,9 @@ def train(
     train_t = torch.from_numpy(pre.normalize(tr_x))
     val_t = torch.from_numpy(pre.normalize(va_x))
     test_t = torch.from_numpy(pre.normalize(te_x))
+    # as many clean (unaugmented) training images as validation ones: the honest train-vs-val gap
+    train_probe_t = torch.from_numpy(pre.normalize(tr_x[: len(va_x)]))
+    train_probe_y = tr_y[: len(va_x)]
     train_y = torch.from_numpy(tr_y.astype(np.int64))
     if device.type == "cuda":
         train_t, train_y = train_t.to(device), train_y.to(device)
@@ -230,13 +233,9 @@ def train(
             bar.close()
         val_logits = predict_logits(model, val_t, device=device, precision=cfg.precision, memory_format=mem_fmt)
         val_loss, val_acc = loss_and_accuracy(val_logits, va_y)
-        # train accuracy without augmentation/dropout on the same number of images as validation:
-        # the honest train-vs-validation gap for the learning curves
-        clean_logits = predict_logits(
-            model, torch.from_numpy(pre.normalize(tr_x[: len(va_x)])), device=device,
-            precision=cfg.precision, memory_format=mem_fmt,
-        )
-        clean_loss, clean_acc = loss_and_accuracy(clean_logits, tr_y[: len(va_x)])
+        clean_logits = predict_logits(model, train_probe_t, device=device, precision=cfg.precision,
+                                      memory_format=mem_fmt)
+        clean_loss, clean_acc = loss_and_accuracy(clean_logits, train_probe_y)
         dt = time.perf_counter() - t0
         elapsed += dt
         lr = optimizer.param_groups[0]["lr"]
