@@ -174,6 +174,14 @@ def _markdown(rows, figs, command, n_test) -> str:
 # --------------------------------------------------------------------------- figures
 
 
+def _save(plt, fig, out: Path, name: str, tight: bool = False) -> str:
+    """Lay out, write out/name as PNG, free the figure; returns the name the Markdown links to."""
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=110, **({"bbox_inches": "tight"} if tight else {}))
+    plt.close(fig)
+    return name
+
+
 def _short(c: str) -> str:
     return c.split("/")[0]
 
@@ -192,10 +200,7 @@ def _fig_per_class(rows, out: Path) -> str:
         ax.axvspan(CLASSES.index(c) - 0.45, CLASSES.index(c) + 0.45, color="orange", alpha=0.12)
     ax.legend(fontsize=8, ncol=min(len(rows), 6))
     ax.set_title("Per-class F1 (shaded: the look-alike classes)")
-    fig.tight_layout()
-    fig.savefig(out / "per_class_f1.png", dpi=110)
-    plt.close(fig)
-    return "per_class_f1.png"
+    return _save(plt, fig, out, "per_class_f1.png")
 
 
 def _fig_tradeoffs(rows, out: Path) -> str:
@@ -214,10 +219,7 @@ def _fig_tradeoffs(rows, out: Path) -> str:
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
     fig.suptitle("Accuracy against model size, compute and training time")
-    fig.tight_layout()
-    fig.savefig(out / "tradeoffs.png", dpi=110)
-    plt.close(fig)
-    return "tradeoffs.png"
+    return _save(plt, fig, out, "tradeoffs.png")
 
 
 def _panels(plt, n: int, width: float, height: float):
@@ -245,10 +247,7 @@ def _fig_learning_curves(rows, out: Path) -> str:
         ax.set_ylabel("accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "learning_curves.png", dpi=110)
-    plt.close(fig)
-    return "learning_curves.png"
+    return _save(plt, fig, out, "learning_curves.png")
 
 
 def _fig_confusion(rows, out: Path) -> str:
@@ -268,10 +267,7 @@ def _fig_confusion(rows, out: Path) -> str:
         ax.set_title(f"{r['label']} ({100 * r['acc']:.2f} %)", fontsize=10)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
-    fig.tight_layout()
-    fig.savefig(out / "confusion_matrices.png", dpi=110)
-    plt.close(fig)
-    return "confusion_matrices.png"
+    return _save(plt, fig, out, "confusion_matrices.png")
 
 
 def _fig_misclassified(rows, preds, x, y, out: Path, per_model: int = 12) -> str:
@@ -289,7 +285,4 @@ def _fig_misclassified(rows, preds, x, y, out: Path, per_model: int = 12) -> str
                 ax.set_title(f"{_short(CLASSES[y[k]])[:8]}\n→{_short(CLASSES[pred[k]])[:8]}", fontsize=6)
         axes[r_i, 0].text(-0.3, 0.5, r["label"], transform=axes[r_i, 0].transAxes, ha="right", va="center", fontsize=8)
     fig.suptitle("First misclassified test images per model (true → predicted)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out / "misclassified.png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return "misclassified.png"
+    return _save(plt, fig, out, "misclassified.png", tight=True)
