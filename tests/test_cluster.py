@@ -16,6 +16,7 @@ import pytest
 
 from fmnist.cluster import nginx_config
 from tests.conftest import REPO, SHIPPED, free_port
+from tests.wrk import pixels_script
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 WRK = shutil.which("wrk")
@@ -42,12 +43,7 @@ def test_generated_nginx_config_is_valid(tmp_path):
     assert "client_max_body_size 10m" in text and "max_fails=1" in text
 
 
-LUA = r"""
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"pixels": PIXELS}'
-local threads = {}
-function setup(thread) table.insert(threads, thread) end
+COUNT_NON200 = r"""
 function init(args) bad = 0 end
 function response(status, headers, body) if status ~= 200 then bad = bad + 1 end end
 function done(summary, latency, requests)
@@ -91,8 +87,7 @@ def test_cluster_survives_killed_replica_and_worker(tmp_path):
         url = f"http://127.0.0.1:{port}"
         with urllib.request.urlopen(url + "/ready") as r:
             assert json.loads(r.read())["model"]["name"] == "smallcnn"
-        script = tmp_path / "load.lua"
-        script.write_text(LUA.replace("PIXELS", json.dumps(np.zeros((28, 28), int).tolist())))
+        script = pixels_script(tmp_path / "load.lua", np.zeros((28, 28)), COUNT_NON200)
 
         # 1) kill -9 one replica's Gunicorn master in the middle of the load
         out = {}

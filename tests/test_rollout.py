@@ -16,6 +16,7 @@ import pytest
 from fmnist.artifact import ArtifactError
 from fmnist.registry import production_version, promote, read_aliases, resolve, rollback
 from tests.conftest import SHIPPED, running_server
+from tests.wrk import pixels_script
 
 WRK = shutil.which("wrk")
 
@@ -80,12 +81,7 @@ def _wait_for(url: str, version: str, timeout: float = 20.0) -> None:
     raise AssertionError(f"servers did not all switch to version {version}: {_served_versions(url)}")
 
 
-LUA = r"""
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"pixels": PIXELS}'
-local threads = {}
-function setup(thread) table.insert(threads, thread) end
+COUNT_VERSIONS = r"""
 function init(args) counts = {} end
 function response(status, headers, body)
   local key = "status" .. status
@@ -111,8 +107,7 @@ def test_rollout_under_load_has_zero_failures(tmp_path):
     _cli("promote", "smallcnn", "1", root=root)
     pixels = np.zeros((28, 28), np.uint8)
     pixels[4:24, 8:20] = 200
-    script = tmp_path / "load.lua"
-    script.write_text(LUA.replace("PIXELS", json.dumps(pixels.tolist())))
+    script = pixels_script(tmp_path / "load.lua", pixels, COUNT_VERSIONS)
     env_model = "--model=smallcnn"
     with running_server(tmp_path, env_model, "--registry", str(root), workers=2,
                         extra_env={"FMNIST_RELOAD_INTERVAL": "0.5"}) as srv:
