@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+VGG_IMAGES = 16  # images per request in the VGG many-images run
 sys.path.insert(0, str(REPO))
 
 
@@ -41,10 +42,13 @@ def test_png() -> bytes:
     return png(data.load(allow_download=False).test_images[0])
 
 
-def wrk_script(png: bytes, path: Path) -> Path:
+def wrk_script(png: bytes, path: Path, images: int = 1) -> Path:
+    """A wrk script posting `png` once (field `image`) or `images` times (repeated field `images`)."""
     boundary = "fmnistbenchboundary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"x.png\"\r\n"
-            "Content-Type: image/png\r\n\r\n").encode() + png + f"\r\n--{boundary}--\r\n".encode()
+    field = "image" if images == 1 else "images"
+    part = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"x.png\"\r\n"
+            "Content-Type: image/png\r\n\r\n").encode() + png + b"\r\n"
+    body = part * images + f"--{boundary}--\r\n".encode()
     lua_body = "".join(f"\\{b}" for b in body)
     path.write_text(
         'wrk.method = "POST"\n'
@@ -178,11 +182,23 @@ def main() -> int:
         port = free_port()
         cmd = [sys.executable, "-m", "fmnist.cli", "serve", "--model", str(vgg_dir), "--host", "127.0.0.1",
                "--port", str(port), "--workers", str(args.workers), "--threads", str(args.threads), "--quiet"]
-        vres = bench_server("fmnist serve vgg", cmd, port, env, script, args.duration, [64])
-        http = vres["rows"][0]["rps"]
-        vgg_line = (f"VGG ({vgg_dir.name}): in-process ONNX Runtime batch 64 = {in_proc:,.0f} images/s; "
-                    f"through HTTP at c=64 = {http:,.0f} requests/s ({100 * http / in_proc:.0f} %), "
-                    f"p99 {vres['rows'][0]['p99_ms']:.1f} ms, errors {vres['rows'][0]['errors']}")
+        # one image per request, then VGG_IMAGES images per request (field `images`): the HTTP work per
+        # request is the same, the model work grows, so the share of time spent in the model rises
+        script_many = wrk_script(test_png(), tmp / "post-many.lua", VGG_IMAGES)
+        proc, _ = start(cmd, port, env)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            run_wrk(url, script, 4, 2)
+            one = run_wrk(url, script, 64, args.duration)
+            many = run_wrk(url, script_many, 16, args.duration)
+        finally:
+            stop(proc)
+        many_img = many["rps"] * VGG_IMAGES
+        vgg_line = (f"VGG ({vgg_dir.name}): in-process ONNX Runtime batch 64 = {in_proc:,.0f} images/s; through HTTP, "
+                    f"one image per request at c=64 = {one['rps']:,.0f} images/s ({100 * one['rps'] / in_proc:.0f} %), "
+                    f"p99 {one['p99_ms']:.1f} ms, errors {one['errors']}; {VGG_IMAGES} images per request at c=16 = "
+                    f"{many_img:,.0f} images/s ({100 * many_img / in_proc:.0f} %), p99 {many['p99_ms']:.1f} ms, "
+                    f"errors {many['errors']}")
 
     if args.matrix:
         matrix = []

@@ -11,6 +11,7 @@ import numpy as np
 from flask import Blueprint, Response, g, request
 
 from fmnist.preprocess import MODES, ImageError, decode_image, to_model_pixels
+from fmnist.serving import multipart
 from fmnist.serving.errors import APIError, require_model
 
 bp = Blueprint("predict", __name__)
@@ -66,15 +67,21 @@ def _read_inputs(settings) -> tuple[list, "np.ndarray | None", bool]:
     """-> (encoded images as (name, bytes), raw pixel array or None, response is a list?)."""
     ctype = request.mimetype
     if ctype == "multipart/form-data":
-        single = request.files.getlist("image")
-        multi = request.files.getlist("images")
-        files = single + multi
+        parts = multipart.parse(request.get_data(), request.content_type or "")  # the body stays cached
+        if parts is None:  # not the plain form the fast reader knows: Werkzeug's parser decides
+            parts = [(k, f.filename, f) for k, f in request.files.items(multi=True)]
+            parts += [(k, None, v) for k, v in request.form.items(multi=True)]
+        files = [(field, filename, content) for field, filename, content in parts
+                 if filename is not None and field in ("image", "images")]
         if not files:
-            fields = sorted(set(request.files) | set(request.form))
+            fields = sorted({field for field, _, _ in parts})
             raise APIError(400, "missing_image", "no file in form field 'image' (or 'images')"
                            + (f"; got fields {', '.join(fields)}" if fields else ""))
-        blobs = [(f.filename or f"image[{i}]", f.read()) for i, f in enumerate(files)]
-        return blobs, None, bool(multi) or len(files) > 1
+        files.sort(key=lambda f: f[0] != "image")  # 'image' files first, then 'images', each in order
+        blobs = [(filename or f"image[{i}]", content if isinstance(content, bytes) else content.read())
+                 for i, (_, filename, content) in enumerate(files)]
+        many = len(files) > 1 or files[0][0] == "images"
+        return blobs, None, many
     if ctype == "application/json":
         try:
             body = json.loads(request.get_data(cache=False))
