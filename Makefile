@@ -60,7 +60,7 @@ report: setup data
 # Serving benchmark against the seed-style baseline (needs wrk: apt-get install wrk).
 bench: setup data
 	@command -v wrk >/dev/null || $(SUDO) apt-get install -y -qq wrk
-	$(BIN)/python bench/serve_bench.py --matrix --replicas --out docs/benchmarks-run.md
+	$(BIN)/python bench/serve_bench.py --matrix --replicas --ceiling --out docs/benchmarks-run.md
 
 clean:
 	rm -rf $(VENV) report explain runs

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-VGG_IMAGES = 16  # images per request in the VGG many-images run
+VGG_IMAGES = 64  # images per request in the VGG many-images run: the same batch as in-process
 sys.path.insert(0, str(REPO))
 
 
@@ -152,6 +152,9 @@ def main() -> int:
     ap.add_argument("--matrix", action="store_true",
                     help="also: workers 1..CPUs x threads x batching on/off at c=16 and 64 (the tuning table)")
     ap.add_argument("--replicas", action="store_true", help="also: `fmnist cluster` with 1 vs 2 replicas behind nginx")
+    ap.add_argument("--ceiling", action="store_true",
+                    help="also: bare WSGI apps on the same Gunicorn settings (bench/ceiling_app.py): what is left "
+                         "for Flask, monitoring and batching")
     args = ap.parse_args()
 
     model = REPO / "models" / "smallcnn" / "1"
@@ -190,13 +193,13 @@ def main() -> int:
             url = f"http://127.0.0.1:{port}"
             run_wrk(url, script, 4, 2)
             one = run_wrk(url, script, 64, args.duration)
-            many = run_wrk(url, script_many, 16, args.duration)
+            many = run_wrk(url, script_many, 4, args.duration)  # 2 requests per worker keep both busy
         finally:
             stop(proc)
         many_img = many["rps"] * VGG_IMAGES
         vgg_line = (f"VGG ({vgg_dir.name}): in-process ONNX Runtime batch 64 = {in_proc:,.0f} images/s; through HTTP, "
                     f"one image per request at c=64 = {one['rps']:,.0f} images/s ({100 * one['rps'] / in_proc:.0f} %), "
-                    f"p99 {one['p99_ms']:.1f} ms, errors {one['errors']}; {VGG_IMAGES} images per request at c=16 = "
+                    f"p99 {one['p99_ms']:.1f} ms, errors {one['errors']}; {VGG_IMAGES} images per request at c=4 = "
                     f"{many_img:,.0f} images/s ({100 * many_img / in_proc:.0f} %), p99 {many['p99_ms']:.1f} ms, "
                     f"errors {many['errors']}")
 
@@ -232,6 +235,17 @@ def main() -> int:
         ratio = cluster_rows[1]["rows"][1]["rps"] / cluster_rows[0]["rows"][1]["rps"]
         results_cluster = table(cluster_rows) + f"\n\n2 replicas / 1 replica at c=64: {ratio:.2f}x"
 
+    if args.ceiling:
+        ceiling = []
+        for name, target in (("Gunicorn + bare WSGI hello (reads the body, fixed JSON)", "hello"),
+                             ("bare WSGI predict (fast multipart, decode, ONNX Runtime, JSON; nothing else)", "lean")):
+            port = free_port()
+            cmd = [sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", str(args.workers), "--threads",
+                   str(args.threads), "-b", f"127.0.0.1:{port}", f"bench.ceiling_app:{target}"]
+            ceiling.append(bench_server(name, cmd, port, {**env, "FMNIST_BASELINE_MODEL": str(model)}, script,
+                                        args.duration, [16, 64]))
+        results_ceiling = table(ceiling)
+
     md = [table(results), ""]
     for res in results:
         rss = ", ".join(f"{v:.0f}" for v in res["rss_mb"])
@@ -242,6 +256,9 @@ def main() -> int:
         md += ["", "### Workers x threads x batching (c=16 and c=64)", "", results_matrix]
     if args.replicas:
         md += ["", "### Replicas behind nginx (`fmnist cluster`)", "", results_cluster]
+    if args.ceiling:
+        md += ["", f"### Ceilings: bare WSGI apps, {args.workers}w x {args.threads}t gthread, same image", "",
+               results_ceiling]
     text = "\n".join(md)
     print(text)
     if args.out:
