@@ -107,10 +107,14 @@ def test_tritonclient_against_v2(server, real_data):
 
 @pytest.mark.realdata
 def test_metrics_and_monitoring_aggregate_all_workers(server, real_data):
+    time.sleep(0.2)  # earlier tests' predictions: written by now (each worker writes its metrics every 50 ms)
     before = _predictions_total(server["url"])
     x, y = real_data.test_images[400:520], real_data.test_labels[400:520]
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda a: predict_bytes(png(a), server["url"]), x))
+    deadline = time.monotonic() + 2  # each worker writes its metrics in bulk every 50 ms
+    while _predictions_total(server["url"]) - before < len(x) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert _predictions_total(server["url"]) - before == len(x)  # whichever worker is scraped
     text = urllib.request.urlopen(server["url"] + "/metrics").read().decode()
     roles = [line for line in text.splitlines() if line.startswith("fmnist_process_resident_memory_bytes{")]

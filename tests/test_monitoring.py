@@ -189,3 +189,21 @@ def test_prediction_log_is_written_under_sustained_load(tmp_path):
         t.join()
     assert written_while_busy > 0
     store.close()
+
+
+def test_bulk_histogram_writes_equal_one_observation_at_a_time():
+    """metrics._observe_many (used by the bulk flush) fills the same buckets as Histogram.observe."""
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from fmnist.monitoring.metrics import LATENCY_BUCKETS, _observe_many
+
+    values = [0.0, 0.001, 0.0010001, 0.0049999, 0.025, 0.03, 7.0, 1e9] + list(np.random.default_rng(0).exponential(0.01, 500))
+    one, bulk = CollectorRegistry(), CollectorRegistry()
+    h1 = Histogram("x_seconds", "x", buckets=LATENCY_BUCKETS, registry=one)
+    h2 = Histogram("x_seconds", "x", buckets=LATENCY_BUCKETS, registry=bulk)
+    for v in values:
+        h1.observe(v)
+    _observe_many(h2, values)
+    lines = lambda reg: [line for line in generate_latest(reg).decode().splitlines() if "_sum" not in line and "_created" not in line]
+    assert lines(one) == lines(bulk)
+    assert h1._sum.get() == pytest.approx(h2._sum.get(), rel=1e-12)

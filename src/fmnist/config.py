@@ -22,6 +22,7 @@ class Settings:
     max_image_pixels: int = 25_000_000  # width x height, checked from the header before decoding
     default_top_k: int = 3
     log_requests: bool = True
+    fast_path: bool = True  # serve the common multipart POST /predict before Flask (serving/fastpath.py)
     reload_interval: float = 2.0  # seconds between checks of the registry for a promotion (0: never)
     # monitoring
     prediction_log: str = ".fmnist/predictions.sqlite"  # SQLite shared by all workers (survives restarts)

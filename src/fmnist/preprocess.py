@@ -83,6 +83,8 @@ class ImageTooLarge(ImageError):
 
 
 _ALLOWED: "tuple[str, ...] | None" = None
+# where Pillow finds an orientation in a PNG (EXIF chunk, ImageMagick's text chunk, XMP): none of them, nothing to rotate
+_ORIENTATION_KEYS = frozenset({"exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp"})
 
 
 def _allowed_formats() -> tuple:
@@ -122,7 +124,8 @@ def decode_image(data: bytes, max_pixels: int = 25_000_000, name: str = "image")
     try:
         im.seek(0)
         im.load()
-        ImageOps.exif_transpose(im, in_place=True)  # no copy when there is nothing to rotate
+        if im.format != "PNG" or _ORIENTATION_KEYS & im.info.keys():  # a PNG says so in one of these chunks
+            ImageOps.exif_transpose(im, in_place=True)  # no copy when there is nothing to rotate
     except Image.DecompressionBombError as e:
         raise ImageTooLarge(f"{name} is too large: {e}") from None
     except Exception as e:
@@ -215,7 +218,7 @@ def to_model_pixels(im, mode: str = "auto", size=(28, 28)) -> np.ndarray:
                 f"preprocess=raw needs a {size[0]}x{size[1]} image, got {flat.size[0]}x{flat.size[1]}; "
                 "use preprocess=photo (or auto) for other pictures"
             )
-        return np.asarray(flat.convert("L"), dtype=np.uint8)
+        return np.asarray(flat if flat.mode == "L" else flat.convert("L"), dtype=np.uint8)
     return photo_to_dataset(flat)
 
 

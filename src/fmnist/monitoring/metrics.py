@@ -7,7 +7,10 @@ PromQL across replicas as well as in-process.
 
 from __future__ import annotations
 
+import collections
 import os
+import threading
+import time
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -61,16 +64,110 @@ def init_model(name: str, version: str) -> None:
         FEEDBACK.labels(model_version=version, outcome=outcome)
 
 
+# --------------------------------------------------------------------------- bulk writes
+# Under Gunicorn every metric update is a locked write into a memory-mapped file; a request made
+# 14 of them (~50 µs). The request path now only appends its observations to a queue, and this
+# process writes them in bulk: every FLUSH_INTERVAL seconds, and before it answers a scrape. One
+# flush of N requests makes one write per touched bucket or series, whatever N.
+FLUSH_INTERVAL = 0.05
+_pending: "collections.deque[tuple]" = collections.deque()  # append/popleft are thread-safe
+_flush_lock = threading.Lock()
+_flusher_pid = 0
+
+
+def _after_fork_in_child() -> None:
+    global _flush_lock, _flusher_pid
+    _flush_lock = threading.Lock()  # a lock held by the parent's flusher at fork time stays held here
+    _flusher_pid = 0
+    _pending.clear()  # the parent writes its own observations
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _ensure_flusher() -> None:
+    global _flusher_pid
+    if _flusher_pid != os.getpid():  # first use in this process (a forked worker has no thread yet)
+        with _flush_lock:
+            if _flusher_pid != os.getpid():
+                _flusher_pid = os.getpid()
+                threading.Thread(target=_flush_loop, name="fmnist-metrics", daemon=True).start()
+
+
+def _flush_loop() -> None:
+    while True:
+        time.sleep(FLUSH_INTERVAL)
+        try:
+            flush()
+        except Exception:  # a metrics bug must not stop the flushing
+            import logging
+
+            logging.getLogger("fmnist.serving").exception("metrics flush failed")
+
+
+def _observe_many(hist, values) -> None:
+    """The same as hist.observe(v) for each v (first bucket whose bound >= v), one write per bucket."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return
+    counts = np.bincount(np.searchsorted(np.asarray(hist._upper_bounds), values, side="left"),
+                         minlength=len(hist._upper_bounds))
+    for i in np.flatnonzero(counts):
+        hist._buckets[i].inc(float(counts[i]))
+    hist._sum.inc(float(values.sum()))
+
+
+def flush() -> None:
+    """Write this process's queued observations to the metrics."""
+    with _flush_lock:
+        items = [_pending.popleft() for _ in range(len(_pending))]
+        if not items:
+            return
+        requests: dict = collections.Counter()
+        durations: dict = collections.defaultdict(list)
+        classes: dict = {}
+        conf, mean_px, sizes, seconds = [], [], [], []
+        for kind, *rest in items:
+            if kind == "request":
+                method, route, status, elapsed = rest
+                requests[(method, route, status)] += 1
+                durations[(method, route)].append(elapsed)
+            elif kind == "predictions":
+                version, ids, c, px = rest
+                counts = classes.setdefault(version, np.zeros(len(CLASSES), np.int64))
+                counts += np.bincount(np.asarray(ids, dtype=np.int64), minlength=len(CLASSES))
+                conf.append(np.asarray(c, dtype=np.float64))
+                mean_px.append(np.asarray(px, dtype=np.float64))
+            else:
+                sizes.append(rest[0])
+                seconds.append(rest[1])
+        for (method, route, status), n in requests.items():
+            HTTP_REQUESTS.labels(method, route, status).inc(n)
+        for (method, route), values in durations.items():
+            _observe_many(HTTP_DURATION.labels(method, route), values)
+        for version, counts in classes.items():
+            for cid in np.flatnonzero(counts):
+                PREDICTIONS.labels(model_version=version, **{"class": CLASSES[cid]}).inc(float(counts[cid]))
+        if conf:
+            _observe_many(CONFIDENCE, np.concatenate(conf))
+            _observe_many(MEAN_PIXEL, np.concatenate(mean_px))
+        _observe_many(BATCH_SIZE, sizes)
+        _observe_many(INFERENCE_DURATION, seconds)
+
+
+def observe_request(method: str, route: str, status: int, seconds: float) -> None:
+    _pending.append(("request", method, route, str(status), seconds))
+    _ensure_flusher()
+
+
 def observe_predictions(version: str, class_ids, confidences, mean_pixels) -> None:
-    for cid, conf, px in zip(class_ids, confidences, mean_pixels):
-        PREDICTIONS.labels(model_version=version, **{"class": CLASSES[int(cid)]}).inc()
-        CONFIDENCE.observe(float(conf))
-        MEAN_PIXEL.observe(float(px))
+    _pending.append(("predictions", version, class_ids, confidences, mean_pixels))
+    _ensure_flusher()
 
 
 def observe_batch(size: int, seconds: float) -> None:
-    BATCH_SIZE.observe(size)
-    INFERENCE_DURATION.observe(seconds)
+    _pending.append(("batch", size, seconds))
+    _ensure_flusher()
 
 
 def registry(extra_collectors=()) -> CollectorRegistry:
@@ -88,6 +185,7 @@ def registry(extra_collectors=()) -> CollectorRegistry:
 
 
 def exposition(extra_collectors=()) -> bytes:
+    flush()
     return generate_latest(registry(extra_collectors))
 
 
@@ -135,6 +233,7 @@ def _le(edge: float) -> str:
 
 def snapshot() -> dict:
     """Totals the dashboard turns into rates: requests by status class, latency buckets, batches."""
+    flush()
     out = {"requests": {"total": 0.0, "2xx": 0.0, "4xx": 0.0, "5xx": 0.0}, "predict_latency_buckets": {},
            "predictions": {}, "batches": {"count": 0.0, "images": 0.0}, "feedback": {}}
     for family in registry().collect():

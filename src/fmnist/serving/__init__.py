@@ -43,4 +43,8 @@ def create_app(config: "dict | Settings | None" = None) -> Flask:
     state = ModelState(settings)
     app.extensions["fmnist"] = state
     state.load()
+    if settings.fast_path:
+        from fmnist.serving.fastpath import PredictFastPath
+
+        app.wsgi_app = PredictFastPath(app.wsgi_app, state, settings.log_requests)
     return app

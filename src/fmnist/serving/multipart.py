@@ -27,8 +27,15 @@ def boundary_of(content_type: str) -> "bytes | None":
     return (m.group(1) or m.group(2)).encode("latin-1")
 
 
+_COMMON = re.compile(rb'form-data; name="([^"\\]*)"(?:; filename="([^"\\]*)")?')  # what most clients send
+
+
 def _disposition(value: bytes) -> "tuple[str, str | None] | None":
     """b'form-data; name="image"; filename="x.png"' -> ("image", "x.png"); None when unusual."""
+    m = _COMMON.fullmatch(value)
+    if m is not None:
+        name, filename = m.group(1), m.group(2)
+        return name.decode("utf-8", "replace"), None if filename is None else filename.decode("utf-8", "replace")
     kind = value.partition(b";")[0]
     if kind.strip().lower() != b"form-data":
         return None

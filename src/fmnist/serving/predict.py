@@ -63,6 +63,64 @@ def _pixels(value, max_images: int) -> tuple[np.ndarray, bool]:
     return arr, many
 
 
+def image_files(parts: list) -> "tuple[list, bool] | None":
+    """Multipart parts (field, filename, content) -> ([(name, content)], response is a list?) for the
+    files in 'image' (first) and 'images'; None when there are none."""
+    files = [(field, filename, content) for field, filename, content in parts
+             if filename is not None and field in ("image", "images")]
+    if not files:
+        return None
+    files.sort(key=lambda f: f[0] != "image")  # 'image' files first, then 'images', each in order (stable)
+    blobs = [(filename or f"image[{i}]", content) for i, (_, filename, content) in enumerate(files)]
+    return blobs, len(files) > 1 or files[0][0] == "images"
+
+
+def decode_all(blobs: list, settings, mode: str) -> np.ndarray:
+    """[(name, bytes)] -> uint8 (N, 28, 28) with the serving preprocessing; APIError on a bad image."""
+    if len(blobs) > settings.max_images:
+        raise APIError(400, "too_many_images", f"{len(blobs)} images in one request; the limit is {settings.max_images}")
+    try:
+        return np.stack([to_model_pixels(decode_image(b, settings.max_image_pixels, name), mode) for name, b in blobs])
+    except ImageError as e:
+        raise APIError(e.status, e.code, str(e)) from None
+
+
+def infer(served, load) -> tuple[np.ndarray, np.ndarray]:
+    """load() -> uint8 pixels (the decoding), then probabilities. While it decodes, the batcher
+    knows one more request is on its way, so a busy worker's batch waits for it."""
+    batcher = served.batcher
+    if batcher is None:
+        pixels = load()
+        return pixels, served.run(served.predictor.normalize(pixels))
+    batcher.enter()
+    try:
+        pixels = load()
+        x = served.predictor.normalize(pixels)
+    finally:
+        batcher.leave()
+    return pixels, served.run(x)
+
+
+def answer(st, served, request_id: str, pixels: np.ndarray, probs: np.ndarray, many: bool, top_k: int,
+           t0: float) -> tuple[bytes, dict]:
+    """Record the predictions (metrics, prediction log) -> (JSON body, fields for the access log)."""
+    st.record(served, request_id, pixels, probs)
+    predictor = served.predictor
+    model = {"name": predictor.name, "version": predictor.version}
+    preds = predictor.to_predictions(probs)
+    items = [{"label": p.label, "class_id": p.class_id, "confidence": p.confidence, "top_k": p.top_k(top_k)}
+             for p in preds]
+    latency_ms = round((time.perf_counter() - t0) * 1000, 3)
+    if many:
+        body = {"predictions": items, "model": model, "request_id": request_id, "latency_ms": latency_ms}
+    else:
+        body = {**items[0], "model": model, "request_id": request_id, "latency_ms": latency_ms}
+    log_extra = {"label": preds[0].label if len(preds) == 1 else [p.label for p in preds],
+                 "confidence": round(preds[0].confidence, 4) if len(preds) == 1 else None,
+                 "n_images": len(preds), "model_version": predictor.version}
+    return json.dumps(body, separators=(",", ":")).encode(), log_extra
+
+
 def _read_inputs(settings) -> tuple[list, "np.ndarray | None", bool]:
     """-> (encoded images as (name, bytes), raw pixel array or None, response is a list?)."""
     ctype = request.mimetype
@@ -71,17 +129,13 @@ def _read_inputs(settings) -> tuple[list, "np.ndarray | None", bool]:
         if parts is None:  # not the plain form the fast reader knows: Werkzeug's parser decides
             parts = [(k, f.filename, f) for k, f in request.files.items(multi=True)]
             parts += [(k, None, v) for k, v in request.form.items(multi=True)]
-        files = [(field, filename, content) for field, filename, content in parts
-                 if filename is not None and field in ("image", "images")]
-        if not files:
+        selected = image_files(parts)
+        if selected is None:
             fields = sorted({field for field, _, _ in parts})
             raise APIError(400, "missing_image", "no file in form field 'image' (or 'images')"
                            + (f"; got fields {', '.join(fields)}" if fields else ""))
-        files.sort(key=lambda f: f[0] != "image")  # 'image' files first, then 'images', each in order
-        blobs = [(filename or f"image[{i}]", content if isinstance(content, bytes) else content.read())
-                 for i, (_, filename, content) in enumerate(files)]
-        many = len(files) > 1 or files[0][0] == "images"
-        return blobs, None, many
+        blobs, many = selected
+        return [(name, c if isinstance(c, bytes) else c.read()) for name, c in blobs], None, many
     if ctype == "application/json":
         try:
             body = json.loads(request.get_data(cache=False))
@@ -109,48 +163,20 @@ def _read_inputs(settings) -> tuple[list, "np.ndarray | None", bool]:
 
 @bp.post("/predict")
 def predict():
+    """The whole contract; the common multipart request is usually served by fastpath.py before Flask."""
     st, served = require_model()
     settings = st.settings
     top_k = _query_int("top_k", settings.default_top_k, 1, 10)
     mode = request.args.get("preprocess", "auto")
     if mode not in MODES:
         raise APIError(400, "bad_parameter", f"preprocess must be one of {', '.join(MODES)}, got {mode!r}")
-    batcher = served.batcher
-    if batcher is not None:
-        batcher.enter()  # tell the batcher a request is coming before the decode step
-    entered = batcher is not None
-    try:
-        blobs, pixels, many = _read_inputs(settings)
-        if pixels is None:
-            if len(blobs) > settings.max_images:
-                raise APIError(400, "too_many_images",
-                               f"{len(blobs)} images in one request; the limit is {settings.max_images}")
-            try:
-                pixels = np.stack([to_model_pixels(decode_image(b, settings.max_image_pixels, name), mode)
-                                   for name, b in blobs])
-            except ImageError as e:
-                raise APIError(e.status, e.code, str(e)) from None
-        x = served.predictor.normalize(pixels)
-        if entered:
-            batcher.leave()
-            entered = False
-        probs = served.run(x)
-    finally:
-        if entered:
-            batcher.leave()
+    many = False
 
-    st.record(served, g.request_id, pixels, probs)
-    predictor = served.predictor
-    model = {"name": predictor.name, "version": predictor.version}
-    preds = predictor.to_predictions(probs)
-    items = [{"label": p.label, "class_id": p.class_id, "confidence": p.confidence, "top_k": p.top_k(top_k)}
-             for p in preds]
-    latency_ms = round((time.perf_counter() - g.t0) * 1000, 3)
-    if many:
-        body = {"predictions": items, "model": model, "request_id": g.request_id, "latency_ms": latency_ms}
-    else:
-        body = {**items[0], "model": model, "request_id": g.request_id, "latency_ms": latency_ms}
-    g.log_extra = {"label": preds[0].label if len(preds) == 1 else [p.label for p in preds],
-                   "confidence": round(preds[0].confidence, 4) if len(preds) == 1 else None,
-                   "n_images": len(preds), "model_version": predictor.version}
-    return Response(json.dumps(body, separators=(",", ":")), mimetype="application/json")
+    def load():
+        nonlocal many
+        blobs, pixels, many = _read_inputs(settings)
+        return pixels if pixels is not None else decode_all(blobs, settings, mode)
+
+    pixels, probs = infer(served, load)
+    body, g.log_extra = answer(st, served, g.request_id, pixels, probs, many, top_k, g.t0)
+    return Response(body, mimetype="application/json")

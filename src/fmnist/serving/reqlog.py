@@ -16,14 +16,35 @@ access_log = logging.getLogger("fmnist.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
+def request_id_from(header: str) -> str:
+    """The client's X-Request-ID when it is a safe token, else 128 random bits (as uuid4)."""
+    return header if _SAFE_ID.match(header) else os.urandom(16).hex()
+
+
+def finish(method: str, route: str, status: int, elapsed: float, request_id: str, extra: "dict | None",
+           log: bool) -> None:
+    """Count the request, observe its latency, and write its JSON log line."""
+    metrics.observe_request(method, route, status, elapsed)
+    if log:
+        record = {
+            "ts": round(time.time(), 3),
+            "request_id": request_id,
+            "method": method,
+            "route": route,
+            "status": status,
+            "latency_ms": round(elapsed * 1000, 3),
+        }
+        record.update(extra or {})
+        access_log.info(json.dumps(record, separators=(",", ":")))
+
+
 def init_request_logging(app: Flask, enabled: bool) -> None:
     @app.before_request
     def _start():
         g.t0 = time.perf_counter()
         metrics.HTTP_IN_PROGRESS.inc()
         g.in_progress = True
-        rid = request.headers.get("X-Request-ID", "")
-        g.request_id = rid if _SAFE_ID.match(rid) else os.urandom(16).hex()  # 128 random bits, as uuid4
+        g.request_id = request_id_from(request.headers.get("X-Request-ID", ""))
 
     @app.teardown_request
     def _done(_exc):
@@ -35,17 +56,5 @@ def init_request_logging(app: Flask, enabled: bool) -> None:
         response.headers["X-Request-ID"] = g.get("request_id", "")
         rule = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
         elapsed = time.perf_counter() - g.get("t0", time.perf_counter())
-        metrics.HTTP_REQUESTS.labels(request.method, rule, str(response.status_code)).inc()
-        metrics.HTTP_DURATION.labels(request.method, rule).observe(elapsed)
-        if enabled:
-            record = {
-                "ts": round(time.time(), 3),
-                "request_id": g.get("request_id"),
-                "method": request.method,
-                "route": rule,
-                "status": response.status_code,
-                "latency_ms": round(elapsed * 1000, 3),
-            }
-            record.update(g.get("log_extra", {}))
-            access_log.info(json.dumps(record, separators=(",", ":")))
+        finish(request.method, rule, response.status_code, elapsed, g.get("request_id"), g.get("log_extra"), enabled)
         return response
