@@ -169,6 +169,10 @@ def main() -> int:
            "--port", str(port), "--workers", str(args.workers), "--threads", str(args.threads), "--quiet"]
     results.append(bench_server(f"fmnist serve (onnx, {args.workers}w x {args.threads}t, batching)", cmd, port, env,
                                 script, args.duration, concs))
+    port = free_port()
+    cmd = cmd[:cmd.index("--port") + 1] + [str(port)] + cmd[cmd.index("--port") + 2:]
+    results.append(bench_server("same, fast path off (every request through Flask)", cmd, port,
+                                {**env, "FMNIST_FAST_PATH": "0"}, script, args.duration, [16, 64]))
     if not args.skip_baseline:
         port = free_port()
         cmd = [sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "bench.baseline_app:app"]
@@ -206,7 +210,7 @@ def main() -> int:
     if args.matrix:
         matrix = []
         for workers in range(1, (os.cpu_count() or 1) + 1):
-            for threads, batching in ((1, False), (4, False), (4, True), (8, True)):
+            for threads, batching in ((1, False), (2, True), (4, False), (4, True), (8, True)):
                 port = free_port()
                 cmd = [sys.executable, "-m", "fmnist.cli", "serve", "--model", str(model), "--host", "127.0.0.1",
                        "--port", str(port), "--workers", str(workers), "--threads", str(threads), "--quiet"]
