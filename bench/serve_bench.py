@@ -146,7 +146,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--workers", type=int, default=os.cpu_count())
-    ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", help="write the Markdown results here")
     ap.add_argument("--skip-baseline", action="store_true")
     ap.add_argument("--matrix", action="store_true",

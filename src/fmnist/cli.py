@@ -267,7 +267,7 @@ def cmd_serve(args) -> int:
     settings = Settings.load(environ=env)
     art = resolve(settings.model, settings.models_dir or None)
     print(f"fmnist: serving {art.ref} on http://{args.host}:{args.port} "
-          f"(workers={env.get('FMNIST_WORKERS', os.cpu_count())}, threads={env.get('FMNIST_THREADS', 4)}, "
+          f"(workers={env.get('FMNIST_WORKERS', os.cpu_count())}, threads={env.get('FMNIST_THREADS', 2)}, "
           f"batching={'on' if settings.batching else 'off'})", file=sys.stderr, flush=True)
     argv = [sys.executable, "-m", "gunicorn", "-c", "python:fmnist.serving.gunicorn_conf", "fmnist.serving:create_app()"]
     os.execvpe(argv[0], argv, env)
@@ -456,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--host", default="0.0.0.0")
     sp.add_argument("--port", type=int, default=5000)
     sp.add_argument("--workers", type=int, help="Gunicorn worker processes (default: CPU count)")
-    sp.add_argument("--threads", type=int, help="threads per worker (default 4; 1 = sync worker)")
+    sp.add_argument("--threads", type=int, help="threads per worker (default 2; 1 = sync worker)")
     sp.add_argument("--backend", choices=["onnx", "torch"], help="default onnx (no torch needed)")
     sp.add_argument("--no-batching", action="store_true", help="run every request on its own")
     sp.add_argument("--max-batch-size", type=int)

@@ -6,7 +6,7 @@ import os
 bind = os.environ.get("FMNIST_BIND", "0.0.0.0:5000")
 workers = int(os.environ.get("FMNIST_WORKERS") or multiprocessing.cpu_count())
 # threads > 1: the gthread worker, so that concurrent requests meet in the micro-batcher
-threads = int(os.environ.get("FMNIST_THREADS") or 4)
+threads = int(os.environ.get("FMNIST_THREADS") or 2)
 worker_class = "gthread" if threads > 1 else "sync"
 backlog = 2048
 reuse_port = True  # a restarted replica can bind while an orphaned worker of the old one still holds the port
