@@ -56,12 +56,13 @@ def test_common_requests_skip_flask_and_answer_the_same(apps, files, query):
     _same(r, _post(flask, files, query))
 
 
-@pytest.mark.parametrize("case", ["bad image", "bad parameter", "no file", "json", "too many"])
+@pytest.mark.parametrize("case", ["bad image", "bad parameter", "repeated parameter", "no file", "json", "too many"])
 def test_everything_else_goes_to_flask_with_the_same_answer(apps, case):
     (fast, fast_calls), (flask, _) = apps
     args = {
         "bad image": ({"image": [(b"not an image", "x.png")]}, ""),
         "bad parameter": ({"image": [(png(GARMENT), "g.png")]}, "?top_k=0"),
+        "repeated parameter": ({"image": [(png(GARMENT), "g.png")]}, "?top_k=2&top_k=5"),
         "no file": ({"note": [(b"x", None)]}, ""),
         "too many": ({"images": [(png(GARMENT), f"{i}.png") for i in range(65)]}, ""),
     }

@@ -35,7 +35,10 @@ class PredictFastPath:
     def _query(self, qs: str) -> "tuple[int, str] | None":
         """top_k and preprocess from a plain query string; None (Flask decides) for anything else."""
         top_k, mode = self.state.settings.default_top_k, "auto"
-        for key, value in parse_qsl(qs, keep_blank_values=True):
+        pairs = parse_qsl(qs, keep_blank_values=True)
+        if len({key for key, _ in pairs}) != len(pairs):  # a repeated parameter: Flask takes the first
+            return None
+        for key, value in pairs:
             if key == "top_k" and value.isdigit() and 1 <= int(value) <= 10:
                 top_k = int(value)
             elif key == "preprocess" and value in MODES:
