@@ -44,3 +44,10 @@ def post_worker_init(worker):
     from fmnist.serving.single_write import install
 
     install()
+
+
+def worker_exit(server, worker):
+    """A worker stopping (SIGTERM, recycling): write the metrics it still has queued (metrics.flush)."""
+    from fmnist.monitoring import metrics
+
+    metrics.flush()
