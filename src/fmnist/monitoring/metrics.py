@@ -72,13 +72,13 @@ def init_model(name: str, version: str) -> None:
 FLUSH_INTERVAL = 0.05
 _pending: "collections.deque[tuple]" = collections.deque()  # append/popleft are thread-safe
 _flush_lock = threading.Lock()
-_flusher_pid = 0
+_flusher_started = False  # in this process; reset in a forked child, which has no thread yet
 
 
 def _after_fork_in_child() -> None:
-    global _flush_lock, _flusher_pid
+    global _flush_lock, _flusher_started
     _flush_lock = threading.Lock()  # a lock held by the parent's flusher at fork time stays held here
-    _flusher_pid = 0
+    _flusher_started = False
     _pending.clear()  # the parent writes its own observations
 
 
@@ -86,11 +86,11 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _ensure_flusher() -> None:
-    global _flusher_pid
-    if _flusher_pid != os.getpid():  # first use in this process (a forked worker has no thread yet)
+    global _flusher_started
+    if not _flusher_started:  # a flag, not os.getpid(): this runs on every request (getpid is a system call)
         with _flush_lock:
-            if _flusher_pid != os.getpid():
-                _flusher_pid = os.getpid()
+            if not _flusher_started:
+                _flusher_started = True
                 threading.Thread(target=_flush_loop, name="fmnist-metrics", daemon=True).start()
 
 
