@@ -86,6 +86,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_ready(url: str, timeout: float, pause: float = 0.05, request_timeout: float = 1.0,
+               describe=lambda: "", exited=lambda: False) -> float:
+    """Poll GET url/ready until it answers 200; seconds waited. RuntimeError (with describe()) when the
+    server has exited or is not ready in time."""
+    t0 = time.monotonic()
+    while True:
+        if exited():
+            raise RuntimeError(f"server exited early:\n{describe()}")
+        if time.monotonic() - t0 > timeout:
+            raise RuntimeError(f"server not ready in {timeout:.0f} s:\n{describe()}")
+        try:
+            with urllib.request.urlopen(url + "/ready", timeout=request_timeout) as r:
+                if r.status == 200:
+                    return time.monotonic() - t0
+        except OSError:
+            time.sleep(pause)
+
+
 @contextlib.contextmanager
 def running_server(workdir: Path, *extra: str, workers: int = 2, model: str = str(SHIPPED),
                    extra_env: "dict | None" = None):
@@ -102,20 +120,9 @@ def running_server(workdir: Path, *extra: str, workers: int = 2, model: str = st
                                  "127.0.0.1", "--port", str(port), "--workers", str(workers), *extra],
                                 stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=workdir)
     url = f"http://127.0.0.1:{port}"
-    t0 = time.monotonic()
     try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{log.read_text()}")
-            if time.monotonic() - t0 > 30:
-                raise RuntimeError(f"server not ready in 30 s:\n{log.read_text()}")
-            try:
-                with urllib.request.urlopen(url + "/ready", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.05)
-        yield {"url": url, "port": port, "proc": proc, "log": log, "ready_after": time.monotonic() - t0}
+        ready_after = wait_ready(url, 30, describe=log.read_text, exited=lambda: proc.poll() is not None)
+        yield {"url": url, "port": port, "proc": proc, "log": log, "ready_after": ready_after}
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from fmnist.client import predict_bytes
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, wait_ready
 from tests.images import png
 
 pytestmark = pytest.mark.skipif(os.environ.get("FMNIST_CONTAINER_TESTS") != "1",
@@ -60,14 +60,9 @@ def test_serving_image_builds_runs_predicts_and_is_healthy(tmp_path):
                    check=True, capture_output=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(url + "/ready", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
+        wait_ready(url, 60, pause=0.5, request_timeout=2,
+                   describe=lambda: subprocess.run(["podman", "logs", name], env=env, capture_output=True,
+                                                   text=True).stdout[-3000:])
         body = predict_bytes(png(np.zeros((28, 28), np.uint8)), url)
         assert body["model"] == {"name": "smallcnn", "version": "1"}
         health = subprocess.run(["podman", "healthcheck", "run", name], env=env, capture_output=True, text=True)
