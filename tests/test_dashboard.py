@@ -41,7 +41,7 @@ def test_dashboard_shows_server_numbers(tmp_path, real_data):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    with running_server(tmp_path, "--threads", "4") as srv:
+    with running_server(tmp_path, "--worker", "gthread", "--threads", "4") as srv:
         url = srv["url"]
         x, y = real_data.test_images[:200], real_data.test_labels[:200]
         for a, t in zip(x, y):

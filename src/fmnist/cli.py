@@ -246,7 +246,7 @@ def cmd_serve(args) -> int:
     env = dict(os.environ)
     env["FMNIST_BIND"] = f"{args.host}:{args.port}"
     for key, value in (("MODEL", args.model), ("MODELS_DIR", args.registry), ("WORKERS", args.workers),
-                       ("THREADS", args.threads), ("BACKEND", args.backend),
+                       ("WORKER", args.worker), ("THREADS", args.threads), ("BACKEND", args.backend),
                        ("MAX_BATCH_SIZE", args.max_batch_size), ("MAX_BATCH_WAIT_MS", args.max_batch_wait_ms)):
         if value is not None:
             env[f"FMNIST_{key}"] = str(value)
@@ -254,6 +254,8 @@ def cmd_serve(args) -> int:
         env["FMNIST_BATCHING"] = "false"
     if args.quiet:
         env["FMNIST_LOG_REQUESTS"] = "false"
+    if args.threads and (args.worker or env.get("FMNIST_WORKER") or "loop") != "gthread":
+        raise CLIError("--threads is for --worker gthread (the default loop worker runs one thread per process)")
     env.setdefault("OMP_NUM_THREADS", "1")  # no library may spawn a thread per core in every worker
     if not env.get("PROMETHEUS_MULTIPROC_DIR"):  # metrics of all workers, merged at scrape time
         import tempfile
@@ -266,9 +268,12 @@ def cmd_serve(args) -> int:
 
     settings = Settings.load(environ=env)
     art = resolve(settings.model, settings.models_dir or None)
-    print(f"fmnist: serving {art.ref} on http://{args.host}:{args.port} "
-          f"(workers={env.get('FMNIST_WORKERS', os.cpu_count())}, threads={env.get('FMNIST_THREADS', 2)}, "
-          f"batching={'on' if settings.batching else 'off'})", file=sys.stderr, flush=True)
+    kind = env.get("FMNIST_WORKER") or "loop"
+    if kind == "gthread":
+        kind += f" x {env.get('FMNIST_THREADS') or 2} threads"
+    print(f"fmnist: serving {art.ref} on http://{args.host}:{args.port} (workers="
+          f"{env.get('FMNIST_WORKERS', os.cpu_count())} {kind}, batching={'on' if settings.batching else 'off'})",
+          file=sys.stderr, flush=True)
     argv = [sys.executable, "-m", "gunicorn", "-c", "python:fmnist.serving.gunicorn_conf", "fmnist.serving:create_app()"]
     os.execvpe(argv[0], argv, env)
     return 0  # not reached
@@ -317,6 +322,8 @@ def cmd_cluster(args) -> int:
         serve_args += ["--model", args.model]
     if args.registry:
         serve_args += ["--registry", args.registry]
+    if args.worker:
+        serve_args += ["--worker", args.worker]
     if args.threads:
         serve_args += ["--threads", str(args.threads)]
     state.mkdir(parents=True, exist_ok=True)
@@ -456,7 +463,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--host", default="0.0.0.0")
     sp.add_argument("--port", type=int, default=5000)
     sp.add_argument("--workers", type=int, help="Gunicorn worker processes (default: CPU count)")
-    sp.add_argument("--threads", type=int, help="threads per worker (default 2; 1 = sync worker)")
+    sp.add_argument("--worker", choices=["loop", "gthread", "sync"],
+                    help="worker type (default loop: one event loop per process, batches requests that "
+                         "arrive together; gthread: Gunicorn's thread pool; sync: one request at a time)")
+    sp.add_argument("--threads", type=int, help="threads per worker, for --worker gthread (default 2)")
     sp.add_argument("--backend", choices=["onnx", "torch"], help="default onnx (no torch needed)")
     sp.add_argument("--no-batching", action="store_true", help="run every request on its own")
     sp.add_argument("--max-batch-size", type=int)
@@ -471,7 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--port", type=int, default=5000, help="load balancer port (replicas use the next ones)")
     sp.add_argument("--host", default="127.0.0.1", help="load balancer address")
     sp.add_argument("--workers", type=int, help="workers per replica (default: cores / replicas)")
-    sp.add_argument("--threads", type=int)
+    sp.add_argument("--worker", choices=["loop", "gthread", "sync"])
+    sp.add_argument("--threads", type=int, help="for --worker gthread")
     sp.add_argument("--model")
     sp.add_argument("--state-dir", default=".fmnist/cluster")
     sp.add_argument("--detach", action="store_true", help="run the supervisor in the background")

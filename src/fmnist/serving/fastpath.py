@@ -17,6 +17,8 @@ import logging
 import time
 from urllib.parse import parse_qsl
 
+import numpy as np
+
 from fmnist.monitoring import metrics
 from fmnist.preprocess import MODES
 from fmnist.serving import multipart, reqlog
@@ -47,43 +49,96 @@ class PredictFastPath:
                 return None
         return top_k, mode
 
-    def __call__(self, environ, start_response):
+    def _take(self, environ) -> "_Job | None":
+        """The request, if the fast path answers it (body read, query checked, files found); else None."""
         if environ.get("PATH_INFO") != "/predict" or environ.get("REQUEST_METHOD") != "POST":
-            return self.app(environ, start_response)
+            return None
         ctype = environ.get("CONTENT_TYPE", "")
         served = self.state.current
-        settings = self.state.settings
         try:
             length = int(environ.get("CONTENT_LENGTH") or -1)
         except ValueError:
             length = -1
         query = self._query(environ.get("QUERY_STRING", ""))
         if (served is None or query is None or not ctype[:19].lower() == "multipart/form-data"
-                or not 0 < length <= settings.max_content_length):
-            return self.app(environ, start_response)
+                or not 0 < length <= self.state.settings.max_content_length):
+            return None
         t0 = time.perf_counter()
         body = environ["wsgi.input"].read(length)
         environ["wsgi.input"] = io.BytesIO(body)  # for the Flask app, should it have to answer after all
         parts = multipart.parse(body, ctype) if len(body) == length else None
         selected = image_files(parts) if parts is not None else None
         if selected is None:
-            return self.app(environ, start_response)
-        blobs, many = selected
-        top_k, mode = query
+            return None
         request_id = reqlog.request_id_from(environ.get("HTTP_X_REQUEST_ID", ""))
+        return _Job(served, *selected, *query, request_id, t0)
+
+    def _answer(self, job: "_Job", pixels, probs, start_response) -> list:
+        out, extra = answer(self.state, job.served, job.request_id, pixels, probs, job.many, job.top_k, job.t0)
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(out))),
+                                  ("X-Request-ID", job.request_id)])
+        reqlog.finish("POST", "/predict", 200, time.perf_counter() - job.t0, job.request_id, extra,
+                      self.log_requests)
+        return [out]
+
+    def __call__(self, environ, start_response):
+        job = self._take(environ)
+        if job is None:
+            return self.app(environ, start_response)
         metrics.HTTP_IN_PROGRESS.inc()
         try:
             try:
-                pixels, probs = infer(served, lambda: decode_all(blobs, settings, mode))
+                pixels, probs = infer(job.served, lambda: decode_all(job.blobs, self.state.settings, job.mode))
             except APIError:  # a bad image: the Flask app gives the same answer with its error handling
                 return self.app(environ, start_response)
             except Exception:
                 log.exception("fast path failed on POST /predict; the Flask app answers instead")
                 return self.app(environ, start_response)
-            out, extra = answer(self.state, served, request_id, pixels, probs, many, top_k, t0)
+            return self._answer(job, pixels, probs, start_response)
         finally:
             metrics.HTTP_IN_PROGRESS.dec()
-        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(out))),
-                                  ("X-Request-ID", request_id)])
-        reqlog.finish("POST", "/predict", 200, time.perf_counter() - t0, request_id, extra, self.log_requests)
-        return [out]
+
+    def wsgi_batch(self, environs: list, start_responses: list) -> list:
+        """Several requests that arrived together (worker.LoopWorker): the fast-path ones share model
+        calls of up to max_batch_size images; -> an app_iter per request, or None where the caller
+        must call the app itself (another route, a bad image, batching off)."""
+        results: list = [None] * len(environs)
+        jobs = []
+        for i, environ in enumerate(environs):
+            job = self._take(environ)
+            if job is None or job.served.batcher is None:
+                continue
+            try:
+                job.pixels = decode_all(job.blobs, self.state.settings, job.mode)
+            except APIError:
+                continue  # the Flask app answers it, with its error handling
+            jobs.append((i, job))
+        if not jobs:
+            return results
+        metrics.HTTP_IN_PROGRESS.inc(len(jobs))
+        try:
+            for served in {id(job.served): job.served for _, job in jobs}.values():  # one model, unless a swap
+                group = [(i, job) for i, job in jobs if job.served is served]
+                try:
+                    x = served.predictor.normalize(np.concatenate([job.pixels for _, job in group]))
+                    step = self.state.settings.max_batch_size
+                    probs = np.concatenate([served.run(x[k:k + step]) for k in range(0, len(x), step)])
+                except Exception:
+                    log.exception("fast path failed on a batch of %d requests; the Flask app answers them", len(group))
+                    continue
+                at = 0
+                for i, job in group:
+                    n = len(job.pixels)
+                    results[i] = self._answer(job, job.pixels, probs[at:at + n], start_responses[i])
+                    at += n
+        finally:
+            metrics.HTTP_IN_PROGRESS.dec(len(jobs))
+        return results
+
+
+class _Job:
+    __slots__ = ("served", "blobs", "many", "top_k", "mode", "request_id", "t0", "pixels")
+
+    def __init__(self, served, blobs, many, top_k, mode, request_id, t0):
+        self.served, self.blobs, self.many, self.top_k, self.mode = served, blobs, many, top_k, mode
+        self.request_id, self.t0, self.pixels = request_id, t0, None

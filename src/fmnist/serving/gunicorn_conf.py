@@ -5,9 +5,14 @@ import os
 
 bind = os.environ.get("FMNIST_BIND", "0.0.0.0:5000")
 workers = int(os.environ.get("FMNIST_WORKERS") or multiprocessing.cpu_count())
-# threads > 1: the gthread worker, so that concurrent requests meet in the micro-batcher
-threads = int(os.environ.get("FMNIST_THREADS") or 2)
-worker_class = "gthread" if threads > 1 else "sync"
+# loop (default): worker.LoopWorker, one event loop per process, requests that arrive together are
+# batched; gthread: Gunicorn's thread-pool worker (FMNIST_THREADS each); sync: one request at a time
+WORKER_CLASSES = {"loop": "fmnist.serving.worker.LoopWorker", "gthread": "gthread", "sync": "sync"}
+_kind = os.environ.get("FMNIST_WORKER") or "loop"
+if _kind not in WORKER_CLASSES:
+    raise SystemExit(f"FMNIST_WORKER={_kind!r}: expected one of {', '.join(WORKER_CLASSES)}")
+worker_class = WORKER_CLASSES[_kind]
+threads = int(os.environ.get("FMNIST_THREADS") or 2) if _kind == "gthread" else 1
 backlog = 2048
 reuse_port = True  # a restarted replica can bind while an orphaned worker of the old one still holds the port
 timeout = 30  # a worker silent this long is killed and replaced
