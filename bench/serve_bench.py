@@ -146,11 +146,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--workers", type=int, default=os.cpu_count())
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--worker", choices=["loop", "gthread", "sync"], default="loop")
+    ap.add_argument("--threads", type=int, default=2, help="threads per worker, for the gthread rows")
     ap.add_argument("--out", help="write the Markdown results here")
     ap.add_argument("--skip-baseline", action="store_true")
     ap.add_argument("--matrix", action="store_true",
-                    help="also: workers 1..CPUs x threads x batching on/off at c=16 and 64 (the tuning table)")
+                    help="also: workers 1..CPUs x worker type x batching on/off at c=16 and 64 (the tuning table)")
     ap.add_argument("--replicas", action="store_true", help="also: `fmnist cluster` with 1 vs 2 replicas behind nginx")
     ap.add_argument("--ceiling", action="store_true",
                     help="also: bare WSGI apps on the same Gunicorn settings (bench/ceiling_app.py): what is left "
@@ -164,15 +165,26 @@ def main() -> int:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     results = []
 
+    def serve(model_dir: Path, port: int, workers: int, worker: str, *extra: str) -> list:
+        cmd = [sys.executable, "-m", "fmnist.cli", "serve", "--model", str(model_dir), "--host", "127.0.0.1",
+               "--port", str(port), "--workers", str(workers), "--worker", worker, "--quiet", *extra]
+        return cmd + (["--threads", str(args.threads)] if worker == "gthread" else [])
+
+    def label(workers: int, worker: str) -> str:
+        return f"{workers}w {worker}" + (f" x {args.threads}t" if worker == "gthread" else "")
+
     port = free_port()
-    cmd = [sys.executable, "-m", "fmnist.cli", "serve", "--model", str(model), "--host", "127.0.0.1",
-           "--port", str(port), "--workers", str(args.workers), "--threads", str(args.threads), "--quiet"]
-    results.append(bench_server(f"fmnist serve (onnx, {args.workers}w x {args.threads}t, batching)", cmd, port, env,
-                                script, args.duration, concs))
+    results.append(bench_server(f"fmnist serve (onnx, {label(args.workers, args.worker)}, batching)",
+                                serve(model, port, args.workers, args.worker), port, env, script, args.duration, concs))
     port = free_port()
-    cmd = cmd[:cmd.index("--port") + 1] + [str(port)] + cmd[cmd.index("--port") + 2:]
-    results.append(bench_server("same, fast path off (every request through Flask)", cmd, port,
-                                {**env, "FMNIST_FAST_PATH": "0"}, script, args.duration, [16, 64]))
+    results.append(bench_server("same, fast path off (every request through Flask)",
+                                serve(model, port, args.workers, args.worker), port, {**env, "FMNIST_FAST_PATH": "0"},
+                                script, args.duration, [16, 64]))
+    if args.worker != "gthread":
+        port = free_port()
+        results.append(bench_server(f"same, Gunicorn's gthread worker ({label(args.workers, 'gthread')})",
+                                    serve(model, port, args.workers, "gthread"), port, env, script, args.duration,
+                                    concs))
     if not args.skip_baseline:
         port = free_port()
         cmd = [sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "bench.baseline_app:app"]
@@ -187,8 +199,7 @@ def main() -> int:
         vgg_dir = resolve("vgg", REPO / "models").path
         in_proc = in_process_batch64(vgg_dir)
         port = free_port()
-        cmd = [sys.executable, "-m", "fmnist.cli", "serve", "--model", str(vgg_dir), "--host", "127.0.0.1",
-               "--port", str(port), "--workers", str(args.workers), "--threads", str(args.threads), "--quiet"]
+        cmd = serve(vgg_dir, port, args.workers, args.worker)
         # one image per request, then VGG_IMAGES images per request (field `images`): the HTTP work per
         # request is the same, the model work grows, so the share of time spent in the model rises
         script_many = wrk_script(test_png(), tmp / "post-many.lua", VGG_IMAGES)
@@ -209,14 +220,14 @@ def main() -> int:
 
     if args.matrix:
         matrix = []
-        for workers in range(1, (os.cpu_count() or 1) + 1):
-            for threads, batching in ((1, False), (2, True), (4, False), (4, True), (8, True)):
+        cpus = os.cpu_count() or 1
+        for workers in range(1, cpus + 2):
+            for worker, batching in (("loop", True), ("loop", False), ("gthread", True), ("sync", False)):
+                if workers > cpus and worker != "loop":
+                    continue  # more workers than cores: only for the loop worker, whose model calls leave the GIL
                 port = free_port()
-                cmd = [sys.executable, "-m", "fmnist.cli", "serve", "--model", str(model), "--host", "127.0.0.1",
-                       "--port", str(port), "--workers", str(workers), "--threads", str(threads), "--quiet"]
-                if not batching:
-                    cmd.append("--no-batching")
-                res = bench_server(f"{workers}w x {threads}t, batching {'on' if batching else 'off'}", cmd, port,
+                cmd = serve(model, port, workers, worker, *([] if batching else ["--no-batching"]))
+                res = bench_server(f"{label(workers, worker)}, batching {'on' if batching else 'off'}", cmd, port,
                                    env, script, args.duration, [16, 64])
                 matrix.append(res)
         results_matrix = table(matrix)
@@ -241,13 +252,18 @@ def main() -> int:
 
     if args.ceiling:
         ceiling = []
-        for name, target in (("Gunicorn + bare WSGI hello (reads the body, fixed JSON)", "hello"),
-                             ("bare WSGI predict (fast multipart, decode, ONNX Runtime, JSON; nothing else)", "lean")):
-            port = free_port()
-            cmd = [sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", str(args.workers), "--threads",
-                   str(args.threads), "-b", f"127.0.0.1:{port}", f"bench.ceiling_app:{target}"]
-            ceiling.append(bench_server(name, cmd, port, {**env, "FMNIST_BASELINE_MODEL": str(model)}, script,
-                                        args.duration, [16, 64]))
+        workers = {"loop": "fmnist.serving.worker.LoopWorker", "gthread": "gthread"}
+        for name, target in (("bare WSGI hello (reads the body, fixed JSON)", "hello"),
+                             ("bare WSGI predict (fast multipart, decode, ONNX Runtime, JSON; nothing else; "
+                              "one model call per request)", "lean")):
+            for worker, cls in workers.items():
+                port = free_port()
+                cmd = [sys.executable, "-m", "gunicorn", "-k", cls, "-w", str(args.workers), "--threads",
+                       str(args.threads if worker == "gthread" else 1), "-b", f"127.0.0.1:{port}",
+                       f"bench.ceiling_app:{target}"]
+                ceiling.append(bench_server(f"{name}, {label(args.workers, worker)}", cmd, port,
+                                            {**env, "FMNIST_BASELINE_MODEL": str(model)}, script, args.duration,
+                                            [16, 64]))
         results_ceiling = table(ceiling)
 
     md = [table(results), ""]
@@ -257,11 +273,11 @@ def main() -> int:
     if vgg_line:
         md.append(f"- {vgg_line}")
     if args.matrix:
-        md += ["", "### Workers x threads x batching (c=16 and c=64)", "", results_matrix]
+        md += ["", "### Workers x worker type x batching (c=16 and c=64)", "", results_matrix]
     if args.replicas:
         md += ["", "### Replicas behind nginx (`fmnist cluster`)", "", results_cluster]
     if args.ceiling:
-        md += ["", f"### Ceilings: bare WSGI apps, {args.workers}w x {args.threads}t gthread, same image", "",
+        md += ["", "### Ceilings: bare WSGI apps on Gunicorn, same image", "",
                results_ceiling]
     text = "\n".join(md)
     print(text)
