@@ -104,3 +104,12 @@ def test_broken_multipart_is_a_400_not_a_500(client):
     assert r.get_json()["error"]["code"] in ("missing_image", "bad_request", "bad_image")
     r = client.post("/predict", data=curl_body("b1", [("note", None, b"x")]), content_type=CT.format("b1"))
     assert_error(r, 400, "missing_image", "got fields note")
+
+
+def test_a_boundary_over_70_characters_is_left_to_werkzeug():
+    """RFC 2046 allows 1-70 characters; a longer one is not cut short but left to the fallback."""
+    from fmnist.serving.multipart import boundary_of
+
+    assert boundary_of("multipart/form-data; boundary=" + "b" * 70) == b"b" * 70
+    assert boundary_of("multipart/form-data; boundary=" + "b" * 71) is None
+    assert boundary_of('multipart/form-data; boundary="' + "b" * 71 + '"') is None

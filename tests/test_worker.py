@@ -261,37 +261,73 @@ def batch_sizes(url: str) -> "tuple[float, float]":
     return float(values["fmnist_inference_batch_size_count"]), float(values["fmnist_inference_batch_size_sum"])
 
 
+@pytest.fixture(scope="module")
+def fmnist_server(tmp_path_factory):
+    with running_server(tmp_path_factory.mktemp("fmnist"), workers=1) as srv:
+        yield srv
+
+
+def test_bodies_over_the_limit_get_the_api_413(fmnist_server):
+    port, limit = fmnist_server["port"], 10 * 1024 * 1024
+    big = os.urandom(limit + 1)
+    ctype = "multipart/form-data; boundary=wb"
+    # a client that waits for 100 Continue gets the 413 instead and never sends the body
+    s = connect(port)
+    s.sendall(request("/predict", b"", headers=f"Content-Type: {ctype}\r\nExpect: 100-continue\r\n")
+              .replace(b"Content-Length: 0", f"Content-Length: {len(big)}".encode()))
+    code, _, body = read_response(s.makefile("rb"))
+    assert code == 413 and json.loads(body)["error"]["code"] == "payload_too_large"
+    # one that sends it all at once still reads the answer (the server reads and discards the rest)
+    s = connect(port)
+    with ThreadPoolExecutor(1) as pool:
+        sending = pool.submit(s.sendall, request("/predict", big, headers=f"Content-Type: {ctype}\r\n"))
+        code, headers, body = read_response(s.makefile("rb"))
+        sending.result(timeout=10)
+    assert code == 413 and json.loads(body)["error"]["code"] == "payload_too_large"
+    assert headers["connection"] == "close"
+    # chunked, so no length to refuse it by: refused by the worker once the limit is passed
+    s = connect(port)
+    s.sendall(b"POST /predict HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Type: "
+              + ctype.encode() + b"\r\n\r\n" + b"".join(b"100000\r\n" + big[:0x100000] + b"\r\n" for _ in range(11)))
+    code, _, body = read_response(s.makefile("rb"))
+    assert code == 413 and json.loads(body)["error"]["message"].startswith("request body is over the 10,485,760-byte")
+    # and the server serves on
+    s = connect(port)
+    s.sendall(predict_request(png(np.zeros((28, 28))), "after"))
+    assert read_response(s.makefile("rb"))[0] == 200
+
+
 @pytest.mark.realdata
-def test_requests_that_arrive_together_share_model_calls(tmp_path, real_data):
+def test_requests_that_arrive_together_share_model_calls(fmnist_server, real_data):
     images = [png(a) for a in real_data.test_images[:48]]
-    with running_server(tmp_path, workers=1) as srv:
-        singles = []
-        for i, blob in enumerate(images):  # one at a time: one model call each
-            s = connect(srv["port"])
-            s.sendall(predict_request(blob, f"s{i}"))
-            singles.append(json.loads(read_response(s.makefile("rb"))[2]))
-        calls0, images0 = batch_sizes(srv["url"])
-        assert (calls0, images0) >= (48, 48)
-        # pipelined on 4 connections at once, a bad image and other routes in between
-        socks = [connect(srv["port"]) for _ in range(4)]
-        raw = [b"" for _ in socks]
-        for i, blob in enumerate(images):
-            raw[i % 4] += predict_request(blob, f"b{i}", "?top_k=2")
+    srv = fmnist_server
+    singles = []
+    for i, blob in enumerate(images):  # one at a time: one model call each
+        s = connect(srv["port"])
+        s.sendall(predict_request(blob, f"s{i}"))
+        singles.append(json.loads(read_response(s.makefile("rb"))[2]))
+    calls0, images0 = batch_sizes(srv["url"])
+    assert calls0 >= 48 and images0 >= 48
+    # pipelined on 4 connections at once, a bad image and other routes in between
+    socks = [connect(srv["port"]) for _ in range(4)]
+    raw = [b"" for _ in socks]
+    for i, blob in enumerate(images):
+        raw[i % 4] += predict_request(blob, f"b{i}", "?top_k=2")
+        if i == 20:
+            raw[i % 4] += predict_request(b"not an image", "bad") + request("/health", method="GET")
+    for s, data in zip(socks, raw):
+        s.sendall(data)
+    answers = {}
+    for k, s in enumerate(socks):
+        f = s.makefile("rb")
+        for i in range(k, 48, 4):
+            code, headers, body = read_response(f)
+            answers[i] = (code, headers, json.loads(body))
             if i == 20:
-                raw[i % 4] += predict_request(b"not an image", "bad") + request("/health", method="GET")
-        for s, data in zip(socks, raw):
-            s.sendall(data)
-        answers = {}
-        for k, s in enumerate(socks):
-            f = s.makefile("rb")
-            for i in range(k, 48, 4):
-                code, headers, body = read_response(f)
-                answers[i] = (code, headers, json.loads(body))
-                if i == 20:
-                    code, _, body = read_response(f)
-                    assert code == 400 and json.loads(body)["error"]["code"] == "bad_image"
-                    assert read_response(f)[0] == 200  # /health
-        calls, images_run = batch_sizes(srv["url"])
+                code, _, body = read_response(f)
+                assert code == 400 and json.loads(body)["error"]["code"] == "bad_image"
+                assert read_response(f)[0] == 200  # /health
+    calls, images_run = batch_sizes(srv["url"])
     for i, single in enumerate(singles):
         code, headers, got = answers[i]
         assert code == 200 and got["request_id"] == headers["x-request-id"] == f"b{i}"

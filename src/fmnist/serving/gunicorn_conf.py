@@ -45,10 +45,12 @@ def child_exit(server, worker):
 
 
 def post_worker_init(worker):
-    """Headers and body leave in one write: a worker killed mid-response never half-answers."""
-    from fmnist.serving.single_write import install
+    """Headers and body leave in one write: a worker killed mid-response never half-answers
+    (the loop worker always writes a response at once; Gunicorn's own workers need the patch)."""
+    if _kind != "loop":
+        from fmnist.serving.single_write import install
 
-    install()
+        install()
 
 
 def worker_exit(server, worker):

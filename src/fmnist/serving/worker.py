@@ -41,7 +41,7 @@ from gunicorn.workers import base
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 _LISTENER, _WAKEUP = "listener", "wakeup"  # selector data of the listening sockets and the signal pipe
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_HEADER_BYTES_MAX = 64 * 1024  # bytes a request may take before its headers are complete
+_HEADER_BYTES_MAX = 1024 * 1024  # URL + header fields of one request, when Gunicorn's limits are off (0)
 _PARTIAL_TIMEOUT = 30.0  # seconds a half-received request may stall before its connection is closed
 _LINGER_TIMEOUT = 2.0  # seconds a half-closed connection is read (and discarded) before it is closed
 
@@ -81,7 +81,7 @@ class _Conn:
         self.closing = False  # answer the requests parsed so far, then close (read no more)
         self.finished = False  # a last response (Connection: close) is queued: close once `out` is sent
         self.lingering = False  # sent all, half-closed: discarding what the client still sends until it closes
-        self.received = 0  # bytes of the current request before its headers completed
+        self.received = 0  # bytes of the current request's URL and header fields
         self.error: "bytes | None" = None  # a response that ends the connection (bad request)
         self.body_size = 0
         self.events = _READ
@@ -90,22 +90,23 @@ class _Conn:
     def on_message_begin(self):
         self.req = _Request()
         self.body_size = 0
+        self.received = 0
 
     def on_url(self, url: bytes):
         req = self.req
         req.url += url
+        self.received += len(url)
         if len(req.url) > self.worker.limit_line:
-            self.error = _error_response("414 URI Too Long", "uri_too_long",
-                                         f"the request line is over {self.worker.limit_line} bytes")
+            self.refuse("414 URI Too Long", "uri_too_long", f"the request line is over {self.worker.limit_line} bytes")
 
     def on_header(self, name: bytes, value: bytes):
         req = self.req
         req.headers.append((name, value))
+        self.received += len(name) + len(value)
         w = self.worker
         if len(req.headers) > w.limit_fields or len(name) + len(value) > w.limit_field_size:
-            self.error = _error_response(
-                "431 Request Header Fields Too Large", "headers_too_large",
-                f"at most {w.limit_fields} header fields of at most {w.limit_field_size} bytes each")
+            self.refuse("431 Request Header Fields Too Large", "headers_too_large",
+                        f"at most {w.limit_fields} header fields of at most {w.limit_field_size} bytes each")
 
     def on_headers_complete(self):
         req, p, w = self.req, self.parser, self.worker
@@ -134,9 +135,8 @@ class _Conn:
         if req.too_large:
             return  # never buffered: the app answers 413 from Content-Length
         if self.body_size > self.worker.max_body:  # chunked, no Content-Length to refuse it by
-            self.error = _error_response(
-                "413 Request Entity Too Large", "payload_too_large",
-                f"request body is over the limit of {self.worker.max_body} bytes")
+            self.refuse("413 Request Entity Too Large", "payload_too_large",
+                        f"request body is over the {self.worker.max_body:,}-byte limit")
             return
         req.body.append(body)
 
@@ -144,14 +144,11 @@ class _Conn:
         if self.error is None and not self.req.too_large:  # else answered already, or with the error
             self.ready.append(self.req)
         self.req = None
-        self.received = 0
 
     # --- I/O
     def feed(self, data: bytes) -> None:
         if self.error is not None or self.closing:
             return  # the connection ends after what it has sent so far is answered
-        if self.req is None or not self.req.method:
-            self.received += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -159,11 +156,15 @@ class _Conn:
             # protocol), and what follows is not HTTP/1.1: the connection closes after the answer
             self.closing = True
         except httptools.HttpParserError as e:
-            self.error = self.error or _error_response("400 Bad Request", "bad_request",
-                                                       f"malformed HTTP request ({e})")
-        if self.error is None and self.received > _HEADER_BYTES_MAX:
-            self.error = _error_response("431 Request Header Fields Too Large", "headers_too_large",
-                                         f"request headers are over {_HEADER_BYTES_MAX} bytes")
+            self.refuse("400 Bad Request", "bad_request", f"malformed HTTP request ({e})")
+        if self.received > _HEADER_BYTES_MAX:
+            self.refuse("431 Request Header Fields Too Large", "headers_too_large",
+                        f"request headers are over {_HEADER_BYTES_MAX} bytes")
+
+    def refuse(self, status: str, code: str, message: str) -> None:
+        """This request gets this error (the first one found) and the connection closes."""
+        if self.error is None:
+            self.error = _error_response(status, code, message)
 
 
 class LoopWorker(base.Worker):
