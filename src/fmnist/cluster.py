@@ -38,6 +38,7 @@ http {{
         least_conn;
 {servers}
         keepalive 64;
+        keepalive_timeout 4s;  # under the replicas' 5 s: nginx drops an idle connection first
     }}
 
     server {{
