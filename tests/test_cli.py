@@ -34,6 +34,13 @@ def test_bad_kwargs_json(registry):
     assert proc.returncode == 2 and "not valid JSON" in proc.stderr
 
 
+def test_threads_without_the_gthread_worker_is_a_clear_error(registry, tmp_path):
+    for args in (("serve", "--threads", "4"), ("cluster", "up", "--threads", "4", "--state-dir", str(tmp_path))):
+        proc = fmnist(*args, check=False)
+        assert proc.returncode == 2 and "--threads is for --worker gthread" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
 @pytest.mark.realdata
 def test_data_command(real_data):
     out = json.loads(fmnist("data", "--json").stdout)

@@ -317,6 +317,8 @@ def cmd_cluster(args) -> int:
         cluster.down(state)
         print("fmnist cluster: stopped")
         return 0
+    if args.threads and args.worker != "gthread":
+        raise CLIError("--threads is for --worker gthread (the default loop worker runs one thread per process)")
     serve_args = []
     if args.model:
         serve_args += ["--model", args.model]

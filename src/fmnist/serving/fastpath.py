@@ -7,8 +7,9 @@ same request id, metrics and access log (`reqlog`). Anything else - another rout
 an unusual body, a bad parameter, an image that does not decode, an unexpected failure, a model
 not loaded yet - goes to the Flask app unchanged (with the body it already read), which then
 answers or refuses it exactly as before. `wsgi_batch` does the same for several requests at once
-(the loop worker's batch, serving/worker.py), with one model call for all of their images. Flask's request context, routing, hooks and Response
-object cost ~100 µs per request, about a fifth of a whole request here.
+(the loop worker's batch, serving/worker.py), with one model call for all of their images.
+Flask's request context, routing, hooks and Response object cost ~100 µs per request, about a
+fifth of a whole request on gthread and more than that on the loop worker.
 """
 
 from __future__ import annotations

@@ -16,8 +16,9 @@ HTTP: HTTP/1.0 and 1.1, keep-alive, pipelining (answered in order), chunked requ
 `Expect: 100-continue`, HEAD. Limits: Gunicorn's limit_request_line / limit_request_fields /
 limit_request_field_size, worker_connections and keepalive; a body larger than the app's
 MAX_CONTENT_LENGTH is never buffered: a declared one reaches the app with no body (Flask answers
-413), a chunked one is refused here with the same JSON error. Responses leave in one write
-(status line, headers and body), so a worker killed mid-request never half-answers.
+413), a chunked one is refused here with the same JSON error. A response goes to the kernel in
+one send (status line, headers and body together; only what the socket buffer cannot take waits),
+so a worker killed between headers and body cannot happen.
 Gunicorn's master does the rest: forking, signals, timeouts (this loop beats every second),
 max_requests, graceful stop (stop accepting, finish what has arrived, close).
 """
@@ -66,8 +67,8 @@ class _Request:
 class _Conn:
     """One client connection and its parser; the parser calls the on_* methods as bytes arrive."""
 
-    __slots__ = ("worker", "sock", "addr", "parser", "req", "ready", "out", "last", "closing", "finished", "lingering", "received",
-                 "fields", "error", "body_size", "events")
+    __slots__ = ("worker", "sock", "addr", "parser", "req", "ready", "out", "last", "closing", "finished",
+                 "lingering", "received", "error", "body_size", "events")
 
     def __init__(self, worker: "LoopWorker", sock, addr):
         self.worker = worker
