@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -242,15 +243,16 @@ def test_sigterm_lets_the_request_in_flight_finish(tmp_path):
 # ---------------------------------------------------------------- with the fmnist app: batching
 
 
-def multipart(blob: bytes, field: str = "image") -> "tuple[str, bytes]":
+def multipart(blob: "bytes | list[bytes]", field: str = "image") -> "tuple[str, bytes]":
     b = "wb"
-    return (f"multipart/form-data; boundary={b}",
-            (f'--{b}\r\nContent-Disposition: form-data; name="{field}"; filename="x.png"\r\n'
-             "Content-Type: image/png\r\n\r\n").encode() + blob + f"\r\n--{b}--\r\n".encode())
+    body = b"".join((f'--{b}\r\nContent-Disposition: form-data; name="{field}"; filename="x.png"\r\n'
+                     "Content-Type: image/png\r\n\r\n").encode() + one + b"\r\n"
+                    for one in (blob if isinstance(blob, list) else [blob]))
+    return f"multipart/form-data; boundary={b}", body + f"--{b}--\r\n".encode()
 
 
-def predict_request(blob: bytes, rid: str, query: str = "") -> bytes:
-    ctype, body = multipart(blob)
+def predict_request(blob: "bytes | list[bytes]", rid: str, query: str = "", field: str = "image") -> bytes:
+    ctype, body = multipart(blob, field)
     return request(f"/predict{query}", body, headers=f"Content-Type: {ctype}\r\nX-Request-ID: {rid}\r\n")
 
 
@@ -315,6 +317,7 @@ def test_requests_that_arrive_together_share_model_calls(fmnist_server, real_dat
         raw[i % 4] += predict_request(blob, f"b{i}", "?top_k=2")
         if i == 20:
             raw[i % 4] += predict_request(b"not an image", "bad") + request("/health", method="GET")
+            raw[i % 4] += predict_request(images[:3], "three", field="images")
     for s, data in zip(socks, raw):
         s.sendall(data)
     answers = {}
@@ -327,14 +330,29 @@ def test_requests_that_arrive_together_share_model_calls(fmnist_server, real_dat
                 code, _, body = read_response(f)
                 assert code == 400 and json.loads(body)["error"]["code"] == "bad_image"
                 assert read_response(f)[0] == 200  # /health
+                code, _, body = read_response(f)
+                three = json.loads(body)["predictions"]
+                assert code == 200 and [p["class_id"] for p in three] == [s["class_id"] for s in singles[:3]]
     calls, images_run = batch_sizes(srv["url"])
     for i, single in enumerate(singles):
         code, headers, got = answers[i]
         assert code == 200 and got["request_id"] == headers["x-request-id"] == f"b{i}"
         assert got["class_id"] == single["class_id"] and len(got["top_k"]) == 2
         assert got["confidence"] == pytest.approx(single["confidence"], abs=1e-5)
-    assert images_run - images0 == 48
+    assert images_run - images0 == 48 + 3
     assert calls - calls0 < 48, "requests that arrived together should share model calls"
+    # the prediction log has one row per image, under its own request id and index
+    deadline = time.monotonic() + 10
+    while True:
+        with sqlite3.connect(srv["log"].parent / "predictions.sqlite") as db:
+            rows = db.execute("SELECT request_id, idx, class_id FROM predictions WHERE request_id LIKE 'b%' "
+                              "OR request_id = 'three'").fetchall()
+        if len(rows) == 51 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    logged = {(rid, idx): c for rid, idx, c in rows}
+    assert logged == {**{(f"b{i}", 0): singles[i]["class_id"] for i in range(48)},
+                      **{("three", k): singles[k]["class_id"] for k in range(3)}}
     acc = np.mean([answers[i][2]["class_id"] == t for i, t in enumerate(real_data.test_labels[:48])])
     assert acc >= 0.85
 

@@ -75,8 +75,9 @@ class PredictFastPath:
         request_id = reqlog.request_id_from(environ.get("HTTP_X_REQUEST_ID", ""))
         return _Job(served, *selected, *query, request_id, t0)
 
-    def _answer(self, job: "_Job", pixels, probs, start_response) -> list:
-        out, extra = answer(self.state, job.served, job.request_id, pixels, probs, job.many, job.top_k, job.t0)
+    def _answer(self, job: "_Job", pixels, probs, start_response, recorded: bool = False) -> list:
+        out, extra = answer(self.state, job.served, job.request_id, pixels, probs, job.many, job.top_k, job.t0,
+                            recorded)
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(out))),
                                   ("X-Request-ID", job.request_id)])
         reqlog.finish("POST", "/predict", 200, time.perf_counter() - job.t0, job.request_id, extra,
@@ -121,17 +122,20 @@ class PredictFastPath:
         try:
             for served in {id(job.served): job.served for _, job in jobs}.values():  # one model, unless a swap
                 group = [(i, job) for i, job in jobs if job.served is served]
+                pixels = np.concatenate([job.pixels for _, job in group])
                 try:
-                    x = served.predictor.normalize(np.concatenate([job.pixels for _, job in group]))
+                    x = served.predictor.normalize(pixels)
                     step = self.state.settings.max_batch_size
                     probs = np.concatenate([served.run(x[k:k + step]) for k in range(0, len(x), step)])
                 except Exception:
                     log.exception("fast path failed on a batch of %d requests; the Flask app answers them", len(group))
                     continue
+                self.state.record(served, [(job.request_id, k) for _, job in group for k in range(len(job.pixels))],
+                                  pixels, probs)  # metrics and prediction log: once for the batch
                 at = 0
                 for i, job in group:
                     n = len(job.pixels)
-                    results[i] = self._answer(job, job.pixels, probs[at:at + n], start_responses[i])
+                    results[i] = self._answer(job, job.pixels, probs[at:at + n], start_responses[i], recorded=True)
                     at += n
         finally:
             metrics.HTTP_IN_PROGRESS.dec(len(jobs))

@@ -101,10 +101,15 @@ def infer(served, load) -> tuple[np.ndarray, np.ndarray]:
     return pixels, served.run(x)
 
 
+_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 def answer(st, served, request_id: str, pixels: np.ndarray, probs: np.ndarray, many: bool, top_k: int,
-           t0: float) -> tuple[bytes, dict]:
-    """Record the predictions (metrics, prediction log) -> (JSON body, fields for the access log)."""
-    st.record(served, request_id, pixels, probs)
+           t0: float, recorded: bool = False) -> tuple[bytes, dict]:
+    """Record the predictions (metrics, prediction log; unless the caller `recorded` them with
+    others already) -> (JSON body, fields for the access log)."""
+    if not recorded:
+        st.record(served, request_id, pixels, probs)
     predictor = served.predictor
     model = {"name": predictor.name, "version": predictor.version}
     preds = predictor.to_predictions(probs)
@@ -118,7 +123,7 @@ def answer(st, served, request_id: str, pixels: np.ndarray, probs: np.ndarray, m
     log_extra = {"label": preds[0].label if len(preds) == 1 else [p.label for p in preds],
                  "confidence": round(preds[0].confidence, 4) if len(preds) == 1 else None,
                  "n_images": len(preds), "model_version": predictor.version}
-    return json.dumps(body, separators=(",", ":")).encode(), log_extra
+    return _JSON.encode(body).encode(), log_extra
 
 
 def _read_inputs(settings) -> tuple[list, "np.ndarray | None", bool]:

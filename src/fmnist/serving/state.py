@@ -135,16 +135,21 @@ class ModelState:
             except Exception:  # the watcher must never die
                 log.exception("model watch failed")
 
-    def record(self, served: ServedModel, request_id: str, pixels: np.ndarray, probs: np.ndarray) -> None:
-        """Metrics and the prediction log for each image of a request (pixels: uint8 (N, 28, 28))."""
+    def record(self, served: ServedModel, request_id: "str | list[tuple[str, int]]", pixels: np.ndarray,
+               probs: np.ndarray) -> None:
+        """Metrics and the prediction log for each image (pixels: uint8 (N, 28, 28)) of one request
+        (request_id), or of several at once: then one (request id, index in its request) per image."""
+        n = len(probs)
         ids = probs.argmax(axis=1)
         conf = probs.max(axis=1)
-        mean_px = pixels.reshape(len(pixels), -1).mean(axis=1) / 255.0
+        mean_px = pixels.reshape(n, -1).mean(axis=1) / 255.0
         metrics.observe_predictions(served.version, ids, conf, mean_px)
+        keys = [(request_id, i) for i in range(n)] if isinstance(request_id, str) else request_id
         now = time.time()
         keep = self.settings.store_images
+        name, version = served.name, served.version
         self.store.record([
-            (request_id, i, now, served.name, served.version, int(ids[i]), float(conf[i]), float(mean_px[i]),
-             hashlib.sha256(pixels[i].tobytes()).hexdigest(), pixels[i].tobytes() if keep else None)
-            for i in range(len(ids))
+            (rid, idx, now, name, version, c, p, m, hashlib.sha256(px).hexdigest(), px if keep else None)
+            for (rid, idx), c, p, m, px in zip(keys, ids.tolist(), conf.tolist(), mean_px.tolist(),
+                                               (pixels[i].tobytes() for i in range(n)))
         ])
