@@ -254,6 +254,8 @@ def cmd_serve(args) -> int:
         env["FMNIST_BATCHING"] = "false"
     if args.quiet:
         env["FMNIST_LOG_REQUESTS"] = "false"
+    if (env.get("FMNIST_WORKER") or "loop") not in ("loop", "gthread", "sync"):
+        raise CLIError(f"FMNIST_WORKER={env['FMNIST_WORKER']!r}: expected loop, gthread or sync")
     if args.threads and (args.worker or env.get("FMNIST_WORKER") or "loop") != "gthread":
         raise CLIError("--threads is for --worker gthread (the default loop worker runs one thread per process)")
     env.setdefault("OMP_NUM_THREADS", "1")  # no library may spawn a thread per core in every worker

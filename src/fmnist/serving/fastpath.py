@@ -115,6 +115,9 @@ class PredictFastPath:
                 job.pixels = decode_all(job.blobs, self.state.settings, job.mode)
             except APIError:
                 continue  # the Flask app answers it, with its error handling
+            except Exception:
+                log.exception("fast path failed on POST /predict; the Flask app answers instead")
+                continue
             jobs.append((i, job))
         if not jobs:
             return results
