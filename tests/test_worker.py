@@ -215,20 +215,40 @@ def test_idle_keep_alive_connection_is_closed(echo):
     assert 1.5 < time.monotonic() - t0 < 5
 
 
-def test_sigterm_lets_the_request_in_flight_finish(tmp_path):
+def start_echo(*args: str) -> "tuple[subprocess.Popen, int]":
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-k", WORKER, "-w", "1", "-b", f"127.0.0.1:{port}",
-                             "tests.worker_app:app"], cwd=REPO, stdout=subprocess.DEVNULL,
+                             *args, "tests.worker_app:app"], cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            connect(port).close()
+            return proc, port
+        except OSError:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+
+
+def test_max_requests_recycles_the_worker_without_losing_requests():
+    proc, port = start_echo("--max-requests", "5")
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                s = connect(port)
-                break
-            except OSError:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+        pids = set()
+        for i in range(12):
+            s = connect(port)
+            s.sendall(request(f"/r{i}", method="GET"))
+            code, _, body = read_response(s.makefile("rb"))
+            assert code == 200
+            pids.add(json.loads(body)["pid"])
+        assert len(pids) >= 2, "the worker should have been replaced after 5 requests"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_sigterm_lets_the_request_in_flight_finish():
+    proc, port = start_echo()
+    try:
+        s = connect(port)
         s.sendall(request("/slow?1", method="GET"))
         time.sleep(0.3)
         os.killpg(proc.pid, signal.SIGTERM)

@@ -3,6 +3,7 @@ can be checked without the model. Served by Gunicorn with `-k fmnist.serving.wor
 
 import hashlib
 import json
+import os
 import time
 
 
@@ -30,7 +31,7 @@ def app(environ, start_response):
             "raw_uri": environ["RAW_URI"], "content_length": environ.get("CONTENT_LENGTH"),
             "body_len": len(body), "body_sha": hashlib.sha256(body).hexdigest(),
             "headers": {k: v for k, v in environ.items() if k.startswith("HTTP_")},
-            "protocol": environ["SERVER_PROTOCOL"], "remote": environ["REMOTE_ADDR"]}
+            "protocol": environ["SERVER_PROTOCOL"], "remote": environ["REMOTE_ADDR"], "pid": os.getpid()}
     out = json.dumps(seen).encode()
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(out)))])
     return [out]
