@@ -385,3 +385,13 @@ def test_gthread_and_sync_workers_still_serve(tmp_path):
             code, _, body = read_response(s.makefile("rb"))
             assert code == 200 and json.loads(body)["request_id"] == "g"
             assert f"1 {extra[1]}" in srv["log"].read_text()
+
+
+def test_tls_settings_are_refused_not_ignored(tmp_path):
+    """The loop worker speaks plain HTTP: with Gunicorn's certfile set it must not start at all."""
+    cert = tmp_path / "cert.pem"
+    cert.write_text("not read: the worker refuses before any TLS is set up\n")
+    proc = subprocess.run([sys.executable, "-m", "gunicorn", "-k", WORKER, "-w", "1", "-b", f"127.0.0.1:{free_port()}",
+                           "--certfile", str(cert), "--keyfile", str(cert), "tests.worker_app:app"],
+                          cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0 and "terminate TLS in front of it" in proc.stderr

@@ -169,6 +169,12 @@ class _Conn:
 
 
 class LoopWorker(base.Worker):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.cfg.is_ssl:  # refused before serving rather than answering TLS clients in plain HTTP
+            raise SystemExit("the loop worker speaks plain HTTP: terminate TLS in front of it (nginx), "
+                             "or use --worker gthread with Gunicorn's certfile/keyfile")
+
     def init_process(self):
         self.selector = selectors.DefaultSelector()
         self.conns: dict = {}
