@@ -205,6 +205,24 @@ def test_large_response_to_a_slow_reader(echo):
     assert code == 200 and body == bytes(range(256)) * (size // 256)
 
 
+def test_client_resetting_while_its_answer_is_leaving(echo):
+    """A client that resets its connection while 32 MB are still queued for it: the connection is
+    dropped, the same worker serves on."""
+    pids = set()
+    for _ in range(3):
+        s = connect(echo["port"])
+        s.sendall(request("/big?33554432", method="GET"))
+        time.sleep(0.2)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # close = RST
+        s.close()
+        time.sleep(0.2)
+        other = connect(echo["port"])
+        other.sendall(request("/after-reset", method="GET"))
+        pids.add(json.loads(read_response(other.makefile("rb"))[2])["pid"])
+    assert len(pids) == 1, "the worker should have survived the resets"
+    assert "Traceback" not in echo["log"].read_text()
+
+
 def test_idle_keep_alive_connection_is_closed(echo):
     s = connect(echo["port"])
     s.sendall(request("/x", method="GET"))

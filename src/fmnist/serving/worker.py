@@ -282,6 +282,8 @@ class LoopWorker(base.Worker):
             self.selector.register(sock, _READ, conn)
 
     def _read(self, conn: _Conn) -> None:
+        if conn.sock is None:  # closed by the write just before (a hang-up reports both events)
+            return
         try:
             data = conn.sock.recv(262144)
         except (BlockingIOError, InterruptedError):
