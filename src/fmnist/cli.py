@@ -239,6 +239,19 @@ def cmd_explain(args) -> int:
 # --------------------------------------------------------------------------- serve / predict
 
 
+WORKER_KINDS = ("loop", "gthread", "sync")  # serving/gunicorn_conf.py maps them to worker classes
+
+
+def _worker_kind(worker: "str | None", threads: "int | None", env) -> str:
+    """--worker (else FMNIST_WORKER, else loop), checked, and checked against --threads."""
+    kind = worker or env.get("FMNIST_WORKER") or "loop"
+    if kind not in WORKER_KINDS:
+        raise CLIError(f"FMNIST_WORKER={kind!r}: expected loop, gthread or sync")
+    if threads and kind != "gthread":
+        raise CLIError("--threads is for --worker gthread (the default loop worker runs one thread per process)")
+    return kind
+
+
 def cmd_serve(args) -> int:
     """Exec Gunicorn over `fmnist.serving:create_app()`; settings travel as FMNIST_* variables."""
     import os
@@ -254,10 +267,7 @@ def cmd_serve(args) -> int:
         env["FMNIST_BATCHING"] = "false"
     if args.quiet:
         env["FMNIST_LOG_REQUESTS"] = "false"
-    if (env.get("FMNIST_WORKER") or "loop") not in ("loop", "gthread", "sync"):
-        raise CLIError(f"FMNIST_WORKER={env['FMNIST_WORKER']!r}: expected loop, gthread or sync")
-    if args.threads and (args.worker or env.get("FMNIST_WORKER") or "loop") != "gthread":
-        raise CLIError("--threads is for --worker gthread (the default loop worker runs one thread per process)")
+    kind = _worker_kind(args.worker, args.threads, env)
     env.setdefault("OMP_NUM_THREADS", "1")  # no library may spawn a thread per core in every worker
     if not env.get("PROMETHEUS_MULTIPROC_DIR"):  # metrics of all workers, merged at scrape time
         import tempfile
@@ -270,7 +280,6 @@ def cmd_serve(args) -> int:
 
     settings = Settings.load(environ=env)
     art = resolve(settings.model, settings.models_dir or None)
-    kind = env.get("FMNIST_WORKER") or "loop"
     if kind == "gthread":
         kind += f" x {env.get('FMNIST_THREADS') or 2} threads"
     print(f"fmnist: serving {art.ref} on http://{args.host}:{args.port} (workers="
@@ -319,8 +328,7 @@ def cmd_cluster(args) -> int:
         cluster.down(state)
         print("fmnist cluster: stopped")
         return 0
-    if args.threads and args.worker != "gthread":
-        raise CLIError("--threads is for --worker gthread (the default loop worker runs one thread per process)")
+    _worker_kind(args.worker, args.threads, os.environ)  # the replicas' `fmnist serve` would refuse it
     serve_args = []
     if args.model:
         serve_args += ["--model", args.model]
@@ -467,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--host", default="0.0.0.0")
     sp.add_argument("--port", type=int, default=5000)
     sp.add_argument("--workers", type=int, help="Gunicorn worker processes (default: CPU count)")
-    sp.add_argument("--worker", choices=["loop", "gthread", "sync"],
+    sp.add_argument("--worker", choices=WORKER_KINDS,
                     help="worker type (default loop: one event loop per process, batches requests that "
                          "arrive together; gthread: Gunicorn's thread pool; sync: one request at a time)")
     sp.add_argument("--threads", type=int, help="threads per worker, for --worker gthread (default 2)")
@@ -485,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--port", type=int, default=5000, help="load balancer port (replicas use the next ones)")
     sp.add_argument("--host", default="127.0.0.1", help="load balancer address")
     sp.add_argument("--workers", type=int, help="workers per replica (default: cores / replicas)")
-    sp.add_argument("--worker", choices=["loop", "gthread", "sync"])
+    sp.add_argument("--worker", choices=WORKER_KINDS)
     sp.add_argument("--threads", type=int, help="for --worker gthread")
     sp.add_argument("--model")
     sp.add_argument("--state-dir", default=".fmnist/cluster")
