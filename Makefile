@@ -1,33 +1,61 @@
-# Two commands on a fresh Debian/Ubuntu machine:
-#   make run    set everything up, then serve the shipped model at http://localhost:5000
-#   make test   set everything up and run the test suite
-# Everything goes into ./.venv; torch is pinned to the CPU build 2.13.0.
+# Two commands on a fresh Debian/Ubuntu machine (first: apt-get install make python3 python3-venv):
+#   make run    set up what serving needs, then serve the shipped model at http://localhost:5000
+#   make test   set up everything (training, serving, dev tools, dataset, test programs) and run the tests
+# Everything Python goes into ./.venv. Serving needs no torch; where torch is installed it is the
+# CPU build unless TORCH=cuda is given (make TORCH=cuda test, or make TORCH=cuda setup-train).
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-TORCH  ?= torch==2.13.0
+TORCH_VERSION ?= 2.13.0
+TORCH  ?= cpu
+# PyPI's torch wheels for Linux x86_64 are CUDA builds (~3 GB with their nvidia-* wheels); PyTorch's
+# own CPU index has the CPU build (~200 MB). TORCH=cuda takes PyPI's.
+ifeq ($(TORCH),cuda)
+TORCH_INDEX ?= https://pypi.org/simple
+else
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+endif
 SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 REPORT_MODELS ?= mlp mlp-deep lenet alexnet vgg smallcnn
 
-.PHONY: run test test-container setup data test-deps report bench clean
+.PHONY: run test test-container setup setup-serve setup-train data test-deps report bench clean
 
-run: setup
+run: setup-serve
 	$(BIN)/fmnist serve --model smallcnn --port 5000
 
-# Everything, the podman image and compose tests included (they skip where podman cannot be set up).
-test: setup data test-deps
+# Everything, the podman image and compose tests included (they skip, saying why, where podman
+# cannot run a container).
+test: setup-train data test-deps
 	FMNIST_CONTAINER_TESTS=1 $(BIN)/python -m pytest -ra
 
-setup: $(VENV)/.installed
+setup: setup-train
+setup-serve: $(VENV)/.serve-installed
+setup-train: $(VENV)/.installed
 
-# torch first and pinned: an unpinned torch requirement would pull a multi-GB CUDA build.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[train,serve,dev]"
+
+# Serving only: Flask, Gunicorn, httptools, ONNX Runtime, prometheus-client, numpy, Pillow (no torch).
+$(VENV)/.serve-installed: pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install --quiet -e ".[serve]"
 	touch $@
+
+# torch first, on its own: a torch wheel this machine's pip configuration already holds (a local
+# CPU wheel, for offline machines) is taken as it is; otherwise the CPU build from PyTorch's index
+# (or PyPI's CUDA build with TORCH=cuda). Then the package, whose torch>=2.2 is then satisfied.
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+	@if [ "$(TORCH)" != cuda ] && $(BIN)/pip install --quiet --no-index --no-deps "torch==$(TORCH_VERSION)" 2>/dev/null; then \
+	  echo "torch $(TORCH_VERSION): the wheel this machine's pip configuration provides"; \
+	else \
+	  echo "torch $(TORCH_VERSION) ($(TORCH)) from $(TORCH_INDEX)"; \
+	  $(BIN)/pip install --quiet --index-url "$(TORCH_INDEX)" "torch==$(TORCH_VERSION)"; \
+	fi
+	$(BIN)/pip install --quiet "torch==$(TORCH_VERSION)"
+	$(BIN)/pip install --quiet -e ".[train,serve,dev]"
+	@$(BIN)/python -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda or 'none')"
+	touch $@ $(VENV)/.serve-installed
 
 # The Debian/Ubuntu package puts the real dataset in /usr/share/datasets/fashion-mnist;
 # elsewhere `fmnist data` downloads it from the official mirror and checks it.
@@ -39,7 +67,7 @@ data:
 	fi
 
 # Only the container image and compose tests (minutes the first time: debootstrap + pip in the builds).
-test-container: setup test-deps
+test-container: setup-train test-deps
 	FMNIST_CONTAINER_TESTS=1 $(BIN)/python -m pytest -ra -s tests/test_container.py
 
 # What the integration tests run for real: Prometheus (promtool), headless Chromium + driver,
@@ -54,11 +82,11 @@ test-deps:
 	fi
 
 # Regenerate the committed comparison report in docs/report from the artifacts in ./models.
-report: setup data
+report: setup-train data
 	$(BIN)/fmnist compare $(REPORT_MODELS) --out docs/report
 
 # Serving benchmark against the seed-style baseline (needs wrk: apt-get install wrk).
-bench: setup data
+bench: setup-train data
 	@command -v wrk >/dev/null || $(SUDO) apt-get install -y -qq wrk
 	$(BIN)/python bench/serve_bench.py --matrix --replicas --ceiling --out docs/benchmarks-run.md
 

@@ -308,8 +308,6 @@ def cmd_predict(args) -> int:
 
 def cmd_cluster(args) -> int:
     import os
-    import subprocess
-    import time
 
     from fmnist import cluster
 
@@ -343,19 +341,10 @@ def cmd_cluster(args) -> int:
         raise CLIError(f"a cluster already runs from {state}; `fmnist cluster down` first")
     if args.detach:
         argv = [a for a in sys.argv[1:] if a != "--detach"]
-        log = open(state / "supervisor.log", "ab")
-        proc = subprocess.Popen([sys.executable, "-m", "fmnist.cli", *argv], stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=os.environ.copy())
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise CLIError(f"cluster failed to start; see {state / 'supervisor.log'}")
-            if (state / "state.json").exists():
-                print(f"fmnist cluster: {args.replicas} replicas behind nginx on http://{args.host}:{args.port} "
-                      f"(supervisor pid {proc.pid}; `fmnist cluster status`, `fmnist cluster down`)")
-                return 0
-            time.sleep(0.2)
-        raise CLIError("cluster not up after 120 s")
+        pid = cluster.start_detached(state, [sys.executable, "-m", "fmnist.cli", *argv])
+        print(f"fmnist cluster: {args.replicas} replicas behind nginx on http://{args.host}:{args.port}, all ready "
+              f"(supervisor pid {pid}; `fmnist cluster status`, `fmnist cluster down`)")
+        return 0
     c = cluster.Cluster(state, args.replicas, port=args.port, host=args.host, workers=args.workers,
                         serve_args=serve_args)
     try:

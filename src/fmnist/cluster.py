@@ -81,7 +81,7 @@ def nginx_config(state: Path, host: str, port: int, replica_ports: list[int], ma
     return NGINX_CONF.format(state=state, host=host, port=port, servers=servers, max_body=max_body)
 
 
-def _ready(url: str, timeout: float = 1.0) -> "dict | None":
+def _ready(url: str, timeout: float = 5.0) -> "dict | None":
     try:
         with urllib.request.urlopen(url + "/ready", timeout=timeout) as r:
             return json.loads(r.read())
@@ -241,3 +241,22 @@ def down(state_dir: Path, timeout: float = 60.0) -> None:
         time.sleep(0.1)
     if (Path(state_dir) / "state.json").exists():
         raise ClusterError(f"cluster did not stop within {timeout:.0f} s")
+
+
+def start_detached(state_dir: Path, argv: list, timeout: float = 180.0) -> int:
+    """Run the supervisor (`argv`: the same `cluster up` without --detach) in its own session, logging
+    to supervisor.log; return its pid once the load balancer and every replica answer /ready."""
+    state_dir = Path(state_dir)
+    with open(state_dir / "supervisor.log", "ab") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                env=os.environ.copy())
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ClusterError(f"cluster failed to start; see {state_dir / 'supervisor.log'}")
+        if (state_dir / "state.json").exists():
+            st = status(state_dir)
+            if st["load_balancer_ready"] and all(r["ready"] for r in st["replicas"]):
+                return proc.pid
+        time.sleep(0.2)
+    raise ClusterError(f"cluster not up after {timeout:.0f} s; see {state_dir / 'supervisor.log'}")
