@@ -7,13 +7,10 @@ import logging
 from flask import Flask, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
+from fmnist.serving.apierror import APIError, error_payload
+
+__all__ = ["APIError", "register_error_handlers", "require_model", "serving_state"]
 log = logging.getLogger("fmnist.serving")
-
-
-class APIError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: "dict | None" = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
 
 
 def serving_state():
@@ -32,7 +29,7 @@ def require_model():
 
 
 def error_body(status: int, code: str, message: str) -> tuple[dict, int]:
-    return {"error": {"code": code, "message": message}, "request_id": g.get("request_id")}, status
+    return error_payload(code, message, g.get("request_id")), status
 
 
 def _http_message(e: HTTPException) -> tuple[str, str]:

@@ -66,8 +66,12 @@ class PredictFastPath:
                 or not 0 < length <= self.state.settings.max_content_length):
             return None
         t0 = time.perf_counter()
-        body = environ["wsgi.input"].read(length)
-        environ["wsgi.input"] = io.BytesIO(body)  # for the Flask app, should it have to answer after all
+        stream = environ["wsgi.input"]
+        body = stream.read(length)
+        if hasattr(stream, "seek"):  # the loop worker's body: rewound for the Flask app should it answer after all
+            stream.seek(0)
+        else:
+            environ["wsgi.input"] = io.BytesIO(body)
         parts = multipart.parse(body, ctype) if len(body) == length else None
         selected = image_files(parts) if parts is not None else None
         if selected is None:
@@ -102,19 +106,20 @@ class PredictFastPath:
             metrics.HTTP_IN_PROGRESS.dec()
 
     def wsgi_batch(self, environs: list, start_responses: list) -> list:
-        """Several requests that arrived together (worker.LoopWorker): the fast-path ones share model
-        calls of up to max_batch_size images; -> an app_iter per request, or None where the caller
-        must call the app itself (another route, a bad image, batching off)."""
+        """Requests that arrived together (worker.LoopWorker), answered in the calling thread: the
+        fast-path ones share model calls of up to max_batch_size images (one call per request with
+        batching off); -> an app_iter per request, or None where the caller must call the app itself
+        (another route, a bad image, a model not loaded yet)."""
         results: list = [None] * len(environs)
         jobs = []
         for i, environ in enumerate(environs):
             job = self._take(environ)
-            if job is None or job.served.batcher is None:
+            if job is None:
                 continue
             try:
                 job.pixels = decode_all(job.blobs, self.state.settings, job.mode)
             except APIError:
-                continue  # the Flask app answers it, with its error handling
+                continue  # the Flask app answers it (its body was rewound), with its error handling
             except Exception:
                 log.exception("fast path failed on POST /predict; the Flask app answers instead")
                 continue
@@ -123,13 +128,13 @@ class PredictFastPath:
             return results
         metrics.HTTP_IN_PROGRESS.inc(len(jobs))
         try:
-            for served in {id(job.served): job.served for _, job in jobs}.values():  # one model, unless a swap
-                group = [(i, job) for i, job in jobs if job.served is served]
+            for group in self._groups(jobs):
+                served = group[0][1].served
                 pixels = np.concatenate([job.pixels for _, job in group])
                 try:
                     x = served.predictor.normalize(pixels)
                     step = self.state.settings.max_batch_size
-                    probs = np.concatenate([served.run(x[k:k + step]) for k in range(0, len(x), step)])
+                    probs = np.concatenate([served.run_now(x[k:k + step]) for k in range(0, len(x), step)])
                 except Exception:
                     log.exception("fast path failed on a batch of %d requests; the Flask app answers them", len(group))
                     continue
@@ -143,6 +148,17 @@ class PredictFastPath:
         finally:
             metrics.HTTP_IN_PROGRESS.dec(len(jobs))
         return results
+
+    @staticmethod
+    def _groups(jobs: list) -> list:
+        """Jobs sharing a model call: one group per model (two only during a swap); with batching off,
+        one group per request."""
+        if jobs[0][1].served.batcher is None:
+            return [[job] for job in jobs]
+        by_model: dict = {}
+        for i, job in jobs:
+            by_model.setdefault(id(job.served), []).append((i, job))
+        return list(by_model.values())
 
 
 class _Job:

@@ -41,6 +41,10 @@ class ServedModel:
         """Normalised (N,1,28,28) -> probabilities (N,10), through the batcher when batching is on."""
         if self.batcher is not None:
             return self.batcher.predict(x)
+        return self.run_now(x)
+
+    def run_now(self, x: np.ndarray) -> np.ndarray:
+        """One model call in this thread, for a batch already formed (the loop worker's)."""
         t0 = time.perf_counter()
         out = self.predictor.predict_batch(x)
         metrics.observe_batch(len(x), time.perf_counter() - t0)

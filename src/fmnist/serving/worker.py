@@ -1,171 +1,55 @@
 """A Gunicorn worker that runs one event loop per process: `worker_class = "fmnist.serving.worker.LoopWorker"`.
 
 Why: with a ~100 µs model, Gunicorn's gthread worker spends more of a request in its own machinery
-than in the model: the main thread polls, hands each request to a pool thread through a queue,
-the pool thread parses it with Gunicorn's pure-Python parser, and hands the connection back.
-This worker does all of that in one thread with the C parser `httptools` (llhttp, the parser of
-Node.js and uvicorn): it polls, reads every request that has arrived, answers them, and polls
-again. No hand-offs, no locks, no thread switches.
+than in the model. This worker polls, reads every request that has arrived (parsed by
+`http11.RequestReader`: httptools/llhttp with every buffer bounded), and answers the batched
+`/predict` fast path right there: the requests that arrived together go to the app's
+`wsgi_batch(environs, start_responses)` at once and share one model call, so an idle server answers
+a lone request at once and a busy one runs the model batched.
 
-Batching: the requests that arrived together in one poll are handed to the app together when it
-has a `wsgi_batch(environs, start_responses)` method (fmnist's fast path has one), so under load
-the model runs once for all of them, and an idle server answers a lone request at once: the batch
-is whatever the network delivered, never a wait. Any other WSGI app is called once per request.
+Nothing else runs on the loop. Every request the fast path does not take (another route, JSON, a
+bad image, an app without `wsgi_batch`) goes to a small thread pool (`POOL_THREADS`, at most
+`POOL_QUEUE` waiting; beyond that a 503 with Retry-After): a slow view (/feedback waiting for the
+prediction log, /monitoring, /metrics) costs its own connection time, never the loop's. Answers on
+one connection leave in request order; a connection whose request is in the pool waits for it.
 
-HTTP: HTTP/1.0 and 1.1, keep-alive, pipelining (answered in order), chunked request bodies,
-`Expect: 100-continue`, HEAD. Limits: Gunicorn's limit_request_line / limit_request_fields /
-limit_request_field_size, worker_connections and keepalive; a body larger than the app's
-MAX_CONTENT_LENGTH is never buffered: a declared one reaches the app with no body (Flask answers
-413), a chunked one is refused here with the same JSON error. A response goes to the kernel in
-one send (status line, headers and body together; only what the socket buffer cannot take waits),
-so a worker killed between headers and body cannot happen.
-Gunicorn's master does the rest: forking, signals, timeouts (this loop beats every second),
-max_requests, graceful stop (stop accepting, finish what has arrived, close).
+Bounds: request line, header fields and the whole header section (incomplete lines counted), a
+deadline for the header section (HEAD_TIMEOUT) and for a stalled body (BODY_TIMEOUT), bodies
+spooled to a temporary file beyond 64 KB, at most `Limits.pipeline` parsed requests per connection
+(reading pauses while they wait), output kept as a list of pieces (no quadratic copying), at most
+`STEP_REQUESTS` answered per loop turn, and the heartbeat kept during long turns.
+Gunicorn's master does the rest: forking, signals, timeouts, max_requests, graceful stop.
 """
 
 from __future__ import annotations
 
 import errno
-import io
-import json
+import logging
 import os
+import queue
 import selectors
 import socket
 import sys
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from email.utils import formatdate
-from urllib.parse import unquote_to_bytes
 
-import httptools
 from gunicorn.workers import base
 
+from fmnist.serving import http11
+from fmnist.serving.apierror import error_json
+from fmnist.serving.connection import Conn, Responder
+
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
-_LISTENER, _WAKEUP = "listener", "wakeup"  # selector data of the listening sockets and the signal pipe
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_HEADER_BYTES_MAX = 1024 * 1024  # URL + header fields of one request, when Gunicorn's limits are off (0)
-_PARTIAL_TIMEOUT = 30.0  # seconds a half-received request may stall before its connection is closed
-_LINGER_TIMEOUT = 2.0  # seconds a half-closed connection is read (and discarded) before it is closed
-
-
-def _error_response(status: str, code: str, message: str) -> bytes:
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    return (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-            "Connection: close\r\n\r\n").encode() + body
-
-
-class _Request:
-    __slots__ = ("method", "url", "headers", "body", "version", "keep_alive", "too_large")
-
-    def __init__(self):
-        self.method = ""
-        self.url = b""
-        self.headers: list = []
-        self.body: list = []
-        self.too_large = False
-
-
-class _Conn:
-    """One client connection and its parser; the parser calls the on_* methods as bytes arrive."""
-
-    __slots__ = ("worker", "sock", "addr", "parser", "req", "ready", "out", "last", "closing", "finished",
-                 "lingering", "received", "error", "body_size", "events")
-
-    def __init__(self, worker: "LoopWorker", sock, addr):
-        self.worker = worker
-        self.sock = sock
-        self.addr = addr
-        self.parser = httptools.HttpRequestParser(self)
-        self.req: "_Request | None" = None
-        self.ready: list = []  # complete requests not answered yet, in arrival order
-        self.out = b""  # response bytes the socket has not taken yet
-        self.last = time.monotonic()
-        self.closing = False  # answer the requests parsed so far, then close (read no more)
-        self.finished = False  # a last response (Connection: close) is queued: close once `out` is sent
-        self.lingering = False  # sent all, half-closed: discarding what the client still sends until it closes
-        self.received = 0  # bytes of the current request's URL and header fields
-        self.error: "bytes | None" = None  # a response that ends the connection (bad request)
-        self.body_size = 0
-        self.events = _READ
-
-    # --- httptools callbacks
-    def on_message_begin(self):
-        self.req = _Request()
-        self.body_size = 0
-        self.received = 0
-
-    def on_url(self, url: bytes):
-        req = self.req
-        req.url += url
-        self.received += len(url)
-        if len(req.url) > self.worker.limit_line:
-            self.refuse("414 URI Too Long", "uri_too_long", f"the request line is over {self.worker.limit_line} bytes")
-
-    def on_header(self, name: bytes, value: bytes):
-        req = self.req
-        req.headers.append((name, value))
-        self.received += len(name) + len(value)
-        w = self.worker
-        if len(req.headers) > w.limit_fields or len(name) + len(value) > w.limit_field_size:
-            self.refuse("431 Request Header Fields Too Large", "headers_too_large",
-                        f"at most {w.limit_fields} header fields of at most {w.limit_field_size} bytes each")
-
-    def on_headers_complete(self):
-        req, p, w = self.req, self.parser, self.worker
-        req.method = p.get_method().decode("latin-1")
-        req.version = p.get_http_version()
-        req.keep_alive = p.should_keep_alive()
-        expect = False
-        for name, value in req.headers:
-            lname = name.lower()
-            if lname == b"content-length":
-                try:
-                    req.too_large = int(value) > w.max_body
-                except ValueError:
-                    pass  # llhttp already refuses a malformed Content-Length
-            elif lname == b"expect" and value.lower() == b"100-continue":
-                expect = True
-        if req.too_large:  # answered now (Flask: 413 from Content-Length); the body is never kept
-            self.ready.append(req)
-            self.closing = True
-        elif expect and req.version == "1.1":
-            self.out += _CONTINUE  # the client waits for this before it sends the body
-
-    def on_body(self, body: bytes):
-        req = self.req
-        self.body_size += len(body)
-        if req.too_large:
-            return  # never buffered: the app answers 413 from Content-Length
-        if self.body_size > self.worker.max_body:  # chunked, no Content-Length to refuse it by
-            self.refuse("413 Request Entity Too Large", "payload_too_large",
-                        f"request body is over the {self.worker.max_body:,}-byte limit")
-            return
-        req.body.append(body)
-
-    def on_message_complete(self):
-        if self.error is None and not self.req.too_large:  # else answered already, or with the error
-            self.ready.append(self.req)
-        self.req = None
-
-    # --- I/O
-    def feed(self, data: bytes) -> None:
-        if self.error is not None or self.closing:
-            return  # the connection ends after what it has sent so far is answered
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # Upgrade (websocket, h2c) or CONNECT: answered as plain HTTP (the app knows no other
-            # protocol), and what follows is not HTTP/1.1: the connection closes after the answer
-            self.closing = True
-        except httptools.HttpParserError as e:
-            self.refuse("400 Bad Request", "bad_request", f"malformed HTTP request ({e})")
-        if self.received > _HEADER_BYTES_MAX:
-            self.refuse("431 Request Header Fields Too Large", "headers_too_large",
-                        f"request headers are over {_HEADER_BYTES_MAX} bytes")
-
-    def refuse(self, status: str, code: str, message: str) -> None:
-        """This request gets this error (the first one found) and the connection closes."""
-        if self.error is None:
-            self.error = _error_response(status, code, message)
+_LISTENER, _WAKEUP, _POOL = "listener", "wakeup", "pool"  # selector data of the non-connection files
+HEAD_TIMEOUT = 10.0  # seconds from a request's first byte to the end of its header section
+BODY_TIMEOUT = 15.0  # seconds a body may stall (no byte) before its connection is closed
+LINGER_TIMEOUT = 2.0  # seconds a half-closed connection is read (and discarded) before it is closed
+POOL_THREADS = 4  # per worker, for everything but the batched fast path
+POOL_QUEUE = 64  # requests waiting for a pool thread; beyond, 503
+STEP_REQUESTS = 256  # requests answered per loop turn (then the loop polls and beats again)
+_log = logging.getLogger("fmnist.serving")
 
 
 class LoopWorker(base.Worker):
@@ -178,23 +62,31 @@ class LoopWorker(base.Worker):
     def init_process(self):
         self.selector = selectors.DefaultSelector()
         self.conns: dict = {}
-        self.limit_line = self.cfg.limit_request_line or sys.maxsize
-        self.limit_fields = self.cfg.limit_request_fields or sys.maxsize
-        self.limit_field_size = self.cfg.limit_request_field_size or sys.maxsize
+        self.runnable: deque = deque()  # connections with requests left over from a full turn
         self.max_conns = self.cfg.worker_connections
-        self._date, self._date_at = b"", 0
+        self.pool = None
+        self.pool_waiting = 0
+        self.done: "queue.SimpleQueue" = queue.SimpleQueue()  # (conn, request, result) from the pool
+        self.pool_r, self.pool_w = socket.socketpair()
+        self._date, self._date_at = "", 0
+        self.beat = 0.0
         super().init_process()
 
     def load_wsgi(self):
         super().load_wsgi()
         app = self.wsgi
         config = getattr(app, "config", None) or {}
-        self.max_body = config.get("MAX_CONTENT_LENGTH") or 10 * 1024 * 1024
+        cfg = self.cfg
+        self.limits = http11.Limits(
+            request_line=cfg.limit_request_line or sys.maxsize, fields=cfg.limit_request_fields or sys.maxsize,
+            field_size=cfg.limit_request_field_size or 64 * 1024,
+            body=config.get("MAX_CONTENT_LENGTH") or 10 * 1024 * 1024)
         self.batch_app = getattr(getattr(app, "wsgi_app", None), "wsgi_batch", None)
         host, port = self._server_name()
         self.base_environ = {
             "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr,
-            "wsgi.multithread": False, "wsgi.multiprocess": self.cfg.workers > 1, "wsgi.run_once": False,
+            "wsgi.multithread": True, "wsgi.multiprocess": self.cfg.workers > 1, "wsgi.run_once": False,
+            "wsgi.input_terminated": True,  # the whole body is here: the stream ends where it ends
             "SCRIPT_NAME": "", "SERVER_NAME": host, "SERVER_PORT": port, "SERVER_SOFTWARE": "fmnist",
         }
 
@@ -207,21 +99,21 @@ class LoopWorker(base.Worker):
             pass
         return "localhost", "80"
 
-    # --- the loop
+    # ------------------------------------------------------------------ the loop
     def run(self):
         sel = self.selector
         for listener in self.sockets:
             listener.setblocking(False)
             sel.register(listener, _READ, _LISTENER)
         sel.register(self.PIPE[0], _READ, _WAKEUP)  # signals wake the loop (set_wakeup_fd)
+        self.pool_r.setblocking(False)
+        self.pool_w.setblocking(False)
+        sel.register(self.pool_r, _READ, _POOL)
+        self.pool = ThreadPoolExecutor(POOL_THREADS, thread_name_prefix="fmnist-app")
         accepting = True
-        beat = 0.0
         while self.alive:
-            now = time.monotonic()
-            if now - beat >= 1.0:
-                self.notify()
-                beat = now
-                self._sweep(now)
+            if self._beat():
+                self._sweep(time.monotonic())
                 if self.ppid != os.getppid():
                     self.log.info("Parent changed, shutting down: %s", self)
                     break
@@ -231,8 +123,17 @@ class LoopWorker(base.Worker):
             elif not accepting and len(self.conns) < self.max_conns:
                 self._listen(True)
                 accepting = True
-            self._step(sel.select(1.0))
+            self._step(sel.select(0 if self.runnable else 1.0))
         self._shutdown()
+
+    def _beat(self) -> bool:
+        """Tell the master this worker lives, at most once a second; True when it did."""
+        now = time.monotonic()
+        if now - self.beat < 1.0:
+            return False
+        self.notify()
+        self.beat = now
+        return True
 
     def _listen(self, on: bool) -> None:
         for listener in self.sockets:
@@ -242,27 +143,42 @@ class LoopWorker(base.Worker):
                 self.selector.unregister(listener)
 
     def _step(self, events) -> None:
-        batch = []
+        touched = []
         for key, mask in events:
             conn = key.data
             if conn is _LISTENER:
                 self._accept(key.fileobj)
             elif conn is _WAKEUP:
-                try:
-                    os.read(self.PIPE[0], 512)
-                except OSError:
-                    pass
+                self._drain(self.PIPE[0])
+            elif conn is _POOL:
+                self._drain(self.pool_r)
+                touched += self._pool_results()
             else:
                 if mask & _WRITE:
-                    self._flush(conn)
-                if mask & _READ:
+                    conn.send()
+                if mask & _READ and conn.sock is not None:
                     self._read(conn)
-                    if conn.out:  # "100 Continue"
-                        self._flush(conn)
-                if not conn.out:
-                    self._next(conn, batch)
+                touched.append(conn)
+        budget = STEP_REQUESTS
+        batch: list = []
+        while self.runnable and budget > 0:  # left over from the last turn, oldest first
+            conn = self.runnable.popleft()
+            conn.queued = False
+            budget -= self._advance(conn, batch, budget)
+        for conn in touched:
+            budget -= self._advance(conn, batch, budget)
         if batch:
             self._answer(batch)
+            for conn, _ in batch:
+                self._advance(conn, None, 0)
+
+    @staticmethod
+    def _drain(fd) -> None:
+        try:
+            while (os.read(fd, 4096) if isinstance(fd, int) else fd.recv(4096)):
+                pass
+        except (BlockingIOError, InterruptedError, OSError):
+            pass
 
     def _accept(self, listener) -> None:
         for _ in range(64):
@@ -277,148 +193,165 @@ class LoopWorker(base.Worker):
             sock.setblocking(False)
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = _Conn(self, sock, addr)
+            conn = Conn(self, sock, addr, http11.RequestReader(self.limits))
             self.conns[sock.fileno()] = conn
             self.selector.register(sock, _READ, conn)
 
-    def _read(self, conn: _Conn) -> None:
-        if conn.sock is None:  # closed by the write just before (a hang-up reports both events)
-            return
+    def _read(self, conn: Conn) -> None:
         try:
-            data = conn.sock.recv(262144)
+            data = conn.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
             data = b""
         if not data:  # the client closed (or reset) the connection
-            conn.ready.clear()
-            self._close(conn)
-            return
-        if conn.lingering:
+            self.close(conn)
             return
         conn.last = time.monotonic()
-        conn.feed(data)
+        if not conn.lingering:
+            conn.reader.feed(data)
 
-    def _answer(self, conns: list) -> None:
-        """Answer the complete requests of these connections (batched where the app can)."""
-        jobs = []
-        for conn in conns:
+    # ------------------------------------------------------------------ what a connection does next
+    def _advance(self, conn: Conn, batch: "list | None", budget: int) -> int:
+        """Move one connection on: send, answer, fail, close, or read on. -> requests put in `batch`."""
+        reader = conn.reader
+        for _ in range(8):
+            if conn.sock is None or conn.lingering:
+                return 0
+            conn.send()
             if conn.sock is None:
+                return 0
+            if conn.out or conn.busy:
+                break
+            if conn.pending:  # answers computed already (or one for the pool), in request order
+                self._release(conn)
                 continue
-            for req in conn.ready:
-                jobs.append((conn, req, self._environ(conn, req)))
-            conn.ready = []
-        results = self._call(jobs)
-        for (conn, req, _), (status, headers, body) in zip(jobs, results):
-            if conn.sock is not None:
-                self._respond(conn, req, status, headers, body)
-        for conn in conns:
-            self._flush(conn)
+            if conn.finished:
+                self._linger(conn)
+                return 0
+            if reader.paused and len(reader.ready) < self.limits.pipeline:
+                reader.resume()
+            if reader.ready:
+                if batch is None or budget <= 0:  # answered in the next turn
+                    if not conn.queued:
+                        conn.queued = True
+                        self.runnable.append(conn)
+                    break
+                n = min(len(reader.ready), budget)
+                batch.append((conn, [reader.ready.popleft() for _ in range(n)]))
+                conn.watch()
+                return n
+            if reader.error is not None:
+                conn.fail(reader.error.response())
+            elif reader.continue_owed is not None:
+                reader.continue_owed = None  # nothing is ahead of it now: the client may send its body
+                conn.write(http11.CONTINUE)
+            elif reader.closing:
+                self.close(conn)
+                return 0
+            else:
+                break
+        conn.watch()
+        return 0
+
+    def _answer(self, batch: list) -> None:
+        """Answer the complete requests of these connections: the fast path's now, the rest in the pool."""
+        jobs = []
+        for conn, reqs in batch:
+            for req in reqs:
+                try:
+                    env = http11.environ(self.base_environ, req, conn.addr)
+                except http11.HttpError as e:  # checked at the head already; kept as a guard
+                    env = e
+                jobs.append((conn, req, env))
+        results = self._call_batch([env for _, _, env in jobs if isinstance(env, dict)])
+        it = iter(results)
+        for conn, req, env in jobs:
+            result = next(it) if isinstance(env, dict) else (env.status, [("Content-Type", "application/json")],
+                                                               error_json(env.code, env.message))
+            conn.pending.append((req, env, result))
         self.nr += len(jobs)
         if self.nr >= self.max_requests:
             self.log.info("Autorestarting worker after current request.")
             self.alive = False
 
-    def _call(self, jobs: list) -> list:
-        """-> [(status, headers, body bytes)] for [(conn, request, environ)], in order."""
-        results = [None] * len(jobs)
-        responders = [_Responder() for _ in jobs]
-        if self.batch_app is not None and len(jobs) > 1:
-            try:
-                bodies = self.batch_app([env for _, _, env in jobs], responders)
-            except Exception:
-                self.log.exception("Error handling a batch of %d requests; answering one by one", len(jobs))
-                bodies = [None] * len(jobs)
-                responders = [_Responder() for _ in jobs]
-            for i, body in enumerate(bodies):
-                if body is not None:
-                    results[i] = responders[i].result(body)
-        for i, (conn, req, env) in enumerate(jobs):
-            if results[i] is None:
-                results[i] = self._call_one(env, responders[i])
-        return results
-
-    def _call_one(self, environ: dict, responder: "_Responder") -> tuple:
+    def _call_batch(self, environs: list) -> list:
+        """[(status, headers, body) or None (the pool answers it)] for these environs, in order."""
+        if self.batch_app is None or not environs:
+            return [None] * len(environs)
+        responders = [Responder() for _ in environs]
         try:
-            return responder.result(self.wsgi(environ, responder))
+            bodies = self.batch_app(environs, responders)
         except Exception:
-            self.log.exception("Error handling request %s", environ.get("RAW_URI"))
-            body = json.dumps({"error": {"code": "internal_error", "message": "internal server error"}}).encode()
-            return "500 Internal Server Error", [("Content-Type", "application/json")], body
+            self.log.exception("Error handling a batch of %d requests; answering them one by one", len(environs))
+            for env in environs:
+                env["wsgi.input"].seek(0)
+            return [None] * len(environs)
+        return [responders[i].result(body) if body is not None else None for i, body in enumerate(bodies)]
 
-    def _environ(self, conn: _Conn, req: _Request) -> dict:
-        url = req.url
-        raw_uri = url.decode("latin-1")
-        if not url.startswith(b"/"):  # absolute form (http://host/path) or '*'
+    def _release(self, conn: Conn) -> None:
+        """Send the computed answers in order, up to the first that still needs the app (-> the pool)."""
+        while conn.pending and not conn.busy:
+            req, env, result = conn.pending[0]
+            if result is None:
+                self._submit(conn, req, env)
+                return
+            conn.pending.popleft()
+            self._respond(conn, req, result)
+
+    def _submit(self, conn: Conn, req, env: dict) -> None:
+        if self.pool_waiting >= POOL_QUEUE:
+            conn.pending.popleft()
+            body = error_json("server_busy", "too many requests waiting for this worker; retry shortly")
+            self._respond(conn, req, ("503 Service Unavailable", [("Content-Type", "application/json"),
+                                                                   ("Retry-After", "1")], body))
+            return
+        conn.busy = True
+        self.pool_waiting += 1
+        self.pool.submit(self._run_app, conn, req, env)
+
+    def _run_app(self, conn: Conn, req, env: dict) -> None:
+        """In a pool thread: the whole WSGI app for one request; the result goes back to the loop."""
+        try:
+            result = Responder().call(self.wsgi, env)
+        except Exception:
+            _log.exception("Error handling request %s", env.get("RAW_URI"))
+            result = ("500 Internal Server Error", [("Content-Type", "application/json")],
+                      error_json("internal_error", "internal server error; see the server log"))
+        self.done.put((conn, req, result))
+        try:
+            self.pool_w.send(b"\0")
+        except OSError:
+            pass  # the pipe is full: the loop has a wake-up pending already
+
+    def _pool_results(self) -> list:
+        conns = []
+        while True:
             try:
-                parsed = httptools.parse_url(url)
-                path, query = parsed.path or b"/", parsed.query or b""
-            except httptools.HttpParserInvalidURLError:
-                path, query = url, b""
-        else:
-            path, _, query = url.partition(b"?")
-            query = query.partition(b"#")[0]
-            path = path.partition(b"#")[0]
-        env = dict(self.base_environ)
-        env["REQUEST_METHOD"] = req.method
-        env["RAW_URI"] = raw_uri
-        env["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1") if b"%" in path else path.decode("latin-1")
-        env["QUERY_STRING"] = query.decode("latin-1")
-        env["SERVER_PROTOCOL"] = "HTTP/" + req.version
-        if isinstance(conn.addr, tuple):
-            env["REMOTE_ADDR"], env["REMOTE_PORT"] = str(conn.addr[0]), str(conn.addr[1])
-        else:
-            env["REMOTE_ADDR"] = ""
-        for name, value in req.headers:
-            key = name.decode("latin-1").upper()
-            if "_" in key:  # HTTP_X_A could come from 'X-A' or 'X_A': drop the ambiguous form (as Gunicorn)
-                continue
-            key = key.replace("-", "_")
-            if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-                key = "HTTP_" + key
-            value = value.decode("latin-1").strip()
-            env[key] = env[key] + "," + value if key in env else value
-        if req.too_large:
-            env["wsgi.input"] = io.BytesIO()
-        else:
-            body = b"".join(req.body) if len(req.body) != 1 else req.body[0]
-            env["wsgi.input"] = io.BytesIO(body)
-            if "CONTENT_LENGTH" not in env and body:  # chunked: the app sees the decoded length
-                env["CONTENT_LENGTH"] = str(len(body))
-        return env
+                conn, req, result = self.done.get_nowait()
+            except queue.Empty:
+                return conns
+            self.pool_waiting -= 1
+            if conn.busy and conn.pending:
+                conn.pending.popleft()
+            conn.busy = False
+            if conn.sock is not None:
+                self._respond(conn, req, result)
+                conns.append(conn)
+            else:
+                req.body.close()
 
-    def _respond(self, conn: _Conn, req: _Request, status: str, headers: list, body: bytes) -> None:
+    def _respond(self, conn: Conn, req, result: tuple) -> None:
+        status, headers, body = result
+        req.body.close()
         if conn.finished:
             return  # pipelined behind a response that closes the connection: never answered
-        keep = req.keep_alive and not conn.closing and self.alive
-        code = status[:3]
-        lines = [f"HTTP/1.1 {status}\r\n"]
-        has_length = False
-        for name, value in headers:
-            lname = name.lower()
-            if lname == "connection":
-                if value.lower() == "close":
-                    keep = False
-                continue
-            if lname == "content-length":
-                has_length = True
-            elif lname == "transfer-encoding":
-                continue  # the whole body is here: it goes out with a Content-Length
-            lines.append(f"{name}: {value}\r\n")
-        no_body = code in ("204", "304") or code[0] == "1"
-        if not has_length and not no_body:
-            lines.append(f"Content-Length: {len(body)}\r\n")
-        lines.append(f"Date: {self._http_date()}\r\n")
+        keep = req.keep_alive and not conn.reader.closing and self.alive and not http11.wants_close(headers)
+        conn.write(http11.response_bytes(status, headers, body, keep, req.version, req.method == "HEAD",
+                                         self._http_date()))
         if not keep:
-            lines.append("Connection: close\r\n")
             conn.finished = True
-        elif req.version == "1.0":
-            lines.append("Connection: keep-alive\r\n")
-        lines.append("\r\n")
-        data = "".join(lines).encode("latin-1")
-        if req.method != "HEAD" and not no_body:
-            data += body
-        conn.out += data  # sent by _flush once the connection's batch is answered
+            conn.reader.closing = True  # nothing after this response is parsed
 
     def _http_date(self) -> str:
         now = int(time.time())
@@ -426,82 +359,29 @@ class LoopWorker(base.Worker):
             self._date, self._date_at = formatdate(now, usegmt=True), now
         return self._date
 
-    def _flush(self, conn: _Conn) -> None:
-        """Send what the socket takes now; the rest waits for EVENT_WRITE. Then see what is next."""
-        if conn.sock is None:
-            return
-        if not conn.out:
-            self._next(conn)
-            return
-        try:
-            sent = conn.sock.send(conn.out)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:  # the client went away
-            self._close(conn)
-            return
-        if sent == len(conn.out):
-            conn.out = b""
-        else:  # a bytearray drops its head without copying the rest
-            conn.out = bytearray(conn.out) if isinstance(conn.out, bytes) else conn.out
-            del conn.out[:sent]
-        conn.last = time.monotonic()
-        if conn.out:
-            self._watch(conn)
-        else:
-            self._next(conn)
-
-    def _next(self, conn: _Conn, batch: "list | None" = None) -> None:
-        """A connection with nothing left to send: close it, answer what it has, or read on."""
-        if conn.sock is None or conn.lingering:
-            return
-        if conn.finished:
-            self._linger(conn)
-        elif conn.ready:  # complete requests (pipelined, or waiting for an earlier response to leave)
-            if batch is None:
-                self._answer([conn])
-            else:
-                batch.append(conn)
-        elif conn.error is not None:
-            self._fail(conn)
-        elif conn.closing:
-            self._close(conn)
-        else:
-            self._watch(conn)
-
-    def _watch(self, conn: _Conn) -> None:
-        """Poll for writability while output waits; read more only when it does not."""
-        events = _WRITE if conn.out else _READ
-        if events != conn.events and conn.sock is not None:
-            self.selector.modify(conn.sock, events, conn)
-            conn.events = events
-
-    def _fail(self, conn: _Conn) -> None:
-        """A request we could not parse or accept: answer its error and close."""
-        conn.out += conn.error
-        conn.error = None
-        conn.finished = conn.closing = True
-        conn.ready = []
-        self._flush(conn)
-
-    def _linger(self, conn: _Conn) -> None:
+    # ------------------------------------------------------------------ closing
+    def _linger(self, conn: Conn) -> None:
         """Half-close after the last response, and read (discarding) until the client closes: closing
         with unread bytes would make the kernel reset the connection, and a client still sending a
         refused body could lose the answer before reading it (nginx's lingering_close)."""
         try:
             conn.sock.shutdown(socket.SHUT_WR)
         except OSError:
-            self._close(conn)
+            self.close(conn)
             return
         conn.lingering = True
         conn.last = time.monotonic()
-        self._watch(conn)
+        conn.reader.discard()
+        conn.watch()
 
-    def _close(self, conn: _Conn) -> None:
+    def close(self, conn: Conn) -> None:
         sock = conn.sock
         if sock is None:
             return
         conn.sock = None
+        conn.out.clear()
+        if not conn.busy:
+            conn.reader.discard()
         self.conns.pop(sock.fileno(), None)
         try:
             self.selector.unregister(sock)
@@ -513,22 +393,31 @@ class LoopWorker(base.Worker):
             pass
 
     def _sweep(self, now: float) -> None:
-        """Close keep-alive connections idle past `keepalive` and requests stalled mid-way."""
+        """Close idle keep-alive connections, slow header sections, stalled bodies and answers."""
         keepalive = self.cfg.keepalive
         for conn in list(self.conns.values()):
-            idle = now - conn.last
+            reader = conn.reader
+            if conn.busy:
+                continue  # the app has its request; Gunicorn's own timeout bounds a stuck worker
             if conn.lingering:
-                limit = _LINGER_TIMEOUT
-            elif conn.req is not None or conn.out:
-                limit = _PARTIAL_TIMEOUT
+                expired = now - conn.last > LINGER_TIMEOUT
+            elif reader.receiving_head:
+                expired = now - reader.req.started > HEAD_TIMEOUT
+                if expired and not conn.out and not reader.ready and not conn.pending:
+                    conn.fail(http11.HttpError("408 Request Timeout", "request_timeout",
+                                               f"the request head did not arrive within {HEAD_TIMEOUT:.0f} s")
+                              .response())
+                    continue
+            elif reader.req is not None or conn.out:
+                expired = now - conn.last > BODY_TIMEOUT
             else:
-                limit = keepalive
-            if idle > limit:
-                self._close(conn)
+                expired = not reader.ready and not conn.pending and now - conn.last > keepalive
+            if expired:
+                self.close(conn)
 
     def _shutdown(self) -> None:
         """Graceful stop: no new connections or requests. A request that is arriving gets a second to
-        arrive; answers still leaving get graceful_timeout; idle connections close at once."""
+        arrive; answers still leaving (or in the pool) get graceful_timeout; idle connections close at once."""
         for listener in self.sockets:
             try:
                 self.selector.unregister(listener)
@@ -539,38 +428,10 @@ class LoopWorker(base.Worker):
         while self.conns and time.monotonic() - t0 < self.cfg.graceful_timeout:
             arriving = time.monotonic() - t0 < 1.0
             for conn in list(self.conns.values()):
-                if conn.lingering or not conn.out and not conn.ready and (conn.req is None or not arriving):
-                    self._close(conn)
+                idle = not conn.out and not conn.busy and not conn.pending and not conn.reader.ready
+                if conn.lingering or idle and (conn.reader.req is None or not arriving):
+                    self.close(conn)
             if self.conns:
+                self._beat()
                 self._step(self.selector.select(0.05))
-
-
-class _Responder:
-    """start_response for one request; `result(app_iter)` -> (status, headers, body bytes)."""
-
-    __slots__ = ("status", "headers", "written")
-
-    def __init__(self):
-        self.status = None
-        self.headers = None
-        self.written: list = []
-
-    def __call__(self, status, headers, exc_info=None):
-        if exc_info is not None and self.status is not None:
-            raise exc_info[1].with_traceback(exc_info[2])
-        self.status, self.headers = status, headers
-        return self.written.append
-
-    def result(self, app_iter) -> tuple:
-        try:
-            if isinstance(app_iter, list) and len(app_iter) == 1 and not self.written:
-                body = app_iter[0]
-            else:
-                body = b"".join(self.written) + b"".join(app_iter)
-        finally:
-            close = getattr(app_iter, "close", None)
-            if close is not None:
-                close()
-        if self.status is None:
-            raise RuntimeError("the WSGI app returned without calling start_response")
-        return self.status, self.headers, bytes(body)
+        self.pool.shutdown(wait=False, cancel_futures=True)

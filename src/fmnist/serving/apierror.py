@@ -1,0 +1,23 @@
+"""The one JSON error shape of the API, for Flask's handlers and for the loop worker alike:
+{"error": {"code", "message"}, "request_id"}. No Flask here: the worker answers some errors itself
+(a malformed request, a header over the limits) before any app sees them."""
+
+from __future__ import annotations
+
+import json
+
+
+class APIError(Exception):
+    """A refusal with an HTTP status, a stable machine-readable code and a message for people."""
+
+    def __init__(self, status: int, code: str, message: str, headers: "dict | None" = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+def error_payload(code: str, message: str, request_id: "str | None" = None) -> dict:
+    return {"error": {"code": code, "message": message}, "request_id": request_id}
+
+
+def error_json(code: str, message: str, request_id: "str | None" = None) -> bytes:
+    return json.dumps(error_payload(code, message, request_id)).encode()

@@ -1,0 +1,93 @@
+"""Raw-socket helpers for the conformance and abuse suite: send bytes, count and parse the answers,
+and read a Gunicorn worker's PID, RSS and open files from /proc."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httptools
+
+
+class _Responses:
+    def __init__(self):
+        self.items: list = []
+        self.parser = httptools.HttpResponseParser(self)
+        self.cur: "dict | None" = None
+
+    def on_message_begin(self):
+        self.cur = {"headers": {}, "body": b""}
+
+    def on_header(self, name, value):
+        self.cur["headers"][name.decode().lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self):
+        self.cur["status"] = self.parser.get_status_code()
+
+    def on_body(self, body):
+        self.cur["body"] += body
+
+    def on_message_complete(self):
+        self.items.append(self.cur)
+
+
+def exchange(port: int, raw: "bytes | list[bytes]", timeout: float = 3.0, pause: float = 0.0) -> dict:
+    """Send `raw` (or its pieces, `pause` seconds apart), read until the server closes or goes quiet
+    for `timeout` s -> {"responses": [{status, headers, body}], "closed": bool, "first": first bytes}."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    data = b""
+    closed = False
+    try:
+        for piece in ([raw] if isinstance(raw, bytes) else raw):
+            try:
+                s.sendall(piece)
+            except OSError:
+                break
+            time.sleep(pause)
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                break
+            except OSError:
+                closed = True
+                break
+            if not chunk:
+                closed = True
+                break
+            data += chunk
+    finally:
+        s.close()
+    parsed = _Responses()
+    if data.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"):
+        first = data[:25]
+    else:
+        first = data[:40]
+    try:
+        parsed.parser.feed_data(data.replace(b"HTTP/1.1 100 Continue\r\n\r\n", b""))
+    except httptools.HttpParserError:
+        pass
+    return {"responses": parsed.items, "closed": closed, "first": first, "raw": data}
+
+
+def workers(master_pid: int) -> list:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(master_pid)], capture_output=True, text=True).stdout
+    return sorted(int(p) for p in out.split())
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def open_fds(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+def snapshot(master_pid: int) -> dict:
+    """{worker pid: (RSS kB, open fds)} of one Gunicorn master's workers."""
+    return {pid: (rss_kb(pid), open_fds(pid)) for pid in workers(master_pid)}
