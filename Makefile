@@ -88,7 +88,7 @@ report: setup-train data
 # Serving benchmark against the seed-style baseline (needs wrk: apt-get install wrk).
 bench: setup-train data
 	@command -v wrk >/dev/null || $(SUDO) apt-get install -y -qq wrk
-	$(BIN)/python bench/serve_bench.py --matrix --replicas --ceiling --out docs/benchmarks-run.md
+	$(BIN)/python bench/serve_bench.py --matrix --side-traffic --replicas --ceiling --out docs/benchmarks-run.md
 
 clean:
 	rm -rf $(VENV) report explain runs

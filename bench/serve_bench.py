@@ -11,6 +11,7 @@ its in-process batch-64 throughput. Not a test: figures depend on the machine.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import signal
@@ -18,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -119,6 +121,51 @@ def bench_server(name, cmd, port, env, script, duration, concs) -> dict:
     return {"name": name, "ready_s": ready, "rows": rows, "rss_mb": rss}
 
 
+def side_traffic(url: str, stop: threading.Event, counts: dict) -> None:
+    """What issue 10 measured: 4 POST /feedback a second for unknown request ids (each waits ~1 s for
+    the prediction log) and a GET /monitoring a second, each in its own thread so they overlap."""
+    def one(path: str, body: "bytes | None") -> None:
+        req = urllib.request.Request(url + path, data=body, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=15) as r:
+                r.read()
+        except urllib.error.HTTPError as e:
+            counts[e.code] = counts.get(e.code, 0) + 1
+            return
+        except OSError:
+            counts["error"] = counts.get("error", 0) + 1
+            return
+        counts[200] = counts.get(200, 0) + 1
+
+    n = 0
+    while not stop.wait(0.25):
+        n += 1
+        body = json.dumps({"request_id": f"side-{n}", "label": 1}).encode()
+        threading.Thread(target=one, args=("/feedback", body), daemon=True).start()
+        if n % 4 == 0:
+            threading.Thread(target=one, args=("/monitoring", None), daemon=True).start()
+
+
+def bench_side_traffic(name, cmd, port, env, script, duration) -> dict:
+    """/predict at c=16 quiet, then the same with side traffic: -> rows and ratios."""
+    proc, _ = start(cmd, port, env)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        run_wrk(url, script, 4, 2)
+        quiet = run_wrk(url, script, 16, duration)
+        halt, counts = threading.Event(), {}
+        t = threading.Thread(target=side_traffic, args=(url, halt, counts))
+        t.start()
+        try:
+            busy = run_wrk(url, script, 16, duration)
+        finally:
+            halt.set()
+            t.join()
+    finally:
+        stop(proc)
+    return {"name": name, "quiet": quiet, "busy": busy, "side": counts}
+
+
 def in_process_batch64(model_dir: Path, seconds: float = 5.0) -> float:
     from fmnist.artifact import read_artifact
     from fmnist.inference import Predictor
@@ -152,6 +199,8 @@ def main() -> int:
     ap.add_argument("--skip-baseline", action="store_true")
     ap.add_argument("--matrix", action="store_true",
                     help="also: workers 1..CPUs x worker type x batching on/off at c=16 and 64 (the tuning table)")
+    ap.add_argument("--side-traffic", action="store_true",
+                    help="also: /predict at c=16 with slow side traffic (/feedback, /monitoring) vs quiet")
     ap.add_argument("--replicas", action="store_true", help="also: `fmnist cluster` with 1 vs 2 replicas behind nginx")
     ap.add_argument("--ceiling", action="store_true",
                     help="also: bare WSGI apps on the same Gunicorn settings (bench/ceiling_app.py): what is left "
@@ -231,6 +280,18 @@ def main() -> int:
                                    env, script, args.duration, [16, 64])
                 matrix.append(res)
         results_matrix = table(matrix)
+    if args.side_traffic:
+        side_rows = ["| worker | quiet req/s | p99 ms | with side traffic req/s | p99 ms | kept | p99 ratio | "
+                     "side answers |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+        for worker in ("loop", "gthread"):
+            port = free_port()
+            res = bench_side_traffic(label(args.workers, worker), serve(model, port, args.workers, worker), port, env,
+                                     script, args.duration)
+            q, b = res["quiet"], res["busy"]
+            side_rows.append(f"| {res['name']} | {q['rps']:,.0f} | {q['p99_ms']:.2f} | {b['rps']:,.0f} | "
+                             f"{b['p99_ms']:.2f} | {100 * b['rps'] / q['rps']:.0f} % | {b['p99_ms'] / q['p99_ms']:.2f}x | "
+                             f"{res['side']} (errors {q['errors'] + b['errors']}) |")
+        results_side = "\n".join(side_rows)
     if args.replicas:
         cluster_rows = []
         for replicas in (1, 2):
@@ -274,6 +335,9 @@ def main() -> int:
         md.append(f"- {vgg_line}")
     if args.matrix:
         md += ["", "### Workers x worker type x batching (c=16 and c=64)", "", results_matrix]
+    if args.side_traffic:
+        md += ["", "### /predict beside slow side traffic (4 /feedback + 1 /monitoring a second), c=16", "",
+               results_side]
     if args.replicas:
         md += ["", "### Replicas behind nginx (`fmnist cluster`)", "", results_cluster]
     if args.ceiling:
