@@ -86,8 +86,3 @@ def rss_kb(pid: int) -> int:
 
 def open_fds(pid: int) -> int:
     return len(list(Path(f"/proc/{pid}/fd").iterdir()))
-
-
-def snapshot(master_pid: int) -> dict:
-    """{worker pid: (RSS kB, open fds)} of one Gunicorn master's workers."""
-    return {pid: (rss_kb(pid), open_fds(pid)) for pid in workers(master_pid)}

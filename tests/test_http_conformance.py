@@ -9,14 +9,11 @@ by Gunicorn's timeout), RSS and open files before and after. One worker per serv
 
 import json
 import socket
-import threading
-import time
-import urllib.request
 
 import pytest
 
 from tests.conftest import running_server
-from tests.httpprobe import exchange, snapshot
+from tests.httpprobe import exchange
 
 PIXELS = json.dumps({"pixels": [[0] * 28] * 28}).encode()
 

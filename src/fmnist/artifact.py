@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import tempfile
 import warnings
@@ -188,6 +189,36 @@ def export_onnx(model, path: Path, check_inputs=None) -> float:
     return diff
 
 
+# Names and versions of the registry layout <registry>/<name>/<version>/ (registry.py builds on them)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def is_valid_name(name: str) -> bool:
+    return bool(_NAME.match(name or ""))
+
+
+def validate_name(name: str) -> str:
+    if not is_valid_name(name):
+        raise ArtifactError(
+            f"bad model name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def versions(root: Path, name: str) -> list[str]:
+    """Versions of `name` that hold a manifest, oldest first (numeric versions sort numerically)."""
+    d = root / name
+    if not d.is_dir():
+        return []
+    found = [p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file()]
+    return sorted(found, key=lambda v: (0, int(v), "") if v.isdigit() else (1, 0, v))
+
+
+def next_version(root: "str | Path", name: str) -> str:
+    numeric = [int(v) for v in versions(Path(root), name) if v.isdigit()]
+    return str(max(numeric, default=0) + 1)
+
+
 def save_artifact(
     model,
     *,
@@ -207,7 +238,6 @@ def save_artifact(
     from safetensors.torch import save_file
 
     from fmnist.models import count_flops, count_parameters
-    from fmnist.registry import next_version, validate_name
 
     validate_name(name)
     registry = Path(registry)

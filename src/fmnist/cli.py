@@ -8,6 +8,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from fmnist.config import WORKER_KINDS
+
 
 class CLIError(Exception):
     """A user error: printed as one line, exit status 2."""
@@ -239,9 +241,6 @@ def cmd_explain(args) -> int:
 # --------------------------------------------------------------------------- serve / predict
 
 
-WORKER_KINDS = ("loop", "gthread", "sync")  # serving/gunicorn_conf.py maps them to worker classes
-
-
 def _worker_kind(worker: "str | None", threads: "int | None", env) -> str:
     """--worker (else FMNIST_WORKER, else loop), checked, and checked against --threads."""
     kind = worker or env.get("FMNIST_WORKER") or "loop"
@@ -258,7 +257,7 @@ def cmd_serve(args) -> int:
 
     env = dict(os.environ)
     env["FMNIST_BIND"] = f"{args.host}:{args.port}"
-    for key, value in (("MODEL", args.model), ("MODELS_DIR", args.registry), ("WORKERS", args.workers),
+    for key, value in (("MODEL", args.model), ("MODELS", args.registry), ("WORKERS", args.workers),
                        ("WORKER", args.worker), ("THREADS", args.threads), ("BACKEND", args.backend),
                        ("MAX_BATCH_SIZE", args.max_batch_size), ("MAX_BATCH_WAIT_MS", args.max_batch_wait_ms)):
         if value is not None:
@@ -278,12 +277,15 @@ def cmd_serve(args) -> int:
     from fmnist.config import Settings
     from fmnist.registry import resolve
 
-    settings = Settings.load(environ=env)
-    art = resolve(settings.model, settings.models_dir or None)
+    try:
+        settings = Settings.load(environ=env)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    art = resolve(settings.model, settings.models or None)
     if kind == "gthread":
-        kind += f" x {env.get('FMNIST_THREADS') or 2} threads"
+        kind += f" x {settings.threads} threads"
     print(f"fmnist: serving {art.ref} on http://{args.host}:{args.port} (workers="
-          f"{env.get('FMNIST_WORKERS', os.cpu_count())} {kind}, batching={'on' if settings.batching else 'off'})",
+          f"{settings.worker_count} {kind}, batching={'on' if settings.batching else 'off'})",
           file=sys.stderr, flush=True)
     argv = [sys.executable, "-m", "gunicorn", "-c", "python:fmnist.serving.gunicorn_conf", "fmnist.serving:create_app()"]
     os.execvpe(argv[0], argv, env)

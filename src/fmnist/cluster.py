@@ -18,6 +18,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from fmnist.config import cpu_count
+
 NGINX_CANDIDATES = ("nginx", "/usr/sbin/nginx")
 
 NGINX_CONF = """# written by `fmnist cluster up`; do not edit (it is rewritten at every start)
@@ -109,7 +111,7 @@ class Cluster:
         self.replicas = replicas
         self.port, self.host = port, host
         self.base_port = base_port or port + 1
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cpus = cpu_count()
         self.workers = workers or max(1, cpus // replicas)  # the replicas share the machine's cores
         self.serve_args = serve_args or []
         self.procs: dict[int, subprocess.Popen] = {}

@@ -1,17 +1,42 @@
-"""Typed server settings: defaults, then an optional JSON file, then FMNIST_* environment variables."""
+"""Typed server settings: defaults, then an optional JSON file, then FMNIST_* environment variables.
+
+One `Settings` for everything a server reads: the app (model, batching, limits, monitoring) and
+Gunicorn (bind, workers, worker kind, threads, timeouts; serving/gunicorn_conf.py reads them from
+here). Each field is one variable, FMNIST_<FIELD>: FMNIST_MODELS names the registry everywhere."""
 
 from __future__ import annotations
 
 import json
 import os
+from functools import lru_cache
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+
+
+WORKER_KINDS = ("loop", "gthread", "sync")  # serving/gunicorn_conf.py maps them to Gunicorn worker classes
+
+
+@lru_cache(maxsize=1)
+def cpu_count() -> int:
+    """CPUs this process may run on (its affinity mask, as a container's cpuset sets it), computed once."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @dataclass
 class Settings:
     model: str = "smallcnn"  # artifact path or name[:version]
-    models_dir: str = ""  # registry; empty: $FMNIST_MODELS or ./models
+    models: str = ""  # the registry directory; empty: ./models (FMNIST_MODELS, as every command reads it)
+    # Gunicorn (fmnist serve)
+    bind: str = "0.0.0.0:5000"
+    workers: int = 0  # 0: one per CPU (cpu_count())
+    worker: str = "loop"  # loop | gthread | sync
+    threads: int = 2  # per worker, gthread only
+    timeout: int = 30  # seconds a silent worker lives before Gunicorn replaces it
+    graceful_timeout: int = 20  # seconds in-flight requests get on SIGTERM
+    keepalive: int = 5  # seconds an idle keep-alive connection stays open
+    max_requests: int = 0  # recycle a worker after this many requests (0: never)
+    log_level: str = "info"
+    # the app
     backend: str = "onnx"  # onnx (no torch needed) | torch
     intra_op_threads: int = 1  # per worker: N workers x 1 thread never oversubscribes the cores
     batching: bool = True  # gather concurrent requests of a worker into one model call
@@ -75,6 +100,14 @@ class Settings:
     def validate(self) -> None:
         if self.backend not in ("onnx", "torch"):
             raise ValueError(f"backend must be onnx or torch, got {self.backend!r}")
+        if self.worker not in WORKER_KINDS:
+            raise ValueError(f"worker must be one of {', '.join(WORKER_KINDS)}, got {self.worker!r}")
+        for name in ("workers", "max_requests"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("threads", "timeout", "graceful_timeout", "keepalive"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("intra_op_threads", "max_batch_size", "max_images", "max_content_length", "max_image_pixels",
                      "default_top_k", "retention_rows", "drift_window", "feedback_window", "min_samples"):
             if getattr(self, name) < 1:
@@ -85,10 +118,9 @@ class Settings:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def thresholds(self):
-        from fmnist.monitoring.drift import Thresholds
-
-        return Thresholds(**{k: getattr(self, k) for k in Thresholds.__dataclass_fields__})
+    @property
+    def worker_count(self) -> int:
+        return self.workers or cpu_count()
 
 
 def _coerce(name: str, value, typ):

@@ -9,43 +9,21 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 import time
 from pathlib import Path
 
-from fmnist.artifact import MANIFEST, Artifact, ArtifactError, read_artifact
+# the naming rules (validate_name, versions, next_version) live with the artifact writer; used from here too
+from fmnist.artifact import (MANIFEST, Artifact, ArtifactError, is_valid_name, next_version,  # noqa: F401
+                             read_artifact, validate_name, versions)
 
 DEFAULT_MODEL = "smallcnn"
 ALIASES = "aliases.json"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def registry_root(root: "str | Path | None" = None) -> Path:
     """--registry, else FMNIST_MODELS, else ./models."""
     return Path(root or os.environ.get("FMNIST_MODELS") or "models")
-
-
-def validate_name(name: str) -> str:
-    if not _NAME.match(name or ""):
-        raise ArtifactError(
-            f"bad model name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
-        )
-    return name
-
-
-def versions(root: Path, name: str) -> list[str]:
-    """Versions of `name` that hold a manifest, oldest first (numeric versions sort numerically)."""
-    d = root / name
-    if not d.is_dir():
-        return []
-    found = [p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file()]
-    return sorted(found, key=lambda v: (0, int(v), "") if v.isdigit() else (1, 0, v))
-
-
-def next_version(root: "str | Path", name: str) -> str:
-    numeric = [int(v) for v in versions(Path(root), name) if v.isdigit()]
-    return str(max(numeric, default=0) + 1)
 
 
 def list_artifacts(root: "str | Path | None" = None) -> list[tuple[str, str]]:
@@ -63,7 +41,7 @@ def resolve(ref: "str | Path | None" = None, root: "str | Path | None" = None, v
         return read_artifact(p, verify=verify)
     root = registry_root(root)
     name, _, version = ref.partition(":")
-    if not _NAME.match(name):
+    if not is_valid_name(name):
         raise ArtifactError(f"{ref!r} is neither an artifact directory nor a model name[:version]")
     known = versions(root, name)
     if not known:

@@ -30,6 +30,11 @@ class Thresholds:
     accuracy_drop_alert: float = 0.10
     min_samples: int = 100  # fewer predictions in the window: scores are reported, status stays ok
 
+    @classmethod
+    def from_settings(cls, settings) -> "Thresholds":
+        """The same-named fields of a config.Settings."""
+        return cls(**{k: getattr(settings, k) for k in cls.__dataclass_fields__})
+
 
 def psi(actual: np.ndarray, expected: np.ndarray, eps: float = 1e-4) -> float:
     """Population stability index: sum (a - e) * ln(a / e) over the classes (shares, eps-floored)."""

@@ -1,9 +1,9 @@
 """POST /predict without Flask's request machinery, for the request almost every client sends.
 
 A WSGI middleware in front of the Flask app (`app.wsgi_app`, as Flask's docs wrap middleware).
-It answers a multipart /predict whose files all decode and whose query is plain, using the same
-functions as the Flask view (`predict.image_files`, `decode_all`, `infer`, `answer`) and the
-same request id, metrics and access log (`reqlog`). Anything else - another route, JSON,
+It answers a multipart /predict whose files all decode and whose query is valid, using the same
+contract (`contract.PredictQuery`, `image_files`) and functions as the Flask view (`decode_all`,
+`infer`, `answer`) and the same request id, metrics and access log (`reqlog`). Anything else - another route, JSON,
 an unusual body, a bad parameter, an image that does not decode, an unexpected failure, a model
 not loaded yet - goes to the Flask app unchanged (with the body it already read), which then
 answers or refuses it exactly as before. `wsgi_batch` does the same for several requests at once
@@ -17,15 +17,14 @@ from __future__ import annotations
 import io
 import logging
 import time
-from urllib.parse import parse_qsl
 
 import numpy as np
 
 from fmnist.monitoring import metrics
-from fmnist.preprocess import MODES
 from fmnist.serving import multipart, reqlog
 from fmnist.serving.errors import APIError
-from fmnist.serving.predict import answer, decode_all, image_files, infer
+from fmnist.serving.contract import PredictQuery, image_files
+from fmnist.serving.predict import answer, decode_all, infer
 
 log = logging.getLogger("fmnist.serving")
 
@@ -35,21 +34,6 @@ class PredictFastPath:
         self.app = wsgi_app  # Flask's own wsgi_app: everything this class does not answer
         self.state = state
         self.log_requests = log_requests
-
-    def _query(self, qs: str) -> "tuple[int, str] | None":
-        """top_k and preprocess from a plain query string; None (Flask decides) for anything else."""
-        top_k, mode = self.state.settings.default_top_k, "auto"
-        pairs = parse_qsl(qs, keep_blank_values=True)
-        if len({key for key, _ in pairs}) != len(pairs):  # a repeated parameter: Flask takes the first
-            return None
-        for key, value in pairs:
-            if key == "top_k" and value.isdigit() and 1 <= int(value) <= 10:
-                top_k = int(value)
-            elif key == "preprocess" and value in MODES:
-                mode = value
-            else:
-                return None
-        return top_k, mode
 
     def _take(self, environ) -> "_Job | None":
         """The request, if the fast path answers it (body read, query checked, files found); else None."""
@@ -61,8 +45,11 @@ class PredictFastPath:
             length = int(environ.get("CONTENT_LENGTH") or -1)
         except ValueError:
             length = -1
-        query = self._query(environ.get("QUERY_STRING", ""))
-        if (served is None or query is None or not ctype[:19].lower() == "multipart/form-data"
+        try:
+            query = PredictQuery.parse(environ.get("QUERY_STRING", ""), self.state.settings.default_top_k)
+        except APIError:
+            return None  # the Flask view refuses it, with the same contract
+        if (served is None or not ctype[:19].lower() == "multipart/form-data"
                 or not 0 < length <= self.state.settings.max_content_length):
             return None
         t0 = time.perf_counter()
@@ -77,7 +64,7 @@ class PredictFastPath:
         if selected is None:
             return None
         request_id = reqlog.request_id_from(environ.get("HTTP_X_REQUEST_ID", ""))
-        return _Job(served, *selected, *query, request_id, t0)
+        return _Job(served, *selected, query.top_k, query.preprocess, request_id, t0)
 
     def _answer(self, job: "_Job", pixels, probs, start_response, recorded: bool = False) -> list:
         out, extra = answer(self.state, job.served, job.request_id, pixels, probs, job.many, job.top_k, job.t0,

@@ -1,28 +1,33 @@
-"""Gunicorn settings for `fmnist serve` (read from FMNIST_* variables that the command sets)."""
+"""Gunicorn settings for `fmnist serve`, from the one `fmnist.config.Settings` (FMNIST_* variables,
+which the command sets from its options, or a FMNIST_CONFIG file)."""
 
-import multiprocessing
 import os
 
-bind = os.environ.get("FMNIST_BIND", "0.0.0.0:5000")
-workers = int(os.environ.get("FMNIST_WORKERS") or multiprocessing.cpu_count())
+from fmnist.config import Settings
+
+try:
+    _settings = Settings.load()
+except ValueError as e:  # a bad FMNIST_* value: one clear line instead of a traceback per worker
+    raise SystemExit(f"fmnist: {e}") from None
+
 # loop (default): worker.LoopWorker, one event loop per process, requests that arrive together are
-# batched; gthread: Gunicorn's thread-pool worker (FMNIST_THREADS each); sync: one request at a time
+# batched; gthread: Gunicorn's thread-pool worker (threads each); sync: one request at a time
 WORKER_CLASSES = {"loop": "fmnist.serving.worker.LoopWorker", "gthread": "gthread", "sync": "sync"}
-_kind = os.environ.get("FMNIST_WORKER") or "loop"
-if _kind not in WORKER_CLASSES:
-    raise SystemExit(f"FMNIST_WORKER={_kind!r}: expected one of {', '.join(WORKER_CLASSES)}")
-worker_class = WORKER_CLASSES[_kind]
-threads = int(os.environ.get("FMNIST_THREADS") or 2) if _kind == "gthread" else 1
+bind = _settings.bind
+workers = _settings.worker_count
+worker_class = WORKER_CLASSES[_settings.worker]
+threads = _settings.threads if _settings.worker == "gthread" else 1
+worker_connections = 4096  # per loop worker; each connection's buffers are bounded (serving/http11.py)
 backlog = 2048
 reuse_port = True  # a restarted replica can bind while an orphaned worker of the old one still holds the port
-timeout = 30  # a worker silent this long is killed and replaced
-graceful_timeout = 20  # on SIGTERM, in-flight requests get this long to finish
-keepalive = 5
-max_requests = int(os.environ.get("FMNIST_MAX_REQUESTS") or 0)  # recycle workers (0: never)
+timeout = _settings.timeout  # a worker silent this long is killed and replaced
+graceful_timeout = _settings.graceful_timeout  # on SIGTERM, in-flight requests get this long to finish
+keepalive = _settings.keepalive
+max_requests = _settings.max_requests  # recycle workers (0: never)
 max_requests_jitter = max_requests // 10
 accesslog = None  # the app writes one JSON line per request itself
 errorlog = "-"
-loglevel = os.environ.get("FMNIST_LOG_LEVEL", "info")
+loglevel = _settings.log_level
 proc_name = "fmnist"
 
 
@@ -47,7 +52,7 @@ def child_exit(server, worker):
 def post_worker_init(worker):
     """Headers and body leave in one write: a worker killed mid-response never half-answers
     (the loop worker always writes a response at once; Gunicorn's own workers need the patch)."""
-    if _kind != "loop":
+    if _settings.worker != "loop":
         from fmnist.serving.single_write import install
 
         install()

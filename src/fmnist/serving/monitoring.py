@@ -8,9 +8,10 @@ from importlib import resources
 from flask import Blueprint, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from fmnist.config import cpu_count
 from fmnist.labels import class_id
 from fmnist.monitoring import metrics
-from fmnist.monitoring.drift import STATUS_ORDER, accuracy_report, drift_report
+from fmnist.monitoring.drift import STATUS_ORDER, Thresholds, accuracy_report, drift_report
 from fmnist.monitoring.system import SystemCollector, process_stats, server_processes
 from fmnist.serving.errors import APIError, require_model, serving_state
 
@@ -30,7 +31,7 @@ def prometheus_metrics():
 def monitoring():
     st, served = require_model()
     s = st.settings
-    th = s.thresholds()
+    th = Thresholds.from_settings(s)
     p = served.predictor
     manifest = p.artifact.manifest
     st.store.flush()  # this worker's queued rows; other workers' lag by at most their flush interval
@@ -50,15 +51,9 @@ def monitoring():
         "drift": drift,
         "accuracy": accuracy,
         "traffic": metrics.snapshot(),
-        "system": {"processes": processes, "cpu_count": _cpu_count()},
+        "system": {"processes": processes, "cpu_count": cpu_count()},
         "generated_at": time.time(),
     }
-
-
-def _cpu_count() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @bp.post("/feedback")

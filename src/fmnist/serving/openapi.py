@@ -6,6 +6,7 @@ from flask import Blueprint
 
 from fmnist import __version__
 from fmnist.labels import CLASSES
+from fmnist.serving import contract
 
 bp = Blueprint("openapi", __name__)
 
@@ -29,13 +30,6 @@ ERRORS = {
     "503": _err("Model not loaded yet (see /ready)"),
 }
 
-TOP_K = {"name": "top_k", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10, "default": 3},
-         "description": "how many classes to list in top_k"}
-PREPROCESS = {
-    "name": "preprocess", "in": "query", "schema": {"type": "string", "enum": ["auto", "raw", "photo"], "default": "auto"},
-    "description": "raw: 28x28 as the dataset gives it (light garment on dark); photo: converted as the "
-                   "Fashion-MNIST paper built the dataset; auto: raw for 28x28, photo otherwise",
-}
 MODEL_PARAM = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 VERSION_PARAM = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
 PIXELS_28 = {"type": "array", "minItems": 28, "maxItems": 28,
@@ -150,7 +144,7 @@ def build_spec() -> dict:
         "paths": {
             "/predict": {"post": {
                 "summary": "Classify one or several images",
-                "parameters": [TOP_K, PREPROCESS],
+                "parameters": contract.openapi_parameters(),
                 "requestBody": {"required": True, "content": {
                     "multipart/form-data": {"schema": {"type": "object", "properties": {
                         "image": {"type": "string", "format": "binary"},

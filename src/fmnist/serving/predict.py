@@ -10,24 +10,12 @@ import time
 import numpy as np
 from flask import Blueprint, Response, g, request
 
-from fmnist.preprocess import MODES, ImageError, decode_image, to_model_pixels
+from fmnist.preprocess import ImageError, decode_image, to_model_pixels
 from fmnist.serving import multipart
+from fmnist.serving.contract import PredictQuery, image_files
 from fmnist.serving.errors import APIError, require_model
 
 bp = Blueprint("predict", __name__)
-
-
-def _query_int(name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise APIError(400, "bad_parameter", f"{name} must be an integer {lo}-{hi}, got {raw!r}") from None
-    if not lo <= value <= hi:
-        raise APIError(400, "bad_parameter", f"{name} must be an integer {lo}-{hi}, got {value}")
-    return value
 
 
 def _b64(value, where: str) -> bytes:
@@ -61,18 +49,6 @@ def _pixels(value, max_images: int) -> tuple[np.ndarray, bool]:
     if len(arr) > max_images:
         raise APIError(400, "too_many_images", f"{len(arr)} images in one request; the limit is {max_images}")
     return arr, many
-
-
-def image_files(parts: list) -> "tuple[list, bool] | None":
-    """Multipart parts (field, filename, content) -> ([(name, content)], response is a list?) for the
-    files in 'image' (first) and 'images'; None when there are none."""
-    files = [(field, filename, content) for field, filename, content in parts
-             if filename is not None and field in ("image", "images")]
-    if not files:
-        return None
-    files.sort(key=lambda f: f[0] != "image")  # 'image' files first, then 'images', each in order (stable)
-    blobs = [(filename or f"image[{i}]", content) for i, (_, filename, content) in enumerate(files)]
-    return blobs, len(files) > 1 or files[0][0] == "images"
 
 
 def decode_all(blobs: list, settings, mode: str) -> np.ndarray:
@@ -171,17 +147,14 @@ def predict():
     """The whole contract; the common multipart request is usually served by fastpath.py before Flask."""
     st, served = require_model()
     settings = st.settings
-    top_k = _query_int("top_k", settings.default_top_k, 1, 10)
-    mode = request.args.get("preprocess", "auto")
-    if mode not in MODES:
-        raise APIError(400, "bad_parameter", f"preprocess must be one of {', '.join(MODES)}, got {mode!r}")
+    query = PredictQuery.parse(request.query_string.decode("latin-1"), settings.default_top_k)
     many = False
 
     def load():
         nonlocal many
         blobs, pixels, many = _read_inputs(settings)
-        return pixels if pixels is not None else decode_all(blobs, settings, mode)
+        return pixels if pixels is not None else decode_all(blobs, settings, query.preprocess)
 
     pixels, probs = infer(served, load)
-    body, g.log_extra = answer(st, served, g.request_id, pixels, probs, many, top_k, g.t0)
+    body, g.log_extra = answer(st, served, g.request_id, pixels, probs, many, query.top_k, g.t0)
     return Response(body, mimetype="application/json")

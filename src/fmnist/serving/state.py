@@ -79,7 +79,7 @@ class ModelState:
     def _resolve(self, verify: bool = True):
         from fmnist.registry import resolve
 
-        return resolve(self.settings.model, self.settings.models_dir or None, verify=verify)
+        return resolve(self.settings.model, self.settings.models or None, verify=verify)
 
     def load(self) -> None:
         """The start-up load; on failure stay not-ready (503) with the reason."""

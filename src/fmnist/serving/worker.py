@@ -52,6 +52,16 @@ STEP_REQUESTS = 256  # requests answered per loop turn (then the loop polls and 
 _log = logging.getLogger("fmnist.serving")
 
 
+def _raise_open_files(wanted: int) -> None:
+    """Lift this process's soft limit on open files towards `wanted` (never past the hard limit)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 class LoopWorker(base.Worker):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -64,6 +74,7 @@ class LoopWorker(base.Worker):
         self.conns: dict = {}
         self.runnable: deque = deque()  # connections with requests left over from a full turn
         self.max_conns = self.cfg.worker_connections
+        _raise_open_files(self.max_conns + 64)
         self.pool = None
         self.pool_waiting = 0
         self.done: "queue.SimpleQueue" = queue.SimpleQueue()  # (conn, request, result) from the pool
