@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import selectors
+import socket
 import time
 from collections import deque
 
@@ -55,6 +56,20 @@ class Conn:
         self.reader.closing = True
         self.write(response)
         self.finished = True
+
+    def linger(self) -> None:
+        """Half-close after the last response, and read (discarding) until the client closes: closing
+        with unread bytes would make the kernel reset the connection, and a client still sending a
+        refused body could lose the answer before reading it (nginx's lingering_close)."""
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.worker.close(self)
+            return
+        self.lingering = True
+        self.last = time.monotonic()
+        self.reader.discard()
+        self.watch()
 
     def watch(self) -> None:
         """Poll for writability while output waits; for reading while the reader takes more bytes."""

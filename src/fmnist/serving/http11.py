@@ -22,6 +22,7 @@ import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass
+from email.utils import formatdate
 from urllib.parse import unquote_to_bytes
 
 import httptools
@@ -43,7 +44,7 @@ class Limits:
     field_size: int = 8190  # bytes of one field
     head_bytes: int = 64 * 1024  # the whole header section, incomplete lines counted
     body: int = 10 * 1024 * 1024  # decoded body bytes (the app's MAX_CONTENT_LENGTH)
-    pipeline: int = 32  # complete requests waiting per connection before the reader pauses
+    pipeline: int = 32  # complete requests waiting per connection before the reader pauses (checked per slice)
     spool: int = 64 * 1024  # body bytes kept in memory per request; beyond, a temporary file
 
 
@@ -373,6 +374,17 @@ def response_bytes(status: str, headers: list, body: bytes, keep_alive: bool, ve
     lines.append("\r\n")
     data = "".join(lines).encode("latin-1")
     return data if head or no_body else data + body
+
+
+_date = ["", 0]  # the Date value and the second it is for
+
+
+def http_date() -> str:
+    """The Date field value for now (IMF-fixdate), made once a second."""
+    now = int(time.time())
+    if now != _date[1]:
+        _date[0], _date[1] = formatdate(now, usegmt=True), now
+    return _date[0]
 
 
 def wants_close(headers: list) -> bool:

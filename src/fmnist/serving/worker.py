@@ -24,21 +24,18 @@ Gunicorn's master does the rest: forking, signals, timeouts, max_requests, grace
 from __future__ import annotations
 
 import errno
-import logging
 import os
-import queue
 import selectors
 import socket
 import sys
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from email.utils import formatdate
 
 from gunicorn.workers import base
 
 from fmnist.serving import http11
 from fmnist.serving.apierror import error_json
+from fmnist.serving.apppool import AppPool
 from fmnist.serving.connection import Conn, Responder
 
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
@@ -49,7 +46,6 @@ LINGER_TIMEOUT = 2.0  # seconds a half-closed connection is read (and discarded)
 POOL_THREADS = 4  # per worker, for everything but the batched fast path
 POOL_QUEUE = 64  # requests waiting for a pool thread; beyond, 503
 STEP_REQUESTS = 256  # requests answered per loop turn (then the loop polls and beats again)
-_log = logging.getLogger("fmnist.serving")
 
 
 def _raise_open_files(wanted: int) -> None:
@@ -75,11 +71,7 @@ class LoopWorker(base.Worker):
         self.runnable: deque = deque()  # connections with requests left over from a full turn
         self.max_conns = self.cfg.worker_connections
         _raise_open_files(self.max_conns + 64)
-        self.pool = None
-        self.pool_waiting = 0
-        self.done: "queue.SimpleQueue" = queue.SimpleQueue()  # (conn, request, result) from the pool
-        self.pool_r, self.pool_w = socket.socketpair()
-        self._date, self._date_at = "", 0
+        self.pool: "AppPool | None" = None  # made in run(): threads must not exist before the fork
         self.beat = 0.0
         super().init_process()
 
@@ -117,10 +109,8 @@ class LoopWorker(base.Worker):
             listener.setblocking(False)
             sel.register(listener, _READ, _LISTENER)
         sel.register(self.PIPE[0], _READ, _WAKEUP)  # signals wake the loop (set_wakeup_fd)
-        self.pool_r.setblocking(False)
-        self.pool_w.setblocking(False)
-        sel.register(self.pool_r, _READ, _POOL)
-        self.pool = ThreadPoolExecutor(POOL_THREADS, thread_name_prefix="fmnist-app")
+        self.pool = AppPool(self.wsgi, POOL_THREADS, POOL_QUEUE)
+        sel.register(self.pool.wakeup, _READ, _POOL)
         accepting = True
         while self.alive:
             if self._beat():
@@ -162,7 +152,6 @@ class LoopWorker(base.Worker):
             elif conn is _WAKEUP:
                 self._drain(self.PIPE[0])
             elif conn is _POOL:
-                self._drain(self.pool_r)
                 touched += self._pool_results()
             else:
                 if mask & _WRITE:
@@ -184,11 +173,11 @@ class LoopWorker(base.Worker):
                 self._advance(conn, None, 0)
 
     @staticmethod
-    def _drain(fd) -> None:
+    def _drain(fd: int) -> None:
         try:
-            while (os.read(fd, 4096) if isinstance(fd, int) else fd.recv(4096)):
+            while os.read(fd, 4096):
                 pass
-        except (BlockingIOError, InterruptedError, OSError):
+        except OSError:
             pass
 
     def _accept(self, listener) -> None:
@@ -238,7 +227,7 @@ class LoopWorker(base.Worker):
                 self._release(conn)
                 continue
             if conn.finished:
-                self._linger(conn)
+                conn.linger()
                 return 0
             if reader.paused and len(reader.ready) < self.limits.pipeline:
                 reader.resume()
@@ -311,38 +300,19 @@ class LoopWorker(base.Worker):
             self._respond(conn, req, result)
 
     def _submit(self, conn: Conn, req, env: dict) -> None:
-        if self.pool_waiting >= POOL_QUEUE:
+        if self.pool.full:
             conn.pending.popleft()
             body = error_json("server_busy", "too many requests waiting for this worker; retry shortly")
             self._respond(conn, req, ("503 Service Unavailable", [("Content-Type", "application/json"),
                                                                    ("Retry-After", "1")], body))
             return
         conn.busy = True
-        self.pool_waiting += 1
-        self.pool.submit(self._run_app, conn, req, env)
-
-    def _run_app(self, conn: Conn, req, env: dict) -> None:
-        """In a pool thread: the whole WSGI app for one request; the result goes back to the loop."""
-        try:
-            result = Responder().call(self.wsgi, env)
-        except Exception:
-            _log.exception("Error handling request %s", env.get("RAW_URI"))
-            result = ("500 Internal Server Error", [("Content-Type", "application/json")],
-                      error_json("internal_error", "internal server error; see the server log"))
-        self.done.put((conn, req, result))
-        try:
-            self.pool_w.send(b"\0")
-        except OSError:
-            pass  # the pipe is full: the loop has a wake-up pending already
+        self.pool.submit((conn, req), env)
 
     def _pool_results(self) -> list:
+        """Answers from the pool: sent in their connection's order; -> the connections to move on."""
         conns = []
-        while True:
-            try:
-                conn, req, result = self.done.get_nowait()
-            except queue.Empty:
-                return conns
-            self.pool_waiting -= 1
+        for (conn, req), result in self.pool.results():
             if conn.busy and conn.pending:
                 conn.pending.popleft()
             conn.busy = False
@@ -351,6 +321,7 @@ class LoopWorker(base.Worker):
                 conns.append(conn)
             else:
                 req.body.close()
+        return conns
 
     def _respond(self, conn: Conn, req, result: tuple) -> None:
         status, headers, body = result
@@ -359,32 +330,12 @@ class LoopWorker(base.Worker):
             return  # pipelined behind a response that closes the connection: never answered
         keep = req.keep_alive and not conn.reader.closing and self.alive and not http11.wants_close(headers)
         conn.write(http11.response_bytes(status, headers, body, keep, req.version, req.method == "HEAD",
-                                         self._http_date()))
+                                         http11.http_date()))
         if not keep:
             conn.finished = True
             conn.reader.closing = True  # nothing after this response is parsed
 
-    def _http_date(self) -> str:
-        now = int(time.time())
-        if now != self._date_at:
-            self._date, self._date_at = formatdate(now, usegmt=True), now
-        return self._date
-
     # ------------------------------------------------------------------ closing
-    def _linger(self, conn: Conn) -> None:
-        """Half-close after the last response, and read (discarding) until the client closes: closing
-        with unread bytes would make the kernel reset the connection, and a client still sending a
-        refused body could lose the answer before reading it (nginx's lingering_close)."""
-        try:
-            conn.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            self.close(conn)
-            return
-        conn.lingering = True
-        conn.last = time.monotonic()
-        conn.reader.discard()
-        conn.watch()
-
     def close(self, conn: Conn) -> None:
         sock = conn.sock
         if sock is None:
@@ -445,4 +396,4 @@ class LoopWorker(base.Worker):
             if self.conns:
                 self._beat()
                 self._step(self.selector.select(0.05))
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool.shutdown()
