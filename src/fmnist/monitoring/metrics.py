@@ -8,9 +8,11 @@ PromQL across replicas as well as in-process.
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import threading
 import time
+import weakref
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -28,85 +30,14 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 CONFIDENCE_BUCKETS = tuple(round(x, 4) for x in np.linspace(0, 1, CONFIDENCE_BINS + 1)[1:])
 MEAN_PIXEL_BUCKETS = tuple(round(x, 4) for x in np.linspace(0, 1, MEAN_PIXEL_BINS + 1)[1:])
 
-HTTP_REQUESTS = Counter("fmnist_http_requests_total", "HTTP requests by method, route and status",
-                        ["method", "route", "status"])
-HTTP_DURATION = Histogram("fmnist_http_request_duration_seconds", "HTTP request latency", ["method", "route"],
-                          buckets=LATENCY_BUCKETS)
-HTTP_IN_PROGRESS = Gauge("fmnist_http_requests_in_progress", "HTTP requests being served",
-                         multiprocess_mode="livesum")
-INFERENCE_DURATION = Histogram("fmnist_inference_duration_seconds", "Model call latency (one batch)",
-                               buckets=INFERENCE_BUCKETS)
-BATCH_SIZE = Histogram("fmnist_inference_batch_size", "Images per model call", buckets=BATCH_BUCKETS)
-PREDICTIONS = Counter("fmnist_predictions_total", "Predictions by model version and predicted class",
-                      ["model_version", "class"])
-CONFIDENCE = Histogram("fmnist_prediction_confidence", "Max-softmax probability of each prediction",
-                       buckets=CONFIDENCE_BUCKETS)
-MEAN_PIXEL = Histogram("fmnist_input_mean_pixel", "Mean pixel (0-1, dataset polarity) of each input image",
-                       buckets=MEAN_PIXEL_BUCKETS)
-FEEDBACK = Counter("fmnist_feedback_total", "Labelled feedback by model version and outcome",
-                   ["model_version", "outcome"])
-MODEL_RELOAD_FAILURES = Counter("fmnist_model_reload_failures_total",
-                                "Promoted models refused because they failed verification or warm-up")
-MODEL_INFO = Gauge("fmnist_model_info", "The model in service (value 1)", ["name", "version"],
-                   multiprocess_mode="liveall")
-
-
 def multiprocess_dir() -> "str | None":
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
 
 
-def init_model(name: str, version: str) -> None:
-    """Mark the model in service and create all ten class series at 0, so rates exist from the start."""
-    MODEL_INFO.labels(name=name, version=version).set(1)
-    for c in CLASSES:
-        PREDICTIONS.labels(model_version=version, **{"class": c})
-    for outcome in ("correct", "incorrect"):
-        FEEDBACK.labels(model_version=version, outcome=outcome)
-
-
-# --------------------------------------------------------------------------- bulk writes
-# Under Gunicorn every metric update is a locked write into a memory-mapped file; a request made
-# 14 of them (~50 µs). The request path now only appends its observations to a queue, and this
-# process writes them in bulk: every FLUSH_INTERVAL seconds, and before it answers a scrape. One
-# flush of N requests makes one write per touched bucket or series, whatever N.
-FLUSH_INTERVAL = 0.05
-_pending: "collections.deque[tuple]" = collections.deque()  # append/popleft are thread-safe
-_flush_lock = threading.Lock()
-_flusher_started = False  # in this process; reset in a forked child, which has no thread yet
-
-
-def _after_fork_in_child() -> None:
-    global _flush_lock, _flusher_started
-    _flush_lock = threading.Lock()  # a lock held by the parent's flusher at fork time stays held here
-    _flusher_started = False
-    _pending.clear()  # the parent writes its own observations
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _ensure_flusher() -> None:
-    global _flusher_started
-    if not _flusher_started:  # a flag, not os.getpid(): this runs on every request (getpid is a system call)
-        with _flush_lock:
-            if not _flusher_started:
-                _flusher_started = True
-                threading.Thread(target=_flush_loop, name="fmnist-metrics", daemon=True).start()
-
-
-def _flush_loop() -> None:
-    while True:
-        time.sleep(FLUSH_INTERVAL)
-        try:
-            flush()
-        except Exception:  # a metrics bug must not stop the flushing
-            import logging
-
-            logging.getLogger("fmnist.serving").exception("metrics flush failed")
-
-
 def _observe_many(hist, values) -> None:
-    """The same as hist.observe(v) for each v (first bucket whose bound >= v), one write per bucket."""
+    """The same as hist.observe(v) for each v (first bucket whose bound >= v), one write per bucket.
+    Writes prometheus_client's private fields (_upper_bounds, _buckets, _sum): tested with the range
+    pinned in pyproject.toml (test_monitoring checks it against Histogram.observe)."""
     values = np.asarray(values, dtype=np.float64)
     if values.size == 0:
         return
@@ -117,76 +48,192 @@ def _observe_many(hist, values) -> None:
     hist._sum.inc(float(values.sum()))
 
 
-def flush() -> None:
-    """Write this process's queued observations to the metrics."""
-    with _flush_lock:
-        items = [_pending.popleft() for _ in range(len(_pending))]
-        if not items:
-            return
-        requests: dict = collections.Counter()
-        durations: dict = collections.defaultdict(list)
-        classes: dict = {}
-        conf, mean_px, sizes, seconds = [], [], [], []
-        for kind, *rest in items:
-            if kind == "request":
-                method, route, status, elapsed = rest
-                requests[(method, route, status)] += 1
-                durations[(method, route)].append(elapsed)
-            elif kind == "predictions":
-                version, ids, c, px = rest
-                counts = classes.setdefault(version, np.zeros(len(CLASSES), np.int64))
-                counts += np.bincount(np.asarray(ids, dtype=np.int64), minlength=len(CLASSES))
-                conf.append(np.asarray(c, dtype=np.float64))
-                mean_px.append(np.asarray(px, dtype=np.float64))
-            else:
-                sizes.append(rest[0])
-                seconds.append(rest[1])
-        for (method, route, status), n in requests.items():
-            HTTP_REQUESTS.labels(method, route, status).inc(n)
-        for (method, route), values in durations.items():
-            _observe_many(HTTP_DURATION.labels(method, route), values)
-        for version, counts in classes.items():
-            for cid in np.flatnonzero(counts):
-                PREDICTIONS.labels(model_version=version, **{"class": CLASSES[cid]}).inc(float(counts[cid]))
-        if conf:
-            _observe_many(CONFIDENCE, np.concatenate(conf))
-            _observe_many(MEAN_PIXEL, np.concatenate(mean_px))
-        _observe_many(BATCH_SIZE, sizes)
-        _observe_many(INFERENCE_DURATION, seconds)
+_instances: "weakref.WeakSet" = weakref.WeakSet()
 
 
-def observe_request(method: str, route: str, status: int, seconds: float) -> None:
-    _pending.append(("request", method, route, str(status), seconds))
-    _ensure_flusher()
+def _after_fork_in_child() -> None:
+    for m in list(_instances):
+        m._forked()
 
 
-def observe_predictions(version: str, class_ids, confidences, mean_pixels) -> None:
-    _pending.append(("predictions", version, class_ids, confidences, mean_pixels))
-    _ensure_flusher()
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def observe_batch(size: int, seconds: float) -> None:
-    _pending.append(("batch", size, seconds))
-    _ensure_flusher()
+class Metrics:
+    """One process's Prometheus metrics, owned by the app's state (`ModelState.metrics`).
 
+    Under Gunicorn every metric update is a locked write into a memory-mapped file; a request made
+    14 of them (~50 µs). The request path only appends its observations to a queue, and a thread of
+    this process writes them in bulk: every FLUSH_INTERVAL seconds, and before a scrape. One flush
+    of N requests makes one write per touched bucket or series, whatever N.
+    """
 
-def registry(extra_collectors=()) -> CollectorRegistry:
-    """What /metrics exposes: every worker's metrics (multiprocess) or this process's, plus extras."""
-    reg = CollectorRegistry()
-    if multiprocess_dir():
-        multiprocess.MultiProcessCollector(reg)
-    else:  # one process (tests, `flask run`): this process's own metric objects
-        for collector in (HTTP_REQUESTS, HTTP_DURATION, HTTP_IN_PROGRESS, INFERENCE_DURATION, BATCH_SIZE,
-                          PREDICTIONS, CONFIDENCE, MEAN_PIXEL, FEEDBACK, MODEL_INFO, MODEL_RELOAD_FAILURES):
-            reg.register(collector)
-    for c in extra_collectors:
-        reg.register(c)
-    return reg
+    FLUSH_INTERVAL = 0.05
 
+    def __init__(self):
+        c, h, g = Counter, Histogram, Gauge
+        self.http_requests = c("fmnist_http_requests_total", "HTTP requests by method, route and status",
+                               ["method", "route", "status"], registry=None)
+        self.http_duration = h("fmnist_http_request_duration_seconds", "HTTP request latency", ["method", "route"],
+                               buckets=LATENCY_BUCKETS, registry=None)
+        self.http_in_progress = g("fmnist_http_requests_in_progress", "HTTP requests being served",
+                                  multiprocess_mode="livesum", registry=None)
+        self.inference_duration = h("fmnist_inference_duration_seconds", "Model call latency (one batch)",
+                                    buckets=INFERENCE_BUCKETS, registry=None)
+        self.batch_size = h("fmnist_inference_batch_size", "Images per model call", buckets=BATCH_BUCKETS,
+                            registry=None)
+        self.predictions = c("fmnist_predictions_total", "Predictions by model version and predicted class",
+                             ["model_version", "class"], registry=None)
+        self.confidence = h("fmnist_prediction_confidence", "Max-softmax probability of each prediction",
+                            buckets=CONFIDENCE_BUCKETS, registry=None)
+        self.mean_pixel = h("fmnist_input_mean_pixel", "Mean pixel (0-1, dataset polarity) of each input image",
+                            buckets=MEAN_PIXEL_BUCKETS, registry=None)
+        self.feedback = c("fmnist_feedback_total", "Labelled feedback by model version and outcome",
+                          ["model_version", "outcome"], registry=None)
+        self.model_reload_failures = c("fmnist_model_reload_failures_total",
+                                       "Promoted models refused because they failed verification or warm-up",
+                                       registry=None)
+        self.model_info = g("fmnist_model_info", "The model in service (value 1)", ["name", "version"],
+                            multiprocess_mode="liveall", registry=None)
+        self._pending: "collections.deque[tuple]" = collections.deque()  # append/popleft are thread-safe
+        self._flush_lock = threading.Lock()
+        self._flusher_started = False  # in this process; reset in a forked child, which has no thread yet
+        _instances.add(self)
 
-def exposition(extra_collectors=()) -> bytes:
-    flush()
-    return generate_latest(registry(extra_collectors))
+    def _collectors(self) -> tuple:
+        return (self.http_requests, self.http_duration, self.http_in_progress, self.inference_duration,
+                self.batch_size, self.predictions, self.confidence, self.mean_pixel, self.feedback,
+                self.model_info, self.model_reload_failures)
+
+    def _forked(self) -> None:
+        self._flush_lock = threading.Lock()  # a lock held by the parent's flusher at fork time stays held here
+        self._flusher_started = False
+        self._pending.clear()  # the parent writes its own observations
+
+    # ------------------------------------------------------------------ the request path: queue only
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self._pending.append(("request", method, route, str(status), seconds))
+        self._ensure_flusher()
+
+    def observe_predictions(self, version: str, class_ids, confidences, mean_pixels) -> None:
+        self._pending.append(("predictions", version, class_ids, confidences, mean_pixels))
+        self._ensure_flusher()
+
+    def observe_batch(self, size: int, seconds: float) -> None:
+        self._pending.append(("batch", size, seconds))
+        self._ensure_flusher()
+
+    def init_model(self, name: str, version: str) -> None:
+        """Mark the model in service and create all ten class series at 0, so rates exist from the start."""
+        self.model_info.labels(name=name, version=version).set(1)
+        for cls in CLASSES:
+            self.predictions.labels(model_version=version, **{"class": cls})
+        for outcome in ("correct", "incorrect"):
+            self.feedback.labels(model_version=version, outcome=outcome)
+
+    def retire_model(self, name: str, version: str) -> None:
+        self.model_info.labels(name=name, version=version).set(0)
+
+    # ------------------------------------------------------------------ bulk writes
+    def _ensure_flusher(self) -> None:
+        if not self._flusher_started:  # a flag, not os.getpid(): this runs on every request
+            with self._flush_lock:
+                if not self._flusher_started:
+                    self._flusher_started = True
+                    threading.Thread(target=self._flush_loop, name="fmnist-metrics", daemon=True).start()
+
+    def _flush_loop(self) -> None:
+        while True:
+            time.sleep(self.FLUSH_INTERVAL)
+            try:
+                self.flush()
+            except Exception:  # a metrics bug must not stop the flushing
+                logging.getLogger("fmnist.serving").exception("metrics flush failed")
+
+    def flush(self) -> None:
+        """Write this process's queued observations to the metrics."""
+        with self._flush_lock:
+            items = [self._pending.popleft() for _ in range(len(self._pending))]
+            if not items:
+                return
+            requests: dict = collections.Counter()
+            durations: dict = collections.defaultdict(list)
+            classes: dict = {}
+            conf, mean_px, sizes, seconds = [], [], [], []
+            for kind, *rest in items:
+                if kind == "request":
+                    method, route, status, elapsed = rest
+                    requests[(method, route, status)] += 1
+                    durations[(method, route)].append(elapsed)
+                elif kind == "predictions":
+                    version, ids, c, px = rest
+                    counts = classes.setdefault(version, np.zeros(len(CLASSES), np.int64))
+                    counts += np.bincount(np.asarray(ids, dtype=np.int64), minlength=len(CLASSES))
+                    conf.append(np.asarray(c, dtype=np.float64))
+                    mean_px.append(np.asarray(px, dtype=np.float64))
+                else:
+                    sizes.append(rest[0])
+                    seconds.append(rest[1])
+            for (method, route, status), n in requests.items():
+                self.http_requests.labels(method, route, status).inc(n)
+            for (method, route), values in durations.items():
+                _observe_many(self.http_duration.labels(method, route), values)
+            for version, counts in classes.items():
+                for cid in np.flatnonzero(counts):
+                    self.predictions.labels(model_version=version, **{"class": CLASSES[cid]}).inc(float(counts[cid]))
+            if conf:
+                _observe_many(self.confidence, np.concatenate(conf))
+                _observe_many(self.mean_pixel, np.concatenate(mean_px))
+            _observe_many(self.batch_size, sizes)
+            _observe_many(self.inference_duration, seconds)
+
+    # ------------------------------------------------------------------ reading
+    def registry(self, extra_collectors=()) -> CollectorRegistry:
+        """What /metrics exposes: every worker's metrics (multiprocess) or this process's, plus extras."""
+        reg = CollectorRegistry()
+        if multiprocess_dir():
+            multiprocess.MultiProcessCollector(reg)
+        else:  # one process (tests, `flask run`): this object's own metrics
+            for collector in self._collectors():
+                reg.register(collector)
+        for c in extra_collectors:
+            reg.register(c)
+        return reg
+
+    def exposition(self, extra_collectors=()) -> bytes:
+        self.flush()
+        return generate_latest(self.registry(extra_collectors))
+
+    def snapshot(self) -> dict:
+        """Totals the dashboard turns into rates: requests by status class, latency buckets, batches."""
+        self.flush()
+        out = {"requests": {"total": 0.0, "2xx": 0.0, "4xx": 0.0, "5xx": 0.0}, "predict_latency_buckets": {},
+               "predictions": {}, "batches": {"count": 0.0, "images": 0.0}, "feedback": {}}
+        for family in self.registry().collect():
+            for s in family.samples:
+                if s.name == "fmnist_http_requests_total":
+                    out["requests"]["total"] += s.value
+                    cls = s.labels["status"][0] + "xx"
+                    if cls in out["requests"]:
+                        out["requests"][cls] += s.value
+                elif s.name == "fmnist_http_request_duration_seconds_bucket" and s.labels.get("route") == "/predict":
+                    le = s.labels["le"]
+                    out["predict_latency_buckets"][le] = out["predict_latency_buckets"].get(le, 0.0) + s.value
+                elif s.name == "fmnist_predictions_total":
+                    c = s.labels["class"]
+                    out["predictions"][c] = out["predictions"].get(c, 0.0) + s.value
+                elif s.name == "fmnist_inference_batch_size_count":
+                    out["batches"]["count"] += s.value
+                elif s.name == "fmnist_inference_batch_size_sum":
+                    out["batches"]["images"] += s.value
+                elif s.name == "fmnist_feedback_total":
+                    o = s.labels["outcome"]
+                    out["feedback"][o] = out["feedback"].get(o, 0.0) + s.value
+        buckets = sorted((float(le), v) for le, v in out["predict_latency_buckets"].items())
+        # JSON has no Infinity: finite buckets as [le, cumulative count], the +Inf bucket as the total
+        out["predict_latency_count"] = buckets[-1][1] if buckets else 0.0
+        out["predict_latency_buckets"] = [[le, v] for le, v in buckets if le != float("inf")]
+        return out
 
 
 class ReferenceCollector:
@@ -229,35 +276,3 @@ def _le(edge: float) -> str:
     from prometheus_client.utils import floatToGoString
 
     return floatToGoString(round(float(edge), 4))
-
-
-def snapshot() -> dict:
-    """Totals the dashboard turns into rates: requests by status class, latency buckets, batches."""
-    flush()
-    out = {"requests": {"total": 0.0, "2xx": 0.0, "4xx": 0.0, "5xx": 0.0}, "predict_latency_buckets": {},
-           "predictions": {}, "batches": {"count": 0.0, "images": 0.0}, "feedback": {}}
-    for family in registry().collect():
-        for s in family.samples:
-            if s.name == "fmnist_http_requests_total":
-                out["requests"]["total"] += s.value
-                cls = s.labels["status"][0] + "xx"
-                if cls in out["requests"]:
-                    out["requests"][cls] += s.value
-            elif s.name == "fmnist_http_request_duration_seconds_bucket" and s.labels.get("route") == "/predict":
-                le = s.labels["le"]
-                out["predict_latency_buckets"][le] = out["predict_latency_buckets"].get(le, 0.0) + s.value
-            elif s.name == "fmnist_predictions_total":
-                c = s.labels["class"]
-                out["predictions"][c] = out["predictions"].get(c, 0.0) + s.value
-            elif s.name == "fmnist_inference_batch_size_count":
-                out["batches"]["count"] += s.value
-            elif s.name == "fmnist_inference_batch_size_sum":
-                out["batches"]["images"] += s.value
-            elif s.name == "fmnist_feedback_total":
-                o = s.labels["outcome"]
-                out["feedback"][o] = out["feedback"].get(o, 0.0) + s.value
-    buckets = sorted((float(le), v) for le, v in out["predict_latency_buckets"].items())
-    # JSON has no Infinity: finite buckets as [le, cumulative count], the +Inf bucket as the total
-    out["predict_latency_count"] = buckets[-1][1] if buckets else 0.0
-    out["predict_latency_buckets"] = [[le, v] for le, v in buckets if le != float("inf")]
-    return out

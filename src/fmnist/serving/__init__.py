@@ -34,7 +34,6 @@ def create_app(config: "dict | Settings | None" = None) -> Flask:
     app.json.sort_keys = False
     _configure_logging()
     register_error_handlers(app)
-    init_request_logging(app, settings.log_requests)
 
     from fmnist.serving import health, monitoring, openapi, predict, v2
 
@@ -42,6 +41,7 @@ def create_app(config: "dict | Settings | None" = None) -> Flask:
         app.register_blueprint(bp)
     state = ModelState(settings)
     app.extensions["fmnist"] = state
+    init_request_logging(app, settings.log_requests, state.metrics)
     state.load()
     if settings.fast_path:
         from fmnist.serving.fastpath import PredictFastPath

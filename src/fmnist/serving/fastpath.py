@@ -20,7 +20,6 @@ import time
 
 import numpy as np
 
-from fmnist.monitoring import metrics
 from fmnist.serving import multipart, reqlog
 from fmnist.serving.errors import APIError
 from fmnist.serving.contract import PredictQuery, image_files
@@ -71,15 +70,15 @@ class PredictFastPath:
                             recorded)
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(out))),
                                   ("X-Request-ID", job.request_id)])
-        reqlog.finish("POST", "/predict", 200, time.perf_counter() - job.t0, job.request_id, extra,
-                      self.log_requests)
+        reqlog.finish(self.state.metrics, "POST", "/predict", 200, time.perf_counter() - job.t0, job.request_id,
+                      extra, self.log_requests)
         return [out]
 
     def __call__(self, environ, start_response):
         job = self._take(environ)
         if job is None:
             return self.app(environ, start_response)
-        metrics.HTTP_IN_PROGRESS.inc()
+        self.state.metrics.http_in_progress.inc()
         try:
             try:
                 pixels, probs = infer(job.served, lambda: decode_all(job.blobs, self.state.settings, job.mode))
@@ -90,7 +89,7 @@ class PredictFastPath:
                 return self.app(environ, start_response)
             return self._answer(job, pixels, probs, start_response)
         finally:
-            metrics.HTTP_IN_PROGRESS.dec()
+            self.state.metrics.http_in_progress.dec()
 
     def wsgi_batch(self, environs: list, start_responses: list) -> list:
         """Requests that arrived together (worker.LoopWorker), answered in the calling thread: the
@@ -113,7 +112,7 @@ class PredictFastPath:
             jobs.append((i, job))
         if not jobs:
             return results
-        metrics.HTTP_IN_PROGRESS.inc(len(jobs))
+        self.state.metrics.http_in_progress.inc(len(jobs))
         try:
             for group in self._groups(jobs):
                 served = group[0][1].served
@@ -133,7 +132,7 @@ class PredictFastPath:
                     results[i] = self._answer(job, job.pixels, probs[at:at + n], start_responses[i], recorded=True)
                     at += n
         finally:
-            metrics.HTTP_IN_PROGRESS.dec(len(jobs))
+            self.state.metrics.http_in_progress.dec(len(jobs))
         return results
 
     @staticmethod

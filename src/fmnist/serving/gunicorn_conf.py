@@ -59,7 +59,7 @@ def post_worker_init(worker):
 
 
 def worker_exit(server, worker):
-    """A worker stopping (SIGTERM, recycling): write the metrics it still has queued (metrics.flush)."""
-    from fmnist.monitoring import metrics
-
-    metrics.flush()
+    """A worker stopping (SIGTERM, recycling): write the metrics it still has queued (Metrics.flush)."""
+    state = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("fmnist")
+    if state is not None:
+        state.metrics.flush()

@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from fmnist.config import cpu_count
 from fmnist.labels import class_id
-from fmnist.monitoring import metrics
+from fmnist.monitoring.metrics import ReferenceCollector
 from fmnist.monitoring.drift import STATUS_ORDER, Thresholds, accuracy_report, drift_report
 from fmnist.monitoring.system import SystemCollector, process_stats, server_processes
 from fmnist.serving.errors import APIError, require_model, serving_state
@@ -20,11 +20,12 @@ bp = Blueprint("monitoring", __name__)
 
 @bp.get("/metrics")
 def prometheus_metrics():
-    served = serving_state().current
+    st = serving_state()
+    served = st.current
     extra = [SystemCollector()]
     if served is not None:
-        extra.append(metrics.ReferenceCollector(served.predictor.artifact.manifest))
-    return Response(metrics.exposition(extra), mimetype=CONTENT_TYPE_LATEST)
+        extra.append(ReferenceCollector(served.predictor.artifact.manifest))
+    return Response(st.metrics.exposition(extra), mimetype=CONTENT_TYPE_LATEST)
 
 
 @bp.get("/monitoring")
@@ -50,7 +51,7 @@ def monitoring():
                   "backend": p.backend, "loaded_at": served.loaded_at},
         "drift": drift,
         "accuracy": accuracy,
-        "traffic": metrics.snapshot(),
+        "traffic": st.metrics.snapshot(),
         "system": {"processes": processes, "cpu_count": cpu_count()},
         "generated_at": time.time(),
     }
@@ -80,7 +81,7 @@ def feedback():
                        f"no prediction with request_id {rid!r} (index {idx}); it may be older than the retention")
     st.store.set_feedback(rid, idx, true_id)
     correct = row["class_id"] == true_id
-    metrics.FEEDBACK.labels(model_version=row["model_version"], outcome="correct" if correct else "incorrect").inc()
+    st.metrics.feedback.labels(model_version=row["model_version"], outcome="correct" if correct else "incorrect").inc()
     g.log_extra = {"feedback_for": rid, "correct": correct}
     from fmnist.labels import CLASSES
 

@@ -10,7 +10,6 @@ import time
 
 from flask import Flask, g, request
 
-from fmnist.monitoring import metrics
 
 access_log = logging.getLogger("fmnist.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -21,9 +20,9 @@ def request_id_from(header: str) -> str:
     return header if _SAFE_ID.match(header) else os.urandom(16).hex()
 
 
-def finish(method: str, route: str, status: int, elapsed: float, request_id: str, extra: "dict | None",
+def finish(metrics, method: str, route: str, status: int, elapsed: float, request_id: str, extra: "dict | None",
            log: bool) -> None:
-    """Count the request, observe its latency, and write its JSON log line."""
+    """Count the request in `metrics` (a monitoring.metrics.Metrics), and write its JSON log line."""
     metrics.observe_request(method, route, status, elapsed)
     if log:
         record = {
@@ -38,23 +37,23 @@ def finish(method: str, route: str, status: int, elapsed: float, request_id: str
         access_log.info(json.dumps(record, separators=(",", ":")))
 
 
-def init_request_logging(app: Flask, enabled: bool) -> None:
+def init_request_logging(app: Flask, enabled: bool, metrics) -> None:
     @app.before_request
     def _start():
         g.t0 = time.perf_counter()
-        metrics.HTTP_IN_PROGRESS.inc()
+        metrics.http_in_progress.inc()
         g.in_progress = True
         g.request_id = request_id_from(request.headers.get("X-Request-ID", ""))
 
     @app.teardown_request
     def _done(_exc):
         if g.pop("in_progress", False):
-            metrics.HTTP_IN_PROGRESS.dec()
+            metrics.http_in_progress.dec()
 
     @app.after_request
     def _finish(response):
         response.headers["X-Request-ID"] = g.get("request_id", "")
         rule = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
         elapsed = time.perf_counter() - g.get("t0", time.perf_counter())
-        finish(request.method, rule, response.status_code, elapsed, g.get("request_id"), g.get("log_extra"), enabled)
+        finish(metrics, request.method, rule, response.status_code, elapsed, g.get("request_id"), g.get("log_extra"), enabled)
         return response

@@ -16,7 +16,7 @@ import numpy as np
 
 from fmnist.config import Settings
 from fmnist.inference import MicroBatcher, Predictor
-from fmnist.monitoring import metrics
+from fmnist.monitoring.metrics import Metrics
 from fmnist.monitoring.store import PredictionStore
 
 log = logging.getLogger("fmnist.serving")
@@ -28,6 +28,7 @@ class ServedModel:
     batcher: "MicroBatcher | None"
     loaded_at: float
     load_seconds: float
+    metrics: Metrics  # the worker's (ModelState.metrics)
 
     @property
     def name(self) -> str:
@@ -47,13 +48,14 @@ class ServedModel:
         """One model call in this thread, for a batch already formed (the loop worker's)."""
         t0 = time.perf_counter()
         out = self.predictor.predict_batch(x)
-        metrics.observe_batch(len(x), time.perf_counter() - t0)
+        self.metrics.observe_batch(len(x), time.perf_counter() - t0)
         return out
 
 
 class ModelState:
     def __init__(self, settings: Settings):
         self.settings = settings
+        self.metrics = Metrics()  # this process's Prometheus metrics (merged across workers at scrape time)
         self.current: "ServedModel | None" = None
         self.error: "str | None" = None
         self.store = PredictionStore(settings.prediction_log, settings.retention_rows, settings.retention_days)
@@ -73,8 +75,8 @@ class ModelState:
         batcher = None
         if s.batching:
             batcher = MicroBatcher(predictor.predict_batch, s.max_batch_size, s.max_batch_wait_ms,
-                                   on_batch=metrics.observe_batch)
-        return ServedModel(predictor, batcher, time.time(), time.perf_counter() - t0)
+                                   on_batch=self.metrics.observe_batch)
+        return ServedModel(predictor, batcher, time.time(), time.perf_counter() - t0, self.metrics)
 
     def _resolve(self, verify: bool = True):
         from fmnist.registry import resolve
@@ -97,11 +99,11 @@ class ModelState:
     def _install(self, served: ServedModel) -> None:
         with self._swap_lock:
             old = self.current
-            metrics.init_model(served.name, served.version)
+            self.metrics.init_model(served.name, served.version)
             self.current = served
             self.error = None
         if old is not None and old.version != served.version:
-            metrics.MODEL_INFO.labels(name=old.name, version=old.version).set(0)
+            self.metrics.retire_model(old.name, old.version)
             if old.batcher is not None:  # requests already queued there still get their answers
                 threading.Timer(5.0, old.batcher.close).start()
         log.info("serving %s:%s (%s backend), loaded in %.3fs", served.name, served.version,
@@ -124,7 +126,7 @@ class ModelState:
         try:
             served = self._open(self._resolve(verify=True))
         except Exception as e:
-            metrics.MODEL_RELOAD_FAILURES.inc()
+            self.metrics.model_reload_failures.inc()
             log.error("refusing model %s: %s; still serving %s", target.ref, e,
                       cur.predictor.artifact.ref if cur else "nothing")
             return None
@@ -147,7 +149,7 @@ class ModelState:
         ids = probs.argmax(axis=1)
         conf = probs.max(axis=1)
         mean_px = pixels.reshape(n, -1).mean(axis=1) / 255.0
-        metrics.observe_predictions(served.version, ids, conf, mean_px)
+        self.metrics.observe_predictions(served.version, ids, conf, mean_px)
         keys = [(request_id, i) for i in range(n)] if isinstance(request_id, str) else request_id
         now = time.time()
         keep = self.settings.store_images
