@@ -303,3 +303,25 @@ def _save_checkpoint(path, cfg, epoch, model, optimizer, scheduler, shuffle_gen,
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)  # a crash mid-save never leaves a broken checkpoint
+
+
+def provenance(cfg, result, command: str) -> dict:
+    """What a trained artifact's manifest records of its training (manifest["training"])."""
+    from dataclasses import asdict
+
+    from fmnist.data import SPLIT_SEED, VAL_SIZE
+
+    return {
+        "command": command,
+        "config": asdict(cfg),
+        "seed": cfg.seed,
+        "history": result.history,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "stopped_early": result.stopped_early,
+        "duration_seconds": round(result.train_seconds, 1),
+        "threads": torch.get_num_threads(),
+        "dataset": {"name": "Fashion-MNIST", "checksums_sha256": result.dataset_checksums},
+        "split": {"train": cfg.train_limit or 60000 - VAL_SIZE, "val": cfg.eval_limit or VAL_SIZE,
+                  "seed": SPLIT_SEED},
+    }

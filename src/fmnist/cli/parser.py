@@ -1,0 +1,176 @@
+"""The argument parser of `fmnist`: every sub-command, its options and its function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from fmnist.cli.serve import cmd_cluster, cmd_predict, cmd_serve
+from fmnist.cli.train import (cmd_archs, cmd_compare, cmd_data, cmd_evaluate, cmd_explain, cmd_export, cmd_import,
+                              cmd_models, cmd_promote, cmd_rollback, cmd_train)
+from fmnist.config import WORKER_KINDS
+
+
+def _json_arg(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({e}); example: '{{\"hidden\": [512, 256]}}'")
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object, e.g. '{\"cfg\": \"M\"}'")
+    return value
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fmnist", description="Fashion-MNIST CNN classifier: train, evaluate, compare, export.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__import__('fmnist').__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def data_opts(sp):
+        sp.add_argument("--data-dir", help="directory with the four Fashion-MNIST .gz files")
+        sp.add_argument("--no-download", action="store_true", help="never try the official mirror")
+
+    def registry_opt(sp):
+        sp.add_argument("--registry", help="model registry directory (default: $FMNIST_MODELS or ./models)")
+
+    sp = sub.add_parser("data", help="find, verify and summarise the dataset")
+    data_opts(sp)
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_data)
+
+    sp = sub.add_parser("archs", help="list the model architectures")
+    sp.set_defaults(func=cmd_archs)
+
+    sp = sub.add_parser("models", help="list trained model artifacts in the registry")
+    registry_opt(sp)
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_models)
+
+    sp = sub.add_parser("promote", help="point a model's production alias at a version (verified first)")
+    sp.add_argument("name")
+    sp.add_argument("version")
+    registry_opt(sp)
+    sp.set_defaults(func=cmd_promote)
+
+    sp = sub.add_parser("rollback", help="move the production alias back to the previously promoted version")
+    sp.add_argument("name")
+    registry_opt(sp)
+    sp.set_defaults(func=cmd_rollback)
+
+    sp = sub.add_parser("train", help="train an architecture and save it as a verified artifact")
+    sp.add_argument("--arch", required=True, help="architecture name (see `fmnist archs`)")
+    sp.add_argument("--name", help="artifact name (default: the arch)")
+    sp.add_argument("--version", help="artifact version (default: next integer)")
+    sp.add_argument("--kwargs", type=_json_arg, default={}, help="model constructor arguments as JSON")
+    sp.add_argument("--epochs", type=int)
+    sp.add_argument("--batch-size", type=int)
+    sp.add_argument("--optimizer", choices=["adamw", "sgd"])
+    sp.add_argument("--lr", type=float, help="peak learning rate")
+    sp.add_argument("--weight-decay", type=float)
+    sp.add_argument("--schedule", choices=["onecycle", "cosine", "constant"])
+    sp.add_argument("--label-smoothing", type=float)
+    sp.add_argument("--crop-padding", type=int, help="random-crop padding in pixels (0: off)")
+    sp.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None, help="random horizontal flip")
+    sp.add_argument("--erasing", type=float, help="random-erasing probability (0: off)")
+    sp.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: off)")
+    sp.add_argument("--min-epochs", type=int, help="no early stop before this epoch (default: half the epochs under one-cycle)")
+    sp.add_argument("--seed", type=int)
+    sp.add_argument("--device", choices=["cpu", "cuda"])
+    sp.add_argument("--threads", type=int, help="intra-op CPU threads (default: all cores)")
+    sp.add_argument("--precision", choices=["fp32", "bf16"])
+    sp.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    sp.add_argument("--train-limit", type=int, help="train on the first N images only (quick runs)")
+    sp.add_argument("--eval-limit", type=int, help="validate/test on the first N images only")
+    sp.add_argument("--checkpoint", help="checkpoint file (default: <registry>/.checkpoints/<name>.pt)")
+    sp.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    sp.add_argument("--quiet", action="store_true", help="no progress output")
+    sp.set_defaults(func=cmd_train)
+    data_opts(sp)
+    registry_opt(sp)
+
+    sp = sub.add_parser("evaluate", help="accuracy, macro-F1, per-class metrics and confusion matrix on the test set")
+    sp.add_argument("model", nargs="?", default=None, help="artifact path or name[:version] (default: smallcnn)")
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--backend", choices=["onnx", "torch"], default="onnx")
+    sp.add_argument("--limit", type=int, help="first N test images only")
+    data_opts(sp)
+    registry_opt(sp)
+    sp.set_defaults(func=cmd_evaluate)
+
+    sp = sub.add_parser("compare", help="write the comparison report (Markdown + PNG figures)")
+    sp.add_argument("models", nargs="+", help="artifact paths or name[:version]")
+    sp.add_argument("--out", required=True, help="folder for report.md and figures")
+    data_opts(sp)
+    registry_opt(sp)
+    sp.set_defaults(func=cmd_compare)
+
+    sp = sub.add_parser("explain", help="PNGs of first-layer filters and feature maps for one image")
+    sp.add_argument("model")
+    sp.add_argument("image", help="an image file, or test:N for test-set image N")
+    sp.add_argument("--out", default="explain", help="output folder (default: ./explain)")
+    data_opts(sp)
+    registry_opt(sp)
+    sp.set_defaults(func=cmd_explain)
+
+    sp = sub.add_parser("export", help="write the model as a plain .pth state dict or a copy of its ONNX graph")
+    sp.add_argument("model")
+    sp.add_argument("--format", choices=["pth", "onnx"], default="pth")
+    sp.add_argument("--output", "-o")
+    registry_opt(sp)
+    sp.set_defaults(func=cmd_export)
+
+    sp = sub.add_parser("serve", help="serve a model over HTTP with Gunicorn (POST /predict, /v2, /ready ...)")
+    sp.add_argument("--model", help="artifact path or name[:version] (default: smallcnn)")
+    sp.add_argument("--host", default="0.0.0.0")
+    sp.add_argument("--port", type=int, default=5000)
+    sp.add_argument("--workers", type=int, help="Gunicorn worker processes (default: CPU count)")
+    sp.add_argument("--worker", choices=WORKER_KINDS,
+                    help="worker type (default loop: one event loop per process, batches requests that "
+                         "arrive together; gthread: Gunicorn's thread pool; sync: one request at a time)")
+    sp.add_argument("--threads", type=int, help="threads per worker, for --worker gthread (default 2)")
+    sp.add_argument("--backend", choices=["onnx", "torch"], help="default onnx (no torch needed)")
+    sp.add_argument("--no-batching", action="store_true", help="run every request on its own")
+    sp.add_argument("--max-batch-size", type=int)
+    sp.add_argument("--max-batch-wait-ms", type=float)
+    sp.add_argument("--quiet", action="store_true", help="no per-request log lines")
+    registry_opt(sp)
+    sp.set_defaults(func=cmd_serve)
+
+    sp = sub.add_parser("cluster", help="N replicas behind nginx on this machine: up, down, status")
+    sp.add_argument("action", choices=["up", "down", "status"])
+    sp.add_argument("--replicas", type=int, default=2)
+    sp.add_argument("--port", type=int, default=5000, help="load balancer port (replicas use the next ones)")
+    sp.add_argument("--host", default="127.0.0.1", help="load balancer address")
+    sp.add_argument("--workers", type=int, help="workers per replica (default: cores / replicas)")
+    sp.add_argument("--worker", choices=WORKER_KINDS)
+    sp.add_argument("--threads", type=int, help="for --worker gthread")
+    sp.add_argument("--model")
+    sp.add_argument("--state-dir", default=".fmnist/cluster")
+    sp.add_argument("--detach", action="store_true", help="run the supervisor in the background")
+    sp.add_argument("--json", action="store_true")
+    registry_opt(sp)
+    sp.set_defaults(func=cmd_cluster)
+
+    sp = sub.add_parser("predict", help="classify image files with a running server")
+    sp.add_argument("images", nargs="+")
+    sp.add_argument("--url", default="http://localhost:5000", help="server base URL (default http://localhost:5000)")
+    sp.add_argument("--top-k", type=int, default=3)
+    sp.add_argument("--preprocess", choices=["auto", "raw", "photo"], default="auto")
+    sp.add_argument("--json", action="store_true", help="one JSON object per file")
+    sp.set_defaults(func=cmd_predict)
+
+    sp = sub.add_parser("import", help="turn a .pth state dict into a verified artifact")
+    sp.add_argument("file")
+    sp.add_argument("--arch", required=True)
+    sp.add_argument("--kwargs", type=_json_arg, default={})
+    sp.add_argument("--name")
+    sp.add_argument("--mean", type=float, default=0.2860, help="normalisation mean the weights were trained with")
+    sp.add_argument("--std", type=float, default=0.3530, help="normalisation std the weights were trained with")
+    sp.add_argument("--no-eval", action="store_true", help="skip test metrics and reference statistics")
+    data_opts(sp)
+    registry_opt(sp)
+    sp.set_defaults(func=cmd_import)
+    return p
