@@ -1,0 +1,80 @@
+"""Dependencies one way: no import cycle between fmnist's modules (lazy imports inside functions
+counted too), and the layers named in docs/architecture.md respected."""
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _graph() -> dict:
+    modules = {_module_name(p): p for p in (SRC / "fmnist").rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            for t in targets:
+                if t in modules and t != name and not name.startswith(t + "."):  # a package's own parents
+                    deps.add(t)
+        graph[name] = deps
+    return graph
+
+
+def _cycle(graph: dict) -> "list | None":
+    state: dict = {}
+
+    def visit(node, stack):
+        state[node] = 1
+        for dep in sorted(graph[node]):
+            if state.get(dep) == 1:
+                return stack[stack.index(dep):] + [dep] if dep in stack else [node, dep]
+            if dep not in state:
+                found = visit(dep, stack + [dep])
+                if found:
+                    return found
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node, [node])
+            if found:
+                return found
+    return None
+
+
+def test_no_import_cycle():
+    assert _cycle(_graph()) is None, " -> ".join(_cycle(_graph()))
+
+
+def test_layers():
+    graph = _graph()
+
+    def reaches(src: str, prefix: str) -> bool:
+        seen, todo = set(), [src]
+        while todo:
+            for dep in graph[todo.pop()]:
+                if dep.startswith(prefix):
+                    return True
+                if dep not in seen:
+                    seen.add(dep)
+                    todo.append(dep)
+        return False
+
+    assert not reaches("fmnist.config", "fmnist.monitoring")
+    for low in ("fmnist.data", "fmnist.models", "fmnist.artifact", "fmnist.registry", "fmnist.inference",
+                "fmnist.monitoring", "fmnist.training"):
+        for high in ("fmnist.serving", "fmnist.cli", "fmnist.cluster"):
+            assert not reaches(low, high), f"{low} depends on {high}"
