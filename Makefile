@@ -53,7 +53,7 @@ $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 	  $(BIN)/pip install --quiet --index-url "$(TORCH_INDEX)" "torch==$(TORCH_VERSION)"; \
 	fi
 	$(BIN)/pip install --quiet "torch==$(TORCH_VERSION)"
-	$(BIN)/pip install --quiet -e ".[train,serve,dev]"
+	$(BIN)/pip install --quiet -e ".[train,serve,postgres,dev]"
 	@$(BIN)/python -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda or 'none')"
 	touch $@ $(VENV)/.serve-installed
 
@@ -71,9 +71,10 @@ test-container: setup-train test-deps
 	FMNIST_CONTAINER_TESTS=1 $(BIN)/python -m pytest -ra -s tests/test_container.py
 
 # What the integration tests run for real: Prometheus (promtool), headless Chromium + driver,
-# nginx and wrk (cluster and rollout under load), kubectl (kustomize rendering), iptables (podman's
+# nginx and wrk (cluster and rollout under load), kubectl (kustomize rendering), PostgreSQL (initdb and
+# pg_ctl for a throwaway server: the shared prediction log's tests), iptables (podman's
 # network helper needs it; shared/tools/podman-env.sh installs the rest of podman).
-TEST_DEBS := prometheus chromium chromium-driver nginx wrk kubernetes-client iptables
+TEST_DEBS := prometheus chromium chromium-driver nginx wrk kubernetes-client iptables postgresql
 test-deps:
 	@missing=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ] && command -v apt-get >/dev/null; then \

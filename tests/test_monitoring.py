@@ -165,15 +165,15 @@ def test_prediction_log_is_written_under_sustained_load(tmp_path):
     import threading
     import time
 
-    from fmnist.monitoring.store import PredictionStore
+    from fmnist.monitoring.store import open_store
 
-    store = PredictionStore(tmp_path / "p.sqlite", flush_interval=0.05)
+    store = open_store(str(tmp_path / "p.sqlite"), flush_interval=0.05)
     stop = threading.Event()
 
     def produce():
         i = 0
         while not stop.is_set():
-            store.record([(f"r{i}", 0, time.time(), "m", "1", i % 10, 0.9, 0.3, "0" * 64, None)])
+            store.record([(f"r{i}", 0, time.time(), "replica-a", "m", "1", i % 10, 0.9, 0.3, "0" * 64, None)])
             i += 1
             time.sleep(0.001)
 

@@ -50,7 +50,12 @@ class Settings:
     fast_path: bool = True  # serve the common multipart POST /predict before Flask (serving/fastpath.py)
     reload_interval: float = 2.0  # seconds between checks of the registry for a promotion (0: never)
     # monitoring
-    prediction_log: str = ".fmnist/predictions.sqlite"  # SQLite shared by all workers (survives restarts)
+    # a path: SQLite shared by the workers and replicas of one machine (survives restarts); a
+    # postgresql://user:password@host:port/dbname URL: one store for a whole fleet
+    prediction_log: str = ".fmnist/predictions.sqlite"
+    prediction_log_password_file: str = ""  # PostgreSQL password from a file (a mounted Secret); or PGPASSWORD
+    prediction_log_buffer_rows: int = 100_000  # rows waiting for the store, per worker; beyond, dropped and counted
+    replica: str = ""  # this server's name in the prediction log; empty: hostname:port (the pod name in Kubernetes)
     store_images: bool = False  # keep the 28x28 input pixels in the log (off: only their sha256)
     retention_rows: int = 1_000_000
     retention_days: float = 30.0
@@ -108,7 +113,7 @@ class Settings:
         for name in ("threads", "timeout", "graceful_timeout", "keepalive"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("intra_op_threads", "max_batch_size", "max_images", "max_content_length", "max_image_pixels",
+        for name in ("prediction_log_buffer_rows", "intra_op_threads", "max_batch_size", "max_images", "max_content_length", "max_image_pixels",
                      "default_top_k", "retention_rows", "drift_window", "feedback_window", "min_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -121,6 +126,12 @@ class Settings:
     @property
     def worker_count(self) -> int:
         return self.workers or cpu_count()
+
+    @property
+    def replica_name(self) -> str:
+        import socket
+
+        return self.replica or f"{socket.gethostname()}:{self.bind.rpartition(':')[2]}"
 
 
 def _coerce(name: str, value, typ):

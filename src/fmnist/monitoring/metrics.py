@@ -93,6 +93,9 @@ class Metrics:
         self.model_reload_failures = c("fmnist_model_reload_failures_total",
                                        "Promoted models refused because they failed verification or warm-up",
                                        registry=None)
+        self.log_dropped = c("fmnist_prediction_log_dropped_total",
+                             "Prediction log rows dropped: the store was unreachable and the buffer full",
+                             registry=None)
         self.model_info = g("fmnist_model_info", "The model in service (value 1)", ["name", "version"],
                             multiprocess_mode="liveall", registry=None)
         self._pending: "collections.deque[tuple]" = collections.deque()  # append/popleft are thread-safe
@@ -103,7 +106,7 @@ class Metrics:
     def _collectors(self) -> tuple:
         return (self.http_requests, self.http_duration, self.http_in_progress, self.inference_duration,
                 self.batch_size, self.predictions, self.confidence, self.mean_pixel, self.feedback,
-                self.model_info, self.model_reload_failures)
+                self.model_info, self.model_reload_failures, self.log_dropped)
 
     def _forked(self) -> None:
         self._flush_lock = threading.Lock()  # a lock held by the parent's flusher at fork time stays held here

@@ -1,192 +1,202 @@
-"""The prediction log in SQLite: every worker writes to it, so feedback and drift see all of them.
+"""The prediction log: one row per predicted image, for feedback, live accuracy and drift.
 
-One row per predicted image: request id and index, time, model name and version, class,
-confidence, mean pixel, sha256 of the 28x28 input (the pixels themselves only when configured),
-and the true label once feedback arrives. WAL mode lets several worker processes write while
-others read; each worker batches its inserts in a background thread, off the request path.
-Bounded: rows beyond `retention_rows` (oldest first) and older than `retention_days` are pruned.
+One interface (`PredictionStore`), two backends the rest of the code never names:
+- a path: SQLite (`store_sqlite.py`), the embedded default, shared by the workers and replicas of
+  one machine;
+- `postgresql://user:password@host:port/dbname`: PostgreSQL (`store_postgres.py`, psycopg 3 with
+  its pool), one store for every replica of a fleet (Kubernetes, several machines).
+
+A row: request id and index, time, replica, model name and version, class, confidence, mean pixel,
+sha256 of the 28x28 input (the pixels themselves only when configured), and the true label once
+feedback arrives. Writing is best-effort and never on the request path: `record()` appends to a
+bounded in-memory buffer (beyond `buffer_rows`, rows are dropped and counted) and one writer
+thread per process inserts them in batches. When the database is unreachable the rows wait in the
+buffer, the writer retries with back-off, and `health()` says so; reads raise `StoreUnavailable`
+(the API answers 503). Bounded: rows beyond `retention_rows` and older than `retention_days` are
+pruned.
 """
 
 from __future__ import annotations
 
+import collections
+import itertools
 import logging
-import queue
-import sqlite3
 import threading
 import time
-from pathlib import Path
-
-import numpy as np
 
 log = logging.getLogger("fmnist.serving")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS predictions (
-    request_id    TEXT    NOT NULL,
-    idx           INTEGER NOT NULL,
-    ts            REAL    NOT NULL,
-    model_name    TEXT    NOT NULL,
-    model_version TEXT    NOT NULL,
-    class_id      INTEGER NOT NULL,
-    confidence    REAL    NOT NULL,
-    mean_pixel    REAL    NOT NULL,
-    input_sha256  TEXT    NOT NULL,
-    image         BLOB,
-    true_label    INTEGER,
-    feedback_ts   REAL,
-    PRIMARY KEY (request_id, idx)
-);
-CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts);
-CREATE INDEX IF NOT EXISTS predictions_feedback ON predictions (feedback_ts) WHERE feedback_ts IS NOT NULL;
-"""
-_INSERT = ("INSERT OR REPLACE INTO predictions (request_id, idx, ts, model_name, model_version, class_id, "
-           "confidence, mean_pixel, input_sha256, image) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+ROW_FIELDS = ("request_id", "idx", "ts", "replica", "model_name", "model_version", "class_id", "confidence",
+              "mean_pixel", "input_sha256", "image")
+READ_FIELDS = ("request_id", "index", "ts", "replica", "model_name", "model_version", "class_id", "confidence",
+               "mean_pixel", "input_sha256", "true_label")
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(str(path), timeout=10.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
-    conn.execute("PRAGMA busy_timeout=10000")
-    return conn
+BATCH_ROWS = 5000  # rows per insert transaction
+
+
+class StoreUnavailable(Exception):
+    """The prediction store cannot be reached now (the message says which and why)."""
+
+
+def open_store(spec: str, retention_rows: int = 1_000_000, retention_days: float = 30.0, **kw) -> "PredictionStore":
+    """A path -> SQLite; a postgresql:// (or postgres://) URL -> PostgreSQL."""
+    if spec.startswith(("postgresql://", "postgres://")):
+        from fmnist.monitoring.store_postgres import PostgresBackend
+
+        backend = PostgresBackend(spec, password_file=kw.pop("password_file", None))
+    else:
+        from fmnist.monitoring.store_sqlite import SQLiteBackend
+
+        kw.pop("password_file", None)
+        backend = SQLiteBackend(spec)
+    return PredictionStore(backend, retention_rows, retention_days, **kw)
 
 
 class PredictionStore:
-    def __init__(self, path: "str | Path", retention_rows: int = 1_000_000, retention_days: float = 30.0,
-                 flush_interval: float = 0.05):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, backend, retention_rows: int = 1_000_000, retention_days: float = 30.0,
+                 flush_interval: float = 0.05, buffer_rows: int = 100_000, on_drop=None):
+        self.backend = backend
         self.retention_rows = retention_rows
         self.retention_days = retention_days
         self.flush_interval = flush_interval
-        with _connect(self.path) as conn:
-            conn.executescript(SCHEMA)
-        self._read = _connect(self.path)
-        self._read_lock = threading.Lock()
-        self._queue: "queue.SimpleQueue" = queue.SimpleQueue()
+        self.buffer_rows = buffer_rows
+        self.on_drop = on_drop  # callback(n) for rows dropped because the buffer was full
+        self._buf: collections.deque = collections.deque()
+        self._lock = threading.Lock()
         self._wake = threading.Event()
+        self._written = threading.Condition(self._lock)
+        self._recorded = 0  # rows ever kept in the buffer
+        self._done = 0  # of those, rows written (or given up on after a non-retryable error)
+        self._stop = threading.Event()
+        self.dropped = 0
+        self.error: "str | None" = None
+        self.error_since: "float | None" = None
         self._inserted = 0
+        try:
+            backend.ensure_schema()
+        except StoreUnavailable as e:  # the model serves anyway; the writer creates the schema when it can
+            self._fail(str(e))
         self._writer = threading.Thread(target=self._write_loop, name="fmnist-store", daemon=True)
         self._writer.start()
 
+    @property
+    def kind(self) -> str:
+        return self.backend.kind
+
     # ------------------------------------------------------------------ writing (off the request path)
 
-    def record(self, rows: list[tuple]) -> None:
-        """rows: (request_id, idx, ts, model_name, model_version, class_id, confidence, mean_pixel, sha256, image)."""
-        self._queue.put(rows)  # no wake-up: the writer drains the queue on its own schedule
+    def record(self, rows: list) -> None:
+        """rows: tuples in ROW_FIELDS order. Never blocks; beyond the buffer's bound rows are dropped."""
+        with self._lock:
+            room = self.buffer_rows - len(self._buf)
+            keep = rows if len(rows) <= room else rows[:max(room, 0)]
+            self._buf.extend(keep)
+            self._recorded += len(keep)
+            lost = len(rows) - len(keep)
+            if lost:
+                self.dropped += lost
+        if lost and self.on_drop is not None:
+            self.on_drop(lost)
 
-    def flush(self, timeout: float = 5.0) -> None:
-        """Write everything queued so far (readers of this worker then see their own predictions)."""
-        done = threading.Event()
-        self._queue.put(done)
-        self._wake.set()
-        done.wait(timeout)
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until what was recorded so far is written (True), or `timeout` (False: store down)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            target = self._recorded
+            self._wake.set()
+            while self._done < target:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._written.wait(left)
+        return True
 
     def close(self) -> None:
-        self.flush()
-        self._queue.put(None)
+        self.flush(timeout=2.0)
+        self._stop.set()
         self._wake.set()
         self._writer.join(timeout=5)
-        with self._read_lock:
-            self._read.close()
+        self.backend.close()
 
     def _write_loop(self) -> None:
-        """Every flush_interval (or when woken by flush/close), drain the queue into one transaction.
-
-        One wake-up per interval, not one per request: a busy server's request threads never
-        trade the GIL with this thread for each prediction.
-        """
-        conn = _connect(self.path)
-        while True:
-            self._wake.wait(self.flush_interval)
+        backoff = 0.0
+        while not self._stop.is_set():
+            if backoff:  # the store is down: retry on the back-off schedule, however often flush() asks
+                self._stop.wait(backoff)
+            else:
+                self._wake.wait(self.flush_interval)
             self._wake.clear()
-            batch, events, stop = [], [], False
-            while True:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                elif isinstance(item, threading.Event):
-                    events.append(item)
-                else:
-                    batch.extend(item)
-            if batch:
-                self._insert(conn, batch)
-            for e in events:
-                e.set()
-            if stop:
-                conn.close()
-                return
-
-    def _insert(self, conn: sqlite3.Connection, rows: list[tuple]) -> None:
-        for attempt in range(5):
+            with self._lock:
+                batch = list(itertools.islice(self._buf, BATCH_ROWS))
+                if len(self._buf) > len(batch):
+                    self._wake.set()  # more waiting: go on without sleeping
+            if not batch:
+                continue
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                conn.executemany(_INSERT, rows)
-                conn.execute("COMMIT")
-                break
-            except sqlite3.OperationalError as e:  # busy beyond the timeout: retry, then say so
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                if attempt == 4:
-                    log.error("prediction log %s: %d rows not written (%s)", self.path, len(rows), e)
-                    return
-                time.sleep(0.05 * (attempt + 1))
-        self._inserted += len(rows)
-        if self._inserted >= 1000:
-            self._inserted = 0
-            self.prune(conn)
+                if self.error is not None:
+                    self.backend.ensure_schema()  # a store that was never reached may have no tables yet
+                self.backend.insert(batch)  # idempotent on (request_id, idx): a retry makes no duplicate
+            except StoreUnavailable as e:
+                self._fail(str(e))
+                backoff = min(max(backoff * 2, 0.1), 5.0)
+                continue
+            except Exception as e:  # a bug or a bad row: never kill the writer; these rows are lost
+                log.exception("prediction log: %d rows not written", len(batch))
+                self._fail(f"{e.__class__.__name__}: {e}")
+            else:
+                if self.error is not None:
+                    log.warning("prediction log %s is back after %.1f s", self.backend.describe(),
+                                time.time() - (self.error_since or time.time()))
+                self.error = self.error_since = None
+            backoff = 0.0
+            with self._lock:
+                for _ in range(len(batch)):  # only the writer removes rows: the batch is the buffer's head
+                    self._buf.popleft()
+                self._done += len(batch)
+                self._written.notify_all()
+            self._inserted += len(batch)
+            if self._inserted >= 1000:
+                self._inserted = 0
+                try:
+                    self.backend.prune(self.retention_rows, self.retention_days)
+                except StoreUnavailable:
+                    pass
 
-    def prune(self, conn: "sqlite3.Connection | None" = None) -> int:
-        own = conn is None
-        conn = conn or _connect(self.path)
-        try:
-            cur = conn.execute(
-                "DELETE FROM predictions WHERE rowid <= (SELECT MAX(rowid) FROM predictions) - ? OR ts < ?",
-                (self.retention_rows, time.time() - self.retention_days * 86400),
-            )
-            return cur.rowcount
-        finally:
-            if own:
-                conn.close()
+    def _fail(self, message: str) -> None:
+        if self.error is None:
+            log.error("prediction log %s unavailable: %s; rows wait in memory (at most %d)",
+                      self.backend.describe(), message, self.buffer_rows)
+            self.error_since = time.time()
+        self.error = message
 
-    # ------------------------------------------------------------------ reading (any worker)
+    # ------------------------------------------------------------------ state
 
-    def _query(self, sql: str, args=()) -> list[tuple]:
-        with self._read_lock:
-            return self._read.execute(sql, args).fetchall()
+    def health(self) -> dict:
+        with self._lock:
+            buffered = len(self._buf)
+        return {"backend": self.kind, "where": self.backend.describe(), "ok": self.error is None,
+                "error": self.error, "since": self.error_since, "buffered_rows": buffered,
+                "buffer_rows": self.buffer_rows, "dropped_rows": self.dropped}
+
+    # ------------------------------------------------------------------ reading (every replica's rows)
 
     def get(self, request_id: str, idx: int = 0) -> "dict | None":
-        rows = self._query("SELECT request_id, idx, ts, model_name, model_version, class_id, confidence, "
-                           "mean_pixel, input_sha256, true_label FROM predictions WHERE request_id = ? AND idx = ?",
-                           (request_id, idx))
-        if not rows:
-            return None
-        keys = ("request_id", "index", "ts", "model_name", "model_version", "class_id", "confidence", "mean_pixel",
-                "input_sha256", "true_label")
-        return dict(zip(keys, rows[0]))
+        return self.backend.get(request_id, idx)
 
     def set_feedback(self, request_id: str, idx: int, true_label: int) -> bool:
-        with self._read_lock:
-            cur = self._read.execute("UPDATE predictions SET true_label = ?, feedback_ts = ? "
-                                     "WHERE request_id = ? AND idx = ?", (true_label, time.time(), request_id, idx))
-        return cur.rowcount > 0
+        return self.backend.set_feedback(request_id, idx, true_label, time.time())
 
     def recent(self, n: int, model_version: "str | None" = None) -> dict:
-        """The last n predictions (all workers): class ids, confidences, mean pixels as arrays."""
-        where, args = ("WHERE model_version = ?", (model_version, n)) if model_version else ("", (n,))
-        rows = self._query(f"SELECT class_id, confidence, mean_pixel FROM predictions {where} "
-                           "ORDER BY ts DESC LIMIT ?", args)
-        arr = np.asarray(rows, dtype=np.float64).reshape(-1, 3)
-        return {"class_id": arr[:, 0].astype(int), "confidence": arr[:, 1], "mean_pixel": arr[:, 2]}
+        """The last n predictions of every replica: class ids, confidences, mean pixels (arrays), and
+        how many replicas they came from."""
+        return self.backend.recent(n, model_version)
 
     def recent_feedback(self, n: int) -> dict:
-        rows = self._query("SELECT class_id, true_label FROM predictions WHERE feedback_ts IS NOT NULL "
-                           "ORDER BY feedback_ts DESC LIMIT ?", (n,))
-        arr = np.asarray(rows, dtype=np.int64).reshape(-1, 2)
-        return {"predicted": arr[:, 0], "true": arr[:, 1]}
+        return self.backend.recent_feedback(n)
 
     def count(self) -> int:
-        return int(self._query("SELECT COUNT(*) FROM predictions")[0][0])
+        return self.backend.count()
+
+    def prune(self) -> int:
+        return self.backend.prune(self.retention_rows, self.retention_days)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import time
 from importlib import resources
 
+import numpy as np
 from flask import Blueprint, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from fmnist.config import cpu_count
 from fmnist.labels import class_id
-from fmnist.monitoring.metrics import ReferenceCollector
 from fmnist.monitoring.drift import STATUS_ORDER, Thresholds, accuracy_report, drift_report
+from fmnist.monitoring.metrics import ReferenceCollector
+from fmnist.monitoring.store import StoreUnavailable
 from fmnist.monitoring.system import SystemCollector, process_stats, server_processes
 from fmnist.serving.errors import APIError, require_model, serving_state
 
@@ -35,10 +37,21 @@ def monitoring():
     th = Thresholds.from_settings(s)
     p = served.predictor
     manifest = p.artifact.manifest
-    st.store.flush()  # this worker's queued rows; other workers' lag by at most their flush interval
-    drift = drift_report(st.store.recent(s.drift_window, p.version), manifest.get("reference") or {}, th)
+    st.store.flush(timeout=1.0)  # this worker's queued rows; other workers' lag by at most their flush interval
     test_acc = manifest.get("metrics", {}).get("test", {}).get("accuracy")
-    accuracy = accuracy_report(st.store.recent_feedback(s.feedback_window), test_acc, th)
+    error = None
+    try:  # the shared window: every replica's predictions
+        window = st.store.recent(s.drift_window, p.version)
+        labelled = st.store.recent_feedback(s.feedback_window)
+    except StoreUnavailable as e:  # reported as an empty window, with the reason (store health below)
+        error = str(e)
+        window = {"class_id": np.zeros(0, int), "confidence": np.zeros(0), "mean_pixel": np.zeros(0), "replicas": 0}
+        labelled = {"predicted": np.zeros(0, int), "true": np.zeros(0, int)}
+    drift = drift_report(window, manifest.get("reference") or {}, th)
+    accuracy = accuracy_report(labelled, test_acc, th)
+    drift["replicas"] = window["replicas"]  # how many servers the shared window came from
+    if error:
+        drift["error"] = accuracy["error"] = error
     processes = []
     for pid, role in server_processes():
         stats = process_stats(pid)
@@ -52,6 +65,7 @@ def monitoring():
         "drift": drift,
         "accuracy": accuracy,
         "traffic": st.metrics.snapshot(),
+        "store": {**st.store.health(), "replica": st.replica},
         "system": {"processes": processes, "cpu_count": cpu_count()},
         "generated_at": time.time(),
     }
@@ -75,11 +89,16 @@ def feedback():
     idx = body.get("index", 0)
     if not isinstance(idx, int) or isinstance(idx, bool) or idx < 0:
         raise APIError(400, "bad_parameter", "index must be a non-negative integer (the image's position)")
-    row = _find(st, rid, idx)
+    try:
+        row = _find(st, rid, idx)
+        if row is not None:
+            st.store.set_feedback(rid, idx, true_id)
+    except StoreUnavailable as e:
+        raise APIError(503, "store_unavailable", f"the prediction log is unreachable, so the label was not "
+                       f"recorded; retry later ({e})", {"Retry-After": "5"}) from None
     if row is None:
         raise APIError(404, "unknown_request_id",
                        f"no prediction with request_id {rid!r} (index {idx}); it may be older than the retention")
-    st.store.set_feedback(rid, idx, true_id)
     correct = row["class_id"] == true_id
     st.metrics.feedback.labels(model_version=row["model_version"], outcome="correct" if correct else "incorrect").inc()
     g.log_extra = {"feedback_for": rid, "correct": correct}
@@ -91,7 +110,7 @@ def feedback():
 
 def _find(st, rid: str, idx: int, wait: float = 1.0):
     """The prediction row; a just-made prediction may still be in some worker's write queue."""
-    st.store.flush()
+    st.store.flush(timeout=wait)
     deadline = time.monotonic() + wait
     while True:
         row = st.store.get(rid, idx)

@@ -17,7 +17,7 @@ import numpy as np
 from fmnist.config import Settings
 from fmnist.inference import MicroBatcher, Predictor
 from fmnist.monitoring.metrics import Metrics
-from fmnist.monitoring.store import PredictionStore
+from fmnist.monitoring.store import open_store
 
 log = logging.getLogger("fmnist.serving")
 
@@ -58,7 +58,10 @@ class ModelState:
         self.metrics = Metrics()  # this process's Prometheus metrics (merged across workers at scrape time)
         self.current: "ServedModel | None" = None
         self.error: "str | None" = None
-        self.store = PredictionStore(settings.prediction_log, settings.retention_rows, settings.retention_days)
+        self.replica = settings.replica_name
+        self.store = open_store(settings.prediction_log, settings.retention_rows, settings.retention_days,
+                                buffer_rows=settings.prediction_log_buffer_rows, on_drop=self.metrics.log_dropped.inc,
+                                password_file=settings.prediction_log_password_file or None)
         self._swap_lock = threading.Lock()
         self._watcher: "threading.Thread | None" = None
 
@@ -153,9 +156,9 @@ class ModelState:
         keys = [(request_id, i) for i in range(n)] if isinstance(request_id, str) else request_id
         now = time.time()
         keep = self.settings.store_images
-        name, version = served.name, served.version
-        self.store.record([
-            (rid, idx, now, name, version, c, p, m, hashlib.sha256(px).hexdigest(), px if keep else None)
+        name, version, replica = served.name, served.version, self.replica
+        self.store.record([  # store.ROW_FIELDS order
+            (rid, idx, now, replica, name, version, c, p, m, hashlib.sha256(px).hexdigest(), px if keep else None)
             for (rid, idx), c, p, m, px in zip(keys, ids.tolist(), conf.tolist(), mean_px.tolist(),
                                                (pixels[i].tobytes() for i in range(n)))
         ])

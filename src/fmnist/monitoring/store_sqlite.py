@@ -1,0 +1,155 @@
+"""The prediction log in SQLite: the embedded default for one machine (every worker and replica there
+shares the file; WAL mode lets several processes write while others read).
+
+Schema versions (table `schema_version`), applied in order inside one BEGIN IMMEDIATE transaction,
+so processes starting together apply each step once:
+  1. `predictions` (the original table and its indexes);
+  2. the `replica` column (which server made the prediction).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fmnist.monitoring.store import READ_FIELDS, StoreUnavailable
+
+MIGRATIONS = [
+    """
+    CREATE TABLE IF NOT EXISTS predictions (
+        request_id    TEXT    NOT NULL,
+        idx           INTEGER NOT NULL,
+        ts            REAL    NOT NULL,
+        model_name    TEXT    NOT NULL,
+        model_version TEXT    NOT NULL,
+        class_id      INTEGER NOT NULL,
+        confidence    REAL    NOT NULL,
+        mean_pixel    REAL    NOT NULL,
+        input_sha256  TEXT    NOT NULL,
+        image         BLOB,
+        true_label    INTEGER,
+        feedback_ts   REAL,
+        PRIMARY KEY (request_id, idx)
+    );
+    CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts);
+    CREATE INDEX IF NOT EXISTS predictions_feedback ON predictions (feedback_ts) WHERE feedback_ts IS NOT NULL;
+    """,
+    "ALTER TABLE predictions ADD COLUMN replica TEXT NOT NULL DEFAULT ''",
+]
+_INSERT = ("INSERT OR REPLACE INTO predictions (request_id, idx, ts, replica, model_name, model_version, class_id, "
+           "confidence, mean_pixel, input_sha256, image) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_SELECT = ("SELECT request_id, idx, ts, replica, model_name, model_version, class_id, confidence, mean_pixel, "
+           "input_sha256, true_label FROM predictions")
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), timeout=10.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+    conn.execute("PRAGMA busy_timeout=10000")
+    return conn
+
+
+class SQLiteBackend:
+    kind = "sqlite"
+
+    def __init__(self, path: "str | Path"):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._read = _connect(self.path)
+        self._read_lock = threading.Lock()
+        self._write: "sqlite3.Connection | None" = None  # the writer thread's own connection
+
+    def describe(self) -> str:
+        return str(self.path)
+
+    def ensure_schema(self) -> None:
+        conn = _connect(self.path)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            version = row[0] or 0
+            if version == 0 and conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'predictions'").fetchone():
+                version = 1  # a log written before schema versions existed
+            for v in range(version, len(MIGRATIONS)):
+                conn.executescript(MIGRATIONS[v]) if v == 0 else conn.execute(MIGRATIONS[v])
+            if version < len(MIGRATIONS):
+                conn.execute("DELETE FROM schema_version")
+                conn.execute("INSERT INTO schema_version VALUES (?)", (len(MIGRATIONS),))
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            raise StoreUnavailable(f"SQLite {self.path}: {e}") from None
+        finally:
+            conn.close()
+
+    def insert(self, rows: list) -> None:
+        if self._write is None:
+            self._write = _connect(self.path)
+        conn = self._write
+        for attempt in range(5):
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(_INSERT, rows)
+                conn.execute("COMMIT")
+                return
+            except sqlite3.OperationalError as e:  # busy beyond the timeout: retry, then say so
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if attempt == 4:
+                    raise StoreUnavailable(f"SQLite {self.path}: {e}") from None
+                time.sleep(0.05 * (attempt + 1))
+
+    def prune(self, retention_rows: int, retention_days: float) -> int:
+        with self._read_lock:
+            cur = self._read.execute(
+                "DELETE FROM predictions WHERE rowid <= (SELECT MAX(rowid) FROM predictions) - ? OR ts < ?",
+                (retention_rows, time.time() - retention_days * 86400))
+        return cur.rowcount
+
+    def close(self) -> None:
+        with self._read_lock:
+            self._read.close()
+        if self._write is not None:
+            self._write.close()
+
+    # ------------------------------------------------------------------ reading
+    def _query(self, sql: str, args=()) -> list:
+        with self._read_lock:
+            return self._read.execute(sql, args).fetchall()
+
+    def get(self, request_id: str, idx: int) -> "dict | None":
+        rows = self._query(_SELECT + " WHERE request_id = ? AND idx = ?", (request_id, idx))
+        return dict(zip(READ_FIELDS, rows[0])) if rows else None
+
+    def set_feedback(self, request_id: str, idx: int, true_label: int, ts: float) -> bool:
+        with self._read_lock:
+            cur = self._read.execute("UPDATE predictions SET true_label = ?, feedback_ts = ? "
+                                     "WHERE request_id = ? AND idx = ?", (true_label, ts, request_id, idx))
+        return cur.rowcount > 0
+
+    def recent(self, n: int, model_version: "str | None") -> dict:
+        where, args = ("WHERE model_version = ?", (model_version, n)) if model_version else ("", (n,))
+        rows = self._query(f"SELECT class_id, confidence, mean_pixel, replica FROM predictions {where} "
+                           "ORDER BY ts DESC LIMIT ?", args)
+        return window(rows)
+
+    def recent_feedback(self, n: int) -> dict:
+        rows = self._query("SELECT class_id, true_label FROM predictions WHERE feedback_ts IS NOT NULL "
+                           "ORDER BY feedback_ts DESC LIMIT ?", (n,))
+        arr = np.asarray(rows, dtype=np.int64).reshape(-1, 2)
+        return {"predicted": arr[:, 0], "true": arr[:, 1]}
+
+    def count(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM predictions")[0][0])
+
+
+def window(rows: list) -> dict:
+    """(class_id, confidence, mean_pixel, replica) rows -> the arrays drift needs, and the replica count."""
+    arr = np.asarray([r[:3] for r in rows], dtype=np.float64).reshape(-1, 3)
+    return {"class_id": arr[:, 0].astype(int), "confidence": arr[:, 1], "mean_pixel": arr[:, 2],
+            "replicas": len({r[3] for r in rows})}
