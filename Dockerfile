@@ -25,7 +25,7 @@ COPY src /src/src
 # binary wheels only: the serving image never needs a compiler; pip itself stays behind
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --only-binary=:all: --upgrade pip \
- && /opt/venv/bin/pip install --only-binary=:all: "/src[serve]" \
+ && /opt/venv/bin/pip install --only-binary=:all: "/src[serve,postgres]" \
  && ! /opt/venv/bin/python -c "import torch" 2>/dev/null \
  && /opt/venv/bin/pip uninstall -y -q pip setuptools
 

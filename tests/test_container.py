@@ -54,13 +54,19 @@ def _tail(text: str, lines: int = 3) -> str:
     return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:]) or "(no message)"
 
 
-def test_serving_image_builds_runs_predicts_and_is_healthy(tmp_path, podman_env):
-    env = dict(podman_env)
-    mounts = env["PODMAN_BUILD_MOUNTS"].split()
+@pytest.fixture(scope="session")
+def serving_image(podman_env) -> str:
+    """The serving image, built once for the tests that run it."""
+    mounts = podman_env["PODMAN_BUILD_MOUNTS"].split()
     build = subprocess.run(["podman", "build", "--format", "docker", *mounts, "--target", "serve",
                             "--build-arg", "BASE=localhost/debian:bookworm", "-t", IMAGE, str(REPO)],
-                           capture_output=True, text=True, env=env, timeout=1800)
+                           capture_output=True, text=True, env=podman_env, timeout=1800)
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    return IMAGE
+
+
+def test_serving_image_builds_runs_predicts_and_is_healthy(tmp_path, podman_env, serving_image):
+    env = dict(podman_env)
     size = json.loads(subprocess.run(["podman", "image", "inspect", IMAGE], capture_output=True, text=True,
                                      env=env).stdout)[0]["Size"]
     print(f"serving image size: {size / 1e6:.0f} MB")
@@ -119,3 +125,51 @@ def test_compose_brings_up_nginx_replicas_and_prometheus(tmp_path, podman_env):
         assert len(up_targets) == 3  # Prometheus scrapes all three replicas
     finally:
         subprocess.run([*base, "down"], capture_output=True, env=env, timeout=300, cwd=REPO)
+
+
+def test_the_kubernetes_pod_spec_runs_under_podman_kube_play(tmp_path, podman_env, serving_image):
+    """deploy/k8s rendered by kustomize and played by a real engine that reads Kubernetes YAML: the
+    image, runAsUser 10001, readOnlyRootFilesystem, the emptyDir volumes, the ConfigMap and the
+    optional Secret reference must let the server become ready and answer /predict."""
+    import yaml
+
+    env = dict(podman_env)
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("needs kubectl (apt-get install kubernetes-client)")
+    out = subprocess.run([kubectl, "kustomize", str(REPO / "deploy" / "k8s")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    docs = {d["kind"]: d for d in yaml.safe_load_all(out.stdout) if d}
+    dep, cm = docs["Deployment"], docs["ConfigMap"]
+    port = free_port()
+    dep["metadata"].pop("namespace", None)
+    dep["spec"]["replicas"] = 1
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    c["image"] = serving_image
+    c["args"] = [a if a != "5000" else str(port) for a in c["args"]]  # host network: a free port
+    c["ports"][0]["containerPort"] = port
+    cm["metadata"].pop("namespace", None)
+    (tmp_path / "deployment.yaml").write_text(yaml.safe_dump(dep))
+    (tmp_path / "configmap.yaml").write_text(yaml.safe_dump(cm))
+    play = subprocess.run(["podman", "kube", "play", "--network", "host", "--configmap", str(tmp_path / "configmap.yaml"),
+                           str(tmp_path / "deployment.yaml")], capture_output=True, text=True, env=env, timeout=300)
+    try:
+        assert play.returncode == 0, play.stdout + play.stderr
+        lines = play.stdout.split()  # "Pod:\n<id>\nContainer:\n<id>..."
+        ctr = lines[lines.index("Container:") + 1:][:1] if "Container:" in lines else []
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, 90, pause=0.5, request_timeout=2,
+                   describe=lambda: subprocess.run(["podman", "logs", *ctr[-1:]], env=env, capture_output=True,
+                                                   text=True).stdout[-3000:] if ctr else "no container")
+        body = predict_bytes(png(np.zeros((28, 28), np.uint8)), url)
+        assert body["model"]["name"] == "smallcnn"
+        whoami = subprocess.run(["podman", "exec", ctr[-1], "id", "-u"], capture_output=True, text=True, env=env)
+        assert whoami.stdout.strip() == "10001"
+        write = subprocess.run(["podman", "exec", ctr[-1], "touch", "/srv/x"], capture_output=True, text=True, env=env)
+        assert write.returncode != 0 and "Read-only" in write.stderr  # readOnlyRootFilesystem is enforced
+        with urllib.request.urlopen(url + "/monitoring", timeout=10) as r:
+            store = json.loads(r.read())["store"]
+        assert store["ok"] and store["where"] == "/srv/state/predictions.sqlite"  # no Secret: the emptyDir's SQLite
+    finally:
+        subprocess.run(["podman", "kube", "down", str(tmp_path / "deployment.yaml")], capture_output=True, env=env,
+                       timeout=120)

@@ -54,3 +54,27 @@ def test_kustomization_renders_and_validates():
             assert d["metadata"]["namespace"] == "fmnist"
     dep = next(d for d in docs if d["kind"] == "Deployment")
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "localhost/fmnist:serve"
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs kubectl (apt-get install kubernetes-client)")
+def test_dev_postgres_overlay_points_every_pod_at_one_database():
+    """deploy/k8s-dev-postgres: the base, one PostgreSQL (StatefulSet + PVC), and the Secret the
+    Deployment reads FMNIST_PREDICTION_LOG from."""
+    import base64
+
+    import kubernetes_validate
+
+    out = subprocess.run(["kubectl", "kustomize", str(REPO / "deploy" / "k8s-dev-postgres")], capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    for d in docs:
+        kubernetes_validate.validate(d, KUBE_VERSION, strict=True)
+    by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    sts = by[("StatefulSet", "fmnist-postgres")]
+    assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
+    env = {e["name"]: e for e in by[("Deployment", "fmnist")]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    ref = env["FMNIST_PREDICTION_LOG"]["valueFrom"]["secretKeyRef"]
+    url = base64.b64decode(by[("Secret", ref["name"])]["data"][ref["key"]]).decode()
+    assert url.startswith("postgresql://") and "@fmnist-postgres:5432/" in url
+    assert env["FMNIST_REPLICA"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"

@@ -33,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--data-dir", help="directory with the four Fashion-MNIST .gz files")
         sp.add_argument("--no-download", action="store_true", help="never try the official mirror")
 
+    def prediction_log_opt(sp):
+        sp.add_argument("--prediction-log", help="SQLite path (default .fmnist/predictions.sqlite) or a "
+                        "postgresql://user:password@host:port/dbname URL shared by every replica")
+
     def registry_opt(sp):
         sp.add_argument("--registry", help="model registry directory (default: $FMNIST_MODELS or ./models)")
 
@@ -136,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--max-batch-size", type=int)
     sp.add_argument("--max-batch-wait-ms", type=float)
     sp.add_argument("--quiet", action="store_true", help="no per-request log lines")
+    prediction_log_opt(sp)
     registry_opt(sp)
     sp.set_defaults(func=cmd_serve)
 
@@ -151,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--state-dir", default=".fmnist/cluster")
     sp.add_argument("--detach", action="store_true", help="run the supervisor in the background")
     sp.add_argument("--json", action="store_true")
+    prediction_log_opt(sp)
     registry_opt(sp)
     sp.set_defaults(func=cmd_cluster)
 

@@ -30,8 +30,8 @@ def cmd_serve(args) -> int:
 
     env = dict(os.environ)
     env["FMNIST_BIND"] = f"{args.host}:{args.port}"
-    for key, value in (("MODEL", args.model), ("MODELS", args.registry), ("WORKERS", args.workers),
-                       ("WORKER", args.worker), ("THREADS", args.threads), ("BACKEND", args.backend),
+    for key, value in (("MODEL", args.model), ("MODELS", args.registry), ("PREDICTION_LOG", args.prediction_log),
+                       ("WORKERS", args.workers), ("WORKER", args.worker), ("THREADS", args.threads), ("BACKEND", args.backend),
                        ("MAX_BATCH_SIZE", args.max_batch_size), ("MAX_BATCH_WAIT_MS", args.max_batch_wait_ms)):
         if value is not None:
             env[f"FMNIST_{key}"] = str(value)
@@ -107,6 +107,8 @@ def cmd_cluster(args) -> int:
         serve_args += ["--model", args.model]
     if args.registry:
         serve_args += ["--registry", args.registry]
+    if args.prediction_log:
+        serve_args += ["--prediction-log", args.prediction_log]
     if args.worker:
         serve_args += ["--worker", args.worker]
     if args.threads:
