@@ -66,6 +66,11 @@ class Artifact:
         return dict(self.manifest["architecture"].get("kwargs", {}))
 
     @property
+    def external(self) -> bool:
+        """Imported from elsewhere (Keras, ONNX): ONNX only, no torch weights."""
+        return bool(self.manifest["architecture"].get("external"))
+
+    @property
     def preprocessing(self) -> Preprocessing:
         return Preprocessing.from_dict(self.manifest["preprocessing"])
 
@@ -108,7 +113,8 @@ def read_artifact(path: "str | Path", verify: bool = True) -> Artifact:
     if list(manifest["classes"]) != list(CLASSES):
         raise ArtifactError(f"{mpath}: class names differ from Fashion-MNIST's ten classes")
     files = manifest["files"]
-    for required in (WEIGHTS, ONNX):
+    external = bool(manifest["architecture"].get("external"))  # imported: ONNX only, no torch weights
+    for required in ((ONNX,) if external else (WEIGHTS, ONNX)):
         if required not in files:
             raise ArtifactError(f"{mpath}: incomplete artifact, {required} is not listed in files")
     if verify:
@@ -152,6 +158,8 @@ def load_model(artifact: "Artifact | str | Path"):
     from safetensors.torch import load_file
 
     art = artifact if isinstance(artifact, Artifact) else read_artifact(artifact)
+    if art.external:
+        raise ArtifactError(f"{art.ref} was imported from {art.arch} and has no torch weights: use the onnx backend")
     model = build_model(art.arch, art.model_kwargs)
     state = load_file(str(art.weights_path))
     try:
@@ -219,6 +227,43 @@ def next_version(root: "str | Path", name: str) -> str:
     return str(max(numeric, default=0) + 1)
 
 
+def _commit(registry: "str | Path", name: str, version: "str | None", build) -> Artifact:
+    """Write an artifact atomically: build(tmp_dir) writes its files and returns the manifest; every file
+    is then listed with its sha256, and the directory renamed into <registry>/<name>/<version>/."""
+    validate_name(name)
+    registry = Path(registry)
+    version = str(version or next_version(registry, name))
+    final = registry / name / version
+    if final.exists():
+        raise ArtifactError(f"{final} already exists: versions are immutable, choose another version")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=final.parent))
+    try:
+        manifest = {"schema_version": SCHEMA_VERSION, "name": name, "version": version, **build(tmp)}
+        manifest["files"] = {f.name: {"sha256": sha256_file(f), "bytes": f.stat().st_size}
+                             for f in sorted(tmp.iterdir()) if f.name != MANIFEST}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return read_artifact(final)
+
+
+def _common(preprocessing: Preprocessing, metrics, training, reference, extra) -> dict:
+    return {
+        "preprocessing": preprocessing.to_dict(),
+        "classes": list(CLASSES),
+        "input": {"name": "input", "shape": ["N", 1, 28, 28], "dtype": "float32", "normalised": True},
+        "output": {"name": "logits", "shape": ["N", 10], "dtype": "float32"},
+        "metrics": metrics or {},
+        "training": training or {},
+        "reference": reference or {},
+        "libraries": library_versions(),
+        **(extra or {}),
+    }
+
+
 def save_artifact(
     model,
     *,
@@ -234,54 +279,52 @@ def save_artifact(
     version: "str | None" = None,
     check_inputs=None,
 ) -> Artifact:
-    """Write weights + ONNX + manifest into <registry>/<name>/<version>/ atomically; return it verified."""
+    """Write weights + ONNX + manifest of one of fmnist's architectures; return it verified."""
     from safetensors.torch import save_file
 
     from fmnist.models import count_flops, count_parameters
 
-    validate_name(name)
-    registry = Path(registry)
-    version = str(version or next_version(registry, name))
-    final = registry / name / version
-    if final.exists():
-        raise ArtifactError(f"{final} already exists: versions are immutable, choose another version")
-    final.parent.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=final.parent))
-    try:
+
+    def build(tmp: Path) -> dict:
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"arch": arch, "format": "pt"})
         onnx_diff = export_onnx(model, tmp / ONNX, check_inputs)
-        manifest = {
-            "schema_version": SCHEMA_VERSION,
-            "name": name,
-            "version": version,
-            "architecture": {
-                "name": arch,
-                "kwargs": model_kwargs,
-                "params": count_parameters(model),
-                "flops_per_image": count_flops(model),
-            },
-            "preprocessing": preprocessing.to_dict(),
-            "classes": list(CLASSES),
-            "input": {"name": "input", "shape": ["N", 1, 28, 28], "dtype": "float32", "normalised": True},
-            "output": {"name": "logits", "shape": ["N", 10], "dtype": "float32"},
+        return {
+            "architecture": {"name": arch, "kwargs": model_kwargs, "params": count_parameters(model),
+                             "flops_per_image": count_flops(model)},
             "onnx": {"opset": ONNX_OPSET, "max_abs_diff_vs_torch": onnx_diff},
-            "metrics": metrics or {},
-            "training": training or {},
-            "reference": reference or {},
-            "libraries": library_versions(),
-            **(extra or {}),
+            **_common(preprocessing, metrics, training, reference, extra),
         }
-        manifest["files"] = {
-            f: {"sha256": sha256_file(tmp / f), "bytes": (tmp / f).stat().st_size} for f in (WEIGHTS, ONNX)
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return read_artifact(final)
+
+    return _commit(registry, name, version, build)
+
+
+def save_external_artifact(
+    onnx_file: Path,
+    *,
+    registry: "str | Path",
+    name: str,
+    source: Path,
+    architecture: dict,
+    preprocessing: Preprocessing,
+    onnx_info: dict,
+    metrics: "dict | None" = None,
+    training: "dict | None" = None,
+    reference: "dict | None" = None,
+    extra: "dict | None" = None,
+    version: "str | None" = None,
+) -> Artifact:
+    """An artifact of a model made elsewhere (Keras, ONNX): its standard-contract ONNX graph (already
+    checked by the importer) and the source file kept beside it as `source<suffix>`. It has no
+    torch weights: it is served with ONNX Runtime. architecture: {"name": "keras" | "onnx", ...}."""
+    def build(tmp: Path) -> dict:
+        shutil.copyfile(onnx_file, tmp / ONNX)
+        shutil.copyfile(source, tmp / f"source{source.suffix or '.bin'}")
+        return {"architecture": {"kwargs": {}, "external": True, **architecture}, "onnx": onnx_info,
+                **_common(preprocessing, metrics, training, reference, extra)}
+
+    return _commit(registry, name, version, build)
 
 
 def export_state_dict(artifact: Artifact, out: Path) -> Path:
