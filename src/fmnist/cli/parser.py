@@ -168,13 +168,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="one JSON object per file")
     sp.set_defaults(func=cmd_predict)
 
-    sp = sub.add_parser("import", help="turn a .pth state dict into a verified artifact")
+    sp = sub.add_parser("import", help="turn a Keras .keras/.h5, an ONNX model or a .pth state dict into a "
+                                       "verified artifact (the format is read from the file)")
     sp.add_argument("file")
-    sp.add_argument("--arch", required=True)
-    sp.add_argument("--kwargs", type=_json_arg, default={})
-    sp.add_argument("--name")
-    sp.add_argument("--mean", type=float, default=0.2860, help="normalisation mean the weights were trained with")
-    sp.add_argument("--std", type=float, default=0.3530, help="normalisation std the weights were trained with")
+    sp.add_argument("--arch", help="for a .pth state dict: which fmnist architecture it fits")
+    sp.add_argument("--kwargs", type=_json_arg, default={}, help="for --arch: the architecture's options")
+    sp.add_argument("--name", help="artifact name (default: the file name, or the arch)")
+    sp.add_argument("--scale", type=float, choices=[1.0, 255.0],
+                    help="the model's pixel range: 1 (pixels / 255, the lesson's and the default for Keras/ONNX) "
+                         "or 255 (raw 0-255 pixels)")
+    sp.add_argument("--mean", type=float, help="normalisation mean on the 0-1 scale (default: 0 for Keras/ONNX, "
+                                               "0.2860 for .pth)")
+    sp.add_argument("--std", type=float, help="normalisation std on the 0-1 scale (default: 1 for Keras/ONNX, "
+                                              "0.3530 for .pth)")
+    sp.add_argument("--classes", help="the model's ten output classes in its order, comma-separated "
+                                      "(default: Fashion-MNIST's order)")
     sp.add_argument("--no-eval", action="store_true", help="skip test metrics and reference statistics")
     data_opts(sp)
     registry_opt(sp)

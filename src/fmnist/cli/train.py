@@ -154,15 +154,27 @@ def cmd_export(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from fmnist.importer import import_pth
-    from fmnist.preprocess import Preprocessing
+    from fmnist.importer import import_file
+    from fmnist.preprocess import DEFAULT_MEAN, DEFAULT_STD, Preprocessing
     from fmnist.registry import registry_root
 
-    art = import_pth(args.file, args.arch, registry_root(args.registry), name=args.name, model_kwargs=args.kwargs,
-                     preprocessing=Preprocessing(mean=args.mean, std=args.std), evaluate=not args.no_eval,
-                     data_dir=args.data_dir)
-    acc = art.manifest.get("metrics", {}).get("test", {}).get("accuracy")
-    print(f"imported {args.file} as {art.ref} at {art.path}" + (f": test accuracy {acc:.4f}" if acc else ""))
+    if args.arch:  # our own architectures are trained on the dataset's mean/std
+        mean, std = DEFAULT_MEAN if args.mean is None else args.mean, DEFAULT_STD if args.std is None else args.std
+    else:  # the lesson's convention: pixels / 255
+        mean, std = args.mean or 0.0, args.std or 1.0
+    if args.scale == 255.0:  # the model wants raw 0-255 pixels: (p / 255 - mean) / (std / 255)
+        std = std / 255.0
+    scale = "pixel / 255" if args.scale != 255.0 else "pixel (0-255): (pixel / 255 - mean) / std with std / 255"
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    art = import_file(args.file, registry_root(args.registry), name=args.name, arch=args.arch,
+                      model_kwargs=args.kwargs, preprocessing=Preprocessing(mean=mean, std=std, scale=scale),
+                      classes=classes, evaluate=not args.no_eval, data_dir=args.data_dir)
+    m = art.manifest
+    acc = m.get("metrics", {}).get("test", {}).get("accuracy")
+    parity = m["onnx"].get("max_abs_diff_vs_source", m["onnx"].get("max_abs_diff_vs_torch"))
+    print(f"imported {args.file} ({m['training'].get('format')}) as {art.ref} at {art.path}"
+          + (f": test accuracy {acc:.4f}" if acc is not None else "") + f"; ONNX parity {parity:.1e}"
+          + (f"; input {m['source']['input_layout']}, output {m['source']['output']}" if "source" in m else ""))
     return 0
 
 

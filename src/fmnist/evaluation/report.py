@@ -33,7 +33,8 @@ def _row(art, report) -> dict:
         "label": art.ref,
         "arch": art.arch,
         "params": m["architecture"]["params"],
-        "flops": m["architecture"]["flops_per_image"],
+        "flops": m["architecture"].get("flops_per_image"),  # unknown for an imported (Keras, ONNX) model
+        "imported": bool(m["architecture"].get("external")),
         "seconds": tr.get("duration_seconds"),
         "epochs": tr.get("epochs_run"),
         "acc": report["accuracy"],
@@ -97,10 +98,11 @@ def _markdown(rows, figs, command, n_test) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(WEAK) + "---:|",
     ]
     for r in rows:
-        t = f"{r['seconds']:.0f} s" if r["seconds"] is not None else "-"
+        t = f"{r['seconds']:.0f} s" if r["seconds"] is not None else ("unknown (imported)" if r["imported"] else "-")
+        flops = f"{r['flops'] / 1e6:.2f}" if r["flops"] is not None else "-"
         gap = f"{100 * r['gap']:+.1f} pt" if r["gap"] is not None else "-"
         lines.append(
-            f"| {r['label']} | {r['arch']} | {r['params']:,} | {r['flops'] / 1e6:.2f} | {t} | {r['epochs'] or '-'} | "
+            f"| {r['label']} | {r['arch']} | {r['params']:,} | {flops} | {t} | {r['epochs'] or '-'} | "
             f"{100 * r['acc']:.2f} % | {r['macro_f1']:.4f} | " + " | ".join(f"{r['f1'][c]:.3f}" for c in WEAK)
             + f" | {gap} |"
         )
@@ -147,7 +149,7 @@ def _markdown(rows, figs, command, n_test) -> str:
         "## Accuracy vs size vs compute vs training time",
         "",
         f"The most accurate model is {best['label']} at {100 * best['acc']:.2f} % with {best['params']:,} parameters "
-        f"and {best['flops'] / 1e6:.1f} MFLOPs per image.",
+        + (f"and {best['flops'] / 1e6:.1f} MFLOPs per image." if best["flops"] is not None else "(imported: FLOPs unknown)."),
         "",
         f"![trade-offs]({figs['tradeoffs']})",
         "",
