@@ -4,6 +4,7 @@ Slow (a few minutes the first time: debootstrap + pip inside the build), so it r
 FMNIST_CONTAINER_TESTS=1 (`make test` and `make test-container` set it).
 """
 
+import base64
 import json
 import os
 import shutil
@@ -127,13 +128,11 @@ def test_compose_brings_up_nginx_replicas_and_prometheus(tmp_path, podman_env):
         subprocess.run([*base, "down"], capture_output=True, env=env, timeout=300, cwd=REPO)
 
 
-def test_the_kubernetes_pod_spec_runs_under_podman_kube_play(tmp_path, podman_env, serving_image):
-    """deploy/k8s rendered by kustomize and played by a real engine that reads Kubernetes YAML: the
-    image, runAsUser 10001, readOnlyRootFilesystem, the emptyDir volumes, the ConfigMap and the
-    optional Secret reference must let the server become ready and answer /predict."""
+def _play(tmp_path, env, image, port):
+    """deploy/k8s rendered by the installed kubectl, its Deployment and ConfigMap played by podman on the
+    host network -> the container's name (or a failed assertion with podman's output)."""
     import yaml
 
-    env = dict(podman_env)
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("needs kubectl (apt-get install kubernetes-client)")
@@ -141,35 +140,87 @@ def test_the_kubernetes_pod_spec_runs_under_podman_kube_play(tmp_path, podman_en
     assert out.returncode == 0, out.stderr
     docs = {d["kind"]: d for d in yaml.safe_load_all(out.stdout) if d}
     dep, cm = docs["Deployment"], docs["ConfigMap"]
-    port = free_port()
     dep["metadata"].pop("namespace", None)
+    cm["metadata"].pop("namespace", None)
     dep["spec"]["replicas"] = 1
     c = dep["spec"]["template"]["spec"]["containers"][0]
-    c["image"] = serving_image
-    c["args"] = [a if a != "5000" else str(port) for a in c["args"]]  # host network: a free port
-    c["ports"][0]["containerPort"] = port
-    cm["metadata"].pop("namespace", None)
+    c["image"] = image
+    # host network (podman refuses port mappings there): a free port, and the probes' named port by number
+    c["args"] = [a if a != "5000" else str(port) for a in c["args"]]
+    c.pop("ports")
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        c[probe]["httpGet"]["port"] = port
     (tmp_path / "deployment.yaml").write_text(yaml.safe_dump(dep))
     (tmp_path / "configmap.yaml").write_text(yaml.safe_dump(cm))
     play = subprocess.run(["podman", "kube", "play", "--network", "host", "--configmap", str(tmp_path / "configmap.yaml"),
                            str(tmp_path / "deployment.yaml")], capture_output=True, text=True, env=env, timeout=300)
+    assert play.returncode == 0, play.stdout + play.stderr
+    lines = play.stdout.split()  # "Pod:\n<id>\nContainer:\n<id>..."
+    ctr = lines[lines.index("Container:") + 1] if "Container:" in lines else ""
+    wait_ready(f"http://127.0.0.1:{port}", 90, pause=0.5, request_timeout=2,
+               describe=lambda: subprocess.run(["podman", "logs", ctr], env=env, capture_output=True,
+                                               text=True).stdout[-3000:])
+    return ctr
+
+
+def _down(tmp_path, env):
+    subprocess.run(["podman", "kube", "down", str(tmp_path / "deployment.yaml")], capture_output=True, env=env,
+                   timeout=120)
+
+
+def test_the_kubernetes_pod_spec_runs_under_podman_kube_play(tmp_path, podman_env, serving_image):
+    """deploy/k8s rendered by kustomize and played by a real engine that reads Kubernetes YAML: the
+    image, runAsUser 10001, readOnlyRootFilesystem, the emptyDir volumes, the ConfigMap and the
+    optional Secret reference must let the server become ready and answer /predict."""
+    env = dict(podman_env)
+    subprocess.run(["podman", "secret", "rm", "fmnist-prediction-log"], capture_output=True, env=env)  # no Secret
+    port = free_port()
     try:
-        assert play.returncode == 0, play.stdout + play.stderr
-        lines = play.stdout.split()  # "Pod:\n<id>\nContainer:\n<id>..."
-        ctr = lines[lines.index("Container:") + 1:][:1] if "Container:" in lines else []
+        ctr = _play(tmp_path, env, serving_image, port)
         url = f"http://127.0.0.1:{port}"
-        wait_ready(url, 90, pause=0.5, request_timeout=2,
-                   describe=lambda: subprocess.run(["podman", "logs", *ctr[-1:]], env=env, capture_output=True,
-                                                   text=True).stdout[-3000:] if ctr else "no container")
         body = predict_bytes(png(np.zeros((28, 28), np.uint8)), url)
         assert body["model"]["name"] == "smallcnn"
-        whoami = subprocess.run(["podman", "exec", ctr[-1], "id", "-u"], capture_output=True, text=True, env=env)
+        whoami = subprocess.run(["podman", "exec", ctr, "id", "-u"], capture_output=True, text=True, env=env)
         assert whoami.stdout.strip() == "10001"
-        write = subprocess.run(["podman", "exec", ctr[-1], "touch", "/srv/x"], capture_output=True, text=True, env=env)
+        write = subprocess.run(["podman", "exec", ctr, "touch", "/srv/x"], capture_output=True, text=True, env=env)
         assert write.returncode != 0 and "Read-only" in write.stderr  # readOnlyRootFilesystem is enforced
         with urllib.request.urlopen(url + "/monitoring", timeout=10) as r:
             store = json.loads(r.read())["store"]
-        assert store["ok"] and store["where"] == "/srv/state/predictions.sqlite"  # no Secret: the emptyDir's SQLite
+        assert store["ok"] and store["where"] == "/srv/state/predictions.sqlite", store  # no Secret: the emptyDir SQLite
     finally:
-        subprocess.run(["podman", "kube", "down", str(tmp_path / "deployment.yaml")], capture_output=True, env=env,
-                       timeout=120)
+        _down(tmp_path, env)
+
+
+def test_the_pod_spec_takes_the_postgresql_url_from_the_secret(tmp_path, podman_env, serving_image):
+    """With the Secret fmnist-prediction-log present (podman resolves secretKeyRef from its own secrets,
+    holding the Kubernetes Secret's YAML), the pod writes its predictions to that PostgreSQL, under
+    its pod name."""
+    from tests.pg import PgServer, pg_bin
+
+    if pg_bin() is None:
+        pytest.skip("needs PostgreSQL's initdb/pg_ctl (apt-get install postgresql)")
+    env = dict(podman_env)
+    pg = PgServer(tmp_path / "pg", free_port()).init()
+    # podman 4.3 resolves secretKeyRef from a podman secret holding the Secret's `data` map as JSON
+    # (key -> base64 value); `kubectl create secret` makes the same map in a cluster
+    secret = tmp_path / "secret.json"
+    secret.write_text(json.dumps({"url": base64.b64encode(pg.url.encode()).decode()}))
+    subprocess.run(["podman", "secret", "rm", "fmnist-prediction-log"], capture_output=True, env=env)
+    made = subprocess.run(["podman", "secret", "create", "fmnist-prediction-log", str(secret)], capture_output=True,
+                          text=True, env=env)
+    assert made.returncode == 0, made.stderr
+    port = free_port()
+    try:
+        _play(tmp_path, env, serving_image, port)
+        url = f"http://127.0.0.1:{port}"
+        rid = predict_bytes(png(np.zeros((28, 28), np.uint8)), url)["request_id"]
+        with urllib.request.urlopen(url + "/monitoring", timeout=10) as r:
+            store = json.loads(r.read())["store"]
+        assert store["backend"] == "postgresql" and store["ok"], store
+        time.sleep(0.5)
+        rows = pg.query("SELECT replica FROM predictions WHERE request_id = %s", (rid,))
+        assert rows and rows[0][0].startswith("fmnist-"), rows  # the pod's name, from the downward API
+    finally:
+        _down(tmp_path, env)
+        subprocess.run(["podman", "secret", "rm", "fmnist-prediction-log"], capture_output=True, env=env)
+        pg.stop("immediate")

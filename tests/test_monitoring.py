@@ -207,3 +207,28 @@ def test_bulk_histogram_writes_equal_one_observation_at_a_time():
     lines = lambda reg: [line for line in generate_latest(reg).decode().splitlines() if "_sum" not in line and "_created" not in line]
     assert lines(one) == lines(bulk)
     assert h1._sum.get() == pytest.approx(h2._sum.get(), rel=1e-12)
+
+
+def _open_and_report(path, q):
+    from fmnist.monitoring.store import open_store
+
+    store = open_store(path)
+    q.put(store.health())
+    store.close()
+
+
+def test_processes_opening_a_new_sqlite_log_together_all_come_up_healthy(tmp_path):
+    """Gunicorn starts its workers together: each applies the schema versions in one transaction, so
+    none finds a half-migrated log (an ALTER TABLE run twice) and starts unhealthy."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    for trial in range(8):
+        q = ctx.Queue()
+        procs = [ctx.Process(target=_open_and_report, args=(str(tmp_path / f"p{trial}.sqlite"), q)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=30)
+        health = [q.get(timeout=5) for _ in procs]
+        assert all(h["ok"] for h in health), health

@@ -119,7 +119,8 @@ def test_a_version_1_log_is_upgraded(fresh, tmp_path):
     store.close()
     path = tmp_path / "old.sqlite"  # a SQLite log from before schema versions
     with sqlite3.connect(path) as conn:
-        conn.executescript(SQLITE_MIGRATIONS[0])
+        for statement in SQLITE_MIGRATIONS[0]:
+            conn.execute(statement)
         conn.execute("INSERT INTO predictions (request_id, idx, ts, model_name, model_version, class_id, confidence, "
                      "mean_pixel, input_sha256) VALUES ('old', 0, 1, 'm', '1', 3, 0.5, 0.2, 'x')")
     store = open_store(str(path))

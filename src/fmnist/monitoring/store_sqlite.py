@@ -18,8 +18,10 @@ import numpy as np
 
 from fmnist.monitoring.store import READ_FIELDS, StoreUnavailable
 
+# each a list of statements, run with execute() inside the migration's transaction (executescript()
+# would COMMIT first and let another process migrate at the same time)
 MIGRATIONS = [
-    """
+    ["""
     CREATE TABLE IF NOT EXISTS predictions (
         request_id    TEXT    NOT NULL,
         idx           INTEGER NOT NULL,
@@ -34,11 +36,10 @@ MIGRATIONS = [
         true_label    INTEGER,
         feedback_ts   REAL,
         PRIMARY KEY (request_id, idx)
-    );
-    CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts);
-    CREATE INDEX IF NOT EXISTS predictions_feedback ON predictions (feedback_ts) WHERE feedback_ts IS NOT NULL;
-    """,
-    "ALTER TABLE predictions ADD COLUMN replica TEXT NOT NULL DEFAULT ''",
+    )""",
+     "CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts)",
+     "CREATE INDEX IF NOT EXISTS predictions_feedback ON predictions (feedback_ts) WHERE feedback_ts IS NOT NULL"],
+    ["ALTER TABLE predictions ADD COLUMN replica TEXT NOT NULL DEFAULT ''"],
 ]
 _INSERT = ("INSERT OR REPLACE INTO predictions (request_id, idx, ts, replica, model_name, model_version, class_id, "
            "confidence, mean_pixel, input_sha256, image) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
@@ -77,7 +78,8 @@ class SQLiteBackend:
             if version == 0 and conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'predictions'").fetchone():
                 version = 1  # a log written before schema versions existed
             for v in range(version, len(MIGRATIONS)):
-                conn.executescript(MIGRATIONS[v]) if v == 0 else conn.execute(MIGRATIONS[v])
+                for statement in MIGRATIONS[v]:
+                    conn.execute(statement)
             if version < len(MIGRATIONS):
                 conn.execute("DELETE FROM schema_version")
                 conn.execute("INSERT INTO schema_version VALUES (?)", (len(MIGRATIONS),))
