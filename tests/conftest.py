@@ -130,3 +130,13 @@ def running_server(workdir: Path, *extra: str, workers: int = 2, model: str = st
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module", params=["loop", "gthread"])
+def kind_server(request, tmp_path_factory):
+    """A real `fmnist serve` with one worker of each kind (the loop worker; gthread with 4 threads), per
+    test module: the HTTP conformance and abuse suites run against both."""
+    extra = ["--worker", request.param] + (["--threads", "4"] if request.param == "gthread" else [])
+    with running_server(tmp_path_factory.mktemp(request.param), *extra, workers=1) as srv:
+        srv["kind"] = request.param
+        yield srv

@@ -10,21 +10,17 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import running_server
 from tests.httpprobe import exchange, open_fds, rss_kb, workers
 
 PIXELS = json.dumps({"pixels": [[0] * 28] * 28}).encode()
 
 
-@pytest.fixture(scope="module", params=["loop", "gthread"])
-def server(request, tmp_path_factory):
-    extra = ["--worker", request.param] + (["--threads", "4"] if request.param == "gthread" else [])
-    with running_server(tmp_path_factory.mktemp(request.param), *extra, workers=1) as srv:
-        srv["kind"] = request.param
-        srv["worker"] = workers(srv["proc"].pid)[0]
-        for _ in range(20):  # warm: first requests allocate what every later one reuses
-            _predict_seconds(srv["url"])
-        yield srv
+@pytest.fixture(scope="module")
+def server(kind_server):
+    kind_server["worker"] = workers(kind_server["proc"].pid)[0]
+    for _ in range(20):  # warm: first requests allocate what every later one reuses
+        _predict_seconds(kind_server["url"])
+    return kind_server
 
 
 def _predict_seconds(url: str, timeout: float = 10) -> float:

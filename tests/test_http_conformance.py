@@ -12,18 +12,14 @@ import socket
 
 import pytest
 
-from tests.conftest import running_server
 from tests.httpprobe import exchange
 
 PIXELS = json.dumps({"pixels": [[0] * 28] * 28}).encode()
 
 
-@pytest.fixture(scope="module", params=["loop", "gthread"])
-def server(request, tmp_path_factory):
-    extra = ["--worker", request.param] + (["--threads", "4"] if request.param == "gthread" else [])
-    with running_server(tmp_path_factory.mktemp(request.param), *extra, workers=1) as srv:
-        srv["kind"] = request.param
-        yield srv
+@pytest.fixture(scope="module")
+def server(kind_server):
+    return kind_server
 
 
 def _post(path: str, body: bytes, headers: str = "", version: str = "1.1") -> bytes:

@@ -24,19 +24,11 @@ import logging
 import threading
 import time
 
+from fmnist.monitoring.store_common import READ_FIELDS, ROW_FIELDS, StoreUnavailable  # noqa: F401
+
 log = logging.getLogger("fmnist.serving")
 
-ROW_FIELDS = ("request_id", "idx", "ts", "replica", "model_name", "model_version", "class_id", "confidence",
-              "mean_pixel", "input_sha256", "image")
-READ_FIELDS = ("request_id", "index", "ts", "replica", "model_name", "model_version", "class_id", "confidence",
-               "mean_pixel", "input_sha256", "true_label")
-
-
 BATCH_ROWS = 5000  # rows per insert transaction
-
-
-class StoreUnavailable(Exception):
-    """The prediction store cannot be reached now (the message says which and why)."""
 
 
 def open_store(spec: str, retention_rows: int = 1_000_000, retention_days: float = 30.0, **kw) -> "PredictionStore":

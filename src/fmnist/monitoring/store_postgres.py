@@ -19,10 +19,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
-
-from fmnist.monitoring.store import READ_FIELDS, StoreUnavailable
-from fmnist.monitoring.store_sqlite import window
+from fmnist.monitoring.store_common import READ_FIELDS, StoreUnavailable, labelled, window
 
 MIGRATIONS = [
     """
@@ -158,10 +155,8 @@ class PostgresBackend:
                                   "ORDER BY ts DESC LIMIT %s", args))
 
     def recent_feedback(self, n: int) -> dict:
-        rows = self._query("SELECT class_id, true_label FROM predictions WHERE feedback_ts IS NOT NULL "
-                           "ORDER BY feedback_ts DESC LIMIT %s", (n,))
-        arr = np.asarray(rows, dtype=np.int64).reshape(-1, 2)
-        return {"predicted": arr[:, 0], "true": arr[:, 1]}
+        return labelled(self._query("SELECT class_id, true_label FROM predictions WHERE feedback_ts IS NOT NULL "
+                                    "ORDER BY feedback_ts DESC LIMIT %s", (n,)))
 
     def count(self) -> int:
         return int(self._query("SELECT COUNT(*) FROM predictions")[0][0])

@@ -14,9 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-
-from fmnist.monitoring.store import READ_FIELDS, StoreUnavailable
+from fmnist.monitoring.store_common import READ_FIELDS, StoreUnavailable, labelled, window
 
 # each a list of statements, run with execute() inside the migration's transaction (executescript()
 # would COMMIT first and let another process migrate at the same time)
@@ -141,17 +139,8 @@ class SQLiteBackend:
         return window(rows)
 
     def recent_feedback(self, n: int) -> dict:
-        rows = self._query("SELECT class_id, true_label FROM predictions WHERE feedback_ts IS NOT NULL "
-                           "ORDER BY feedback_ts DESC LIMIT ?", (n,))
-        arr = np.asarray(rows, dtype=np.int64).reshape(-1, 2)
-        return {"predicted": arr[:, 0], "true": arr[:, 1]}
+        return labelled(self._query("SELECT class_id, true_label FROM predictions WHERE feedback_ts IS NOT NULL "
+                                    "ORDER BY feedback_ts DESC LIMIT ?", (n,)))
 
     def count(self) -> int:
         return int(self._query("SELECT COUNT(*) FROM predictions")[0][0])
-
-
-def window(rows: list) -> dict:
-    """(class_id, confidence, mean_pixel, replica) rows -> the arrays drift needs, and the replica count."""
-    arr = np.asarray([r[:3] for r in rows], dtype=np.float64).reshape(-1, 3)
-    return {"class_id": arr[:, 0].astype(int), "confidence": arr[:, 1], "mean_pixel": arr[:, 2],
-            "replicas": len({r[3] for r in rows})}
