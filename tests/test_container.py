@@ -95,14 +95,15 @@ def test_serving_image_builds_runs_predicts_and_is_healthy(tmp_path, podman_env,
 
 
 def test_compose_brings_up_nginx_replicas_and_prometheus(tmp_path, podman_env):
-    """podman-compose up of compose.yaml (Grafana left out: its image comes from a registry)."""
+    """podman-compose up of compose.yaml (Grafana left out: its image comes from a registry): nginx over
+    three replicas sharing one PostgreSQL prediction log, and Prometheus scraping them."""
     env = dict(podman_env)
     env["BASE"] = "localhost/debian:bookworm"
     compose = shutil.which("podman-compose") or str(Path(os.sys.executable).parent / "podman-compose")
     base = [compose, "-f", str(REPO / "compose.yaml"), "-p", "fmnisttest"]
-    services = ["fmnist-1", "fmnist-2", "fmnist-3", "nginx", "prometheus"]
+    services = ["postgres", "fmnist-1", "fmnist-2", "fmnist-3", "nginx", "prometheus"]
     up = subprocess.run([*base, "--podman-build-args=" + env["PODMAN_BUILD_MOUNTS"] + " --format docker", "up", "-d",
-                         "--build", *services], capture_output=True, text=True, env=env, timeout=1800, cwd=REPO)
+                         "--build", *services], capture_output=True, text=True, env=env, timeout=900, cwd=REPO)
     try:
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
         url = "http://127.0.0.1:8080"
@@ -114,6 +115,17 @@ def test_compose_brings_up_nginx_replicas_and_prometheus(tmp_path, podman_env):
             except OSError:
                 time.sleep(1)
         assert body and body["model"]["name"] == "smallcnn"
+        # one PostgreSQL prediction log behind the three replicas: a label sent through nginx reaches
+        # whichever replica nginx picks, and that one finds the prediction another replica made
+        for _ in range(12):
+            rid = predict_bytes(png(np.zeros((28, 28), np.uint8)), url, timeout=5)["request_id"]
+            req = urllib.request.Request(url + "/feedback", data=json.dumps({"request_id": rid, "label": 0}).encode(),
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=10) as r:
+                assert r.status == 200
+        with urllib.request.urlopen(url + "/monitoring", timeout=10) as r:
+            mon = json.loads(r.read())
+        assert mon["store"]["backend"] == "postgresql" and mon["store"]["ok"] and mon["accuracy"]["n"] >= 12
         up_targets = []
         while time.monotonic() < deadline and len(up_targets) < 3:
             time.sleep(2)
