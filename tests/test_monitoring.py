@@ -223,12 +223,13 @@ def test_processes_opening_a_new_sqlite_log_together_all_come_up_healthy(tmp_pat
     import multiprocessing as mp
 
     ctx = mp.get_context("fork")
-    for trial in range(8):
+    for trial in range(15):
         q = ctx.Queue()
-        procs = [ctx.Process(target=_open_and_report, args=(str(tmp_path / f"p{trial}.sqlite"), q)) for _ in range(4)]
+        procs = [ctx.Process(target=_open_and_report, args=(str(tmp_path / f"p{trial}.sqlite"), q)) for _ in range(6)]
         for p in procs:
             p.start()
         for p in procs:
             p.join(timeout=30)
+        assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]  # none died opening it
         health = [q.get(timeout=5) for _ in procs]
         assert all(h["ok"] for h in health), health

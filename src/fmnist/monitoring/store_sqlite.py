@@ -47,7 +47,18 @@ _SELECT = ("SELECT request_id, idx, ts, replica, model_name, model_version, clas
 
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), timeout=10.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
+    # Switching a new file to WAL needs it to itself: while another process (a worker starting at the
+    # same moment) holds a lock, SQLite answers "database is locked" at once, without waiting
+    for attempt in range(50):
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError:
+            if attempt == 49:
+                conn.close()
+                raise
+            time.sleep(0.02 * (1 + attempt % 10))
     conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
     conn.execute("PRAGMA busy_timeout=10000")
     return conn
@@ -59,7 +70,7 @@ class SQLiteBackend:
     def __init__(self, path: "str | Path"):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._read = _connect(self.path)
+        self._read: "sqlite3.Connection | None" = None  # opened on first use (a locked file must not stop a worker)
         self._read_lock = threading.Lock()
         self._write: "sqlite3.Connection | None" = None  # the writer thread's own connection
 
@@ -67,7 +78,10 @@ class SQLiteBackend:
         return str(self.path)
 
     def ensure_schema(self) -> None:
-        conn = _connect(self.path)
+        try:
+            conn = _connect(self.path)
+        except sqlite3.Error as e:
+            raise StoreUnavailable(f"SQLite {self.path}: {e}") from None
         try:
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
@@ -89,7 +103,10 @@ class SQLiteBackend:
 
     def insert(self, rows: list) -> None:
         if self._write is None:
-            self._write = _connect(self.path)
+            try:
+                self._write = _connect(self.path)
+            except sqlite3.Error as e:
+                raise StoreUnavailable(f"SQLite {self.path}: {e}") from None
         conn = self._write
         for attempt in range(5):
             try:
@@ -105,32 +122,42 @@ class SQLiteBackend:
                 time.sleep(0.05 * (attempt + 1))
 
     def prune(self, retention_rows: int, retention_days: float) -> int:
-        with self._read_lock:
-            cur = self._read.execute(
-                "DELETE FROM predictions WHERE rowid <= (SELECT MAX(rowid) FROM predictions) - ? OR ts < ?",
-                (retention_rows, time.time() - retention_days * 86400))
-        return cur.rowcount
+        return self._execute(
+            "DELETE FROM predictions WHERE rowid <= (SELECT MAX(rowid) FROM predictions) - ? OR ts < ?",
+            (retention_rows, time.time() - retention_days * 86400))
 
     def close(self) -> None:
         with self._read_lock:
-            self._read.close()
+            if self._read is not None:
+                self._read.close()
         if self._write is not None:
             self._write.close()
 
     # ------------------------------------------------------------------ reading
-    def _query(self, sql: str, args=()) -> list:
+    def _run(self, fn):
+        """fn(the read connection), serialised; StoreUnavailable when SQLite fails (locked past its timeout)."""
         with self._read_lock:
-            return self._read.execute(sql, args).fetchall()
+            try:
+                if self._read is None:
+                    self._read = _connect(self.path)
+                return fn(self._read)
+            except sqlite3.Error as e:
+                raise StoreUnavailable(f"SQLite {self.path}: {e}") from None
+
+    def _query(self, sql: str, args=()) -> list:
+        return self._run(lambda conn: conn.execute(sql, args).fetchall())
+
+    def _execute(self, sql: str, args=()) -> int:
+        """-> rows changed."""
+        return self._run(lambda conn: conn.execute(sql, args).rowcount)
 
     def get(self, request_id: str, idx: int) -> "dict | None":
         rows = self._query(_SELECT + " WHERE request_id = ? AND idx = ?", (request_id, idx))
         return dict(zip(READ_FIELDS, rows[0])) if rows else None
 
     def set_feedback(self, request_id: str, idx: int, true_label: int, ts: float) -> bool:
-        with self._read_lock:
-            cur = self._read.execute("UPDATE predictions SET true_label = ?, feedback_ts = ? "
-                                     "WHERE request_id = ? AND idx = ?", (true_label, ts, request_id, idx))
-        return cur.rowcount > 0
+        return self._execute("UPDATE predictions SET true_label = ?, feedback_ts = ? WHERE request_id = ? AND idx = ?",
+                             (true_label, ts, request_id, idx)) > 0
 
     def recent(self, n: int, model_version: "str | None") -> dict:
         where, args = ("WHERE model_version = ?", (model_version, n)) if model_version else ("", (n,))

@@ -369,6 +369,7 @@ class LoopWorker(base.Worker):
                     conn.fail(http11.HttpError("408 Request Timeout", "request_timeout",
                                                f"the request head did not arrive within {HEAD_TIMEOUT:.0f} s")
                               .response())
+                    self._advance(conn, None, 0)  # sent now, then the lingering close
                     continue
             elif reader.req is not None or conn.out:
                 expired = now - conn.last > BODY_TIMEOUT
