@@ -77,7 +77,7 @@ def test_dashboard_shows_server_numbers(tmp_path, real_data, browser_works):
             acc_text = driver.find_element(By.ID, "accuracy").text
             assert f"{100 * truth['accuracy']['accuracy']:.1f} %" in acc_text and "n=200" in acc_text
             assert driver.find_element(By.ID, "drift-status").text.lower() == truth["drift"]["status"]
-            assert driver.find_element(By.ID, "store-status").text == "sqlite"
+            assert driver.find_element(By.ID, "store-status").text.lower() == "sqlite"
             assert driver.find_element(By.ID, "window-replicas").text == "1"
             assert float(driver.find_element(By.ID, "rps").text) > 0
             assert driver.find_element(By.ID, "p99").text != "–"
