@@ -152,6 +152,22 @@ def build_spec() -> dict:
                     "application/json": {"schema": {"$ref": "#/components/schemas/PredictJSON"}}}},
                 "responses": {"200": _json("#/components/schemas/PredictResponse", "Prediction(s)"), **ERRORS},
             }},
+            "/explain": {"post": {
+                "summary": "Explain one image's prediction: what the model saw and an occlusion saliency map "
+                           "(145 images in 3 model calls per request)",
+                "parameters": contract.openapi_parameters(),
+                "requestBody": {"required": True, "content": {
+                    "multipart/form-data": {"schema": {"type": "object", "properties": {
+                        "image": {"type": "string", "format": "binary"}}}},
+                    "application/json": {"schema": {"$ref": "#/components/schemas/PredictJSON"}}}},
+                "responses": {"200": {"description": "the prediction with `explanation` (base64 PNGs, 28x28 "
+                                                     "pixels and saliency), or with Accept: image/png one PNG "
+                                                     "(the picture | what the model saw | saliency overlay)",
+                                      "content": {"application/json": {"schema": {"type": "object"}},
+                                                  "image/png": {"schema": {"type": "string",
+                                                                           "contentMediaType": "image/png"}}}},
+                              **ERRORS},
+            }},
             "/health": _get("Liveness: the process is up", _obj("alive")),
             "/ready": _get("Readiness: the model is loaded and warmed up", _obj("ready"), {"503": _obj("not ready")}),
             "/model": _get("Model card: name, version, architecture, classes, input spec, test metrics",

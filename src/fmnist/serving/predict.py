@@ -102,7 +102,7 @@ def answer(st, served, request_id: str, pixels: np.ndarray, probs: np.ndarray, m
     return _JSON.encode(body).encode(), log_extra
 
 
-def _read_inputs(settings) -> tuple[list, "np.ndarray | None", bool]:
+def read_inputs(settings) -> tuple[list, "np.ndarray | None", bool]:
     """-> (encoded images as (name, bytes), raw pixel array or None, response is a list?)."""
     ctype = request.mimetype
     if ctype == "multipart/form-data":
@@ -152,7 +152,7 @@ def predict():
 
     def load():
         nonlocal many
-        blobs, pixels, many = _read_inputs(settings)
+        blobs, pixels, many = read_inputs(settings)
         return pixels if pixels is not None else decode_all(blobs, settings, query.preprocess)
 
     pixels, probs = infer(served, load)
