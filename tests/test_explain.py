@@ -44,3 +44,19 @@ def test_explain_as_one_png_and_its_refusals(client, real_data):
     bad = client.post("/explain", data={"image": (io.BytesIO(b"not an image"), "x.png")},
                       content_type="multipart/form-data")
     assert bad.status_code == 400 and bad.get_json()["error"]["code"] == "bad_image"
+
+
+def test_explain_through_gunicorn_on_the_loop_worker(tmp_path, real_data):
+    """Served by the real server: the loop worker hands /explain to its thread pool."""
+    import urllib.request
+
+    from tests.conftest import running_server
+
+    with running_server(tmp_path, workers=1) as srv:
+        body = (b"--b\r\nContent-Disposition: form-data; name=\"image\"; filename=\"x.png\"\r\n\r\n"
+                + png(real_data.test_images[1]) + b"\r\n--b--\r\n")
+        req = urllib.request.Request(srv["url"] + "/explain", data=body, headers={
+            "Content-Type": "multipart/form-data; boundary=b", "Accept": "image/png"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            assert r.headers["Content-Type"] == "image/png"
+            assert Image.open(io.BytesIO(r.read())).size == (3 * 224, 224)
