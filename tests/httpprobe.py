@@ -86,3 +86,14 @@ def rss_kb(pid: int) -> int:
 
 def open_fds(pid: int) -> int:
     return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+def fd_targets(pid: int) -> dict:
+    """{fd: what it points at} of a process (sockets, pipes, files; a spooled body shows as '(deleted)')."""
+    out = {}
+    for f in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            out[f.name] = str(f.readlink())
+        except OSError:
+            pass
+    return out
