@@ -18,6 +18,7 @@ import json
 
 import numpy as np
 from flask import Blueprint, Response, g, request
+from PIL import Image
 
 from fmnist.preprocess import ImageError, decode_image, to_model_pixels
 from fmnist.serving.apierror import APIError
@@ -60,8 +61,6 @@ def _png(im) -> bytes:
 
 def _panels(original, seen: np.ndarray, sal: np.ndarray):
     """(the picture as sent, fitted; what the model saw; the saliency over it), each PANEL x PANEL."""
-    from PIL import Image
-
     orig = original.convert("RGB")
     orig.thumbnail((PANEL, PANEL))
     canvas = Image.new("RGB", (PANEL, PANEL), (255, 255, 255))
@@ -92,8 +91,6 @@ def explain():
         except ImageError as e:
             raise APIError(e.status, e.code, str(e)) from None
     else:
-        from PIL import Image
-
         seen = pixels[0]
         original = Image.fromarray(seen, "L")
     x = served.predictor.normalize(seen[None])
@@ -104,8 +101,6 @@ def explain():
     body, g.log_extra = answer(st, served, g.request_id, seen[None], probs, False, query.top_k, g.t0)
     panels = _panels(original, seen, sal)
     if request.accept_mimetypes.best_match(["application/json", "image/png"]) == "image/png":
-        from PIL import Image
-
         strip = Image.new("RGB", (3 * PANEL, PANEL), (255, 255, 255))
         for k, im in enumerate(panels):
             strip.paste(im, (k * PANEL, 0))
