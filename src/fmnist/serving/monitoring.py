@@ -5,15 +5,15 @@ from __future__ import annotations
 import time
 from importlib import resources
 
-import numpy as np
 from flask import Blueprint, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from fmnist.config import cpu_count
 from fmnist.labels import class_id
+from fmnist.monitoring import store_common
 from fmnist.monitoring.drift import STATUS_ORDER, Thresholds, accuracy_report, drift_report
 from fmnist.monitoring.metrics import ReferenceCollector
-from fmnist.monitoring.store import StoreUnavailable
+from fmnist.monitoring.store_common import StoreUnavailable
 from fmnist.monitoring.system import SystemCollector, process_stats, server_processes
 from fmnist.serving.errors import APIError, require_model, serving_state
 
@@ -45,8 +45,7 @@ def monitoring():
         labelled = st.store.recent_feedback(s.feedback_window)
     except StoreUnavailable as e:  # reported as an empty window, with the reason (store health below)
         error = str(e)
-        window = {"class_id": np.zeros(0, int), "confidence": np.zeros(0), "mean_pixel": np.zeros(0), "replicas": 0}
-        labelled = {"predicted": np.zeros(0, int), "true": np.zeros(0, int)}
+        window, labelled = store_common.window([]), store_common.labelled([])
     drift = drift_report(window, manifest.get("reference") or {}, th)
     accuracy = accuracy_report(labelled, test_acc, th)
     drift["replicas"] = window["replicas"]  # how many servers the shared window came from
