@@ -92,3 +92,54 @@ def test_dashboard_shows_server_numbers(tmp_path, real_data, browser_works):
             assert not errors, errors
         finally:
             driver.quit()
+
+
+@pytest.mark.realdata
+def test_dashboard_explains_a_picture_and_shows_unsure_inputs(tmp_path, real_data, browser_works):
+    """The dashboard's two picture panels in Chromium: a real picture file uploaded to "Explain a picture"
+    (the same label as /predict gives the file, three panels drawn), and the latest low-confidence inputs
+    as the model saw them (store_images on)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from fmnist import pictures
+
+    with running_server(tmp_path, extra_env={"FMNIST_STORE_IMAGES": "1"}) as srv:
+        url = srv["url"]
+        for a in real_data.test_images[:300]:
+            _post(url, "/predict", json.dumps({"pixels": a.tolist()}).encode(), "application/json")
+        with urllib.request.urlopen(url + "/monitoring/low-confidence", timeout=10) as resp:
+            unsure = json.loads(resp.read())["items"]
+        assert unsure  # a few of 300 test images are below 60 % confidence
+        k = 1  # a pullover, rendered as a product shot and saved as a JPEG file, as a shop would
+        picture = pictures.render(real_data.test_images[k], int(real_data.test_labels[k]), "product",
+                                  pictures.image_rng(3, k))
+        path = tmp_path / "pullover.jpg"
+        picture.convert("RGB").save(path, "JPEG", quality=85)
+        boundary = "b0undary"
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"p.jpg\"\r\n\r\n"
+                .encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode())
+        truth = _post(url, "/predict", body, f"multipart/form-data; boundary={boundary}")
+
+        driver = _browser()
+        try:
+            driver.get(url + "/dashboard")
+            wait = WebDriverWait(driver, 20)
+            wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#low-confidence figure")) == len(unsure))
+            loaded = driver.execute_script(
+                "return [...document.querySelectorAll('#low-confidence img')].map(i => i.complete && i.naturalWidth)")
+            assert loaded == [28] * len(unsure)
+            first = driver.find_element(By.CSS_SELECTOR, "#low-confidence figcaption").text
+            assert first.startswith(unsure[0]["predicted"].split("/")[0])
+            driver.find_element(By.ID, "explain-file").send_keys(str(path))
+            wait.until(lambda d: "%" in d.find_element(By.ID, "explain-label").text)
+            assert driver.find_element(By.ID, "explain-label").text.startswith(truth["label"] + " (")
+            wait.until(lambda d: d.execute_script(
+                "return [...document.querySelectorAll('#explain-panels img')].every(i => i.complete && i.naturalWidth == 224)"
+                " && document.querySelectorAll('#explain-panels img').length == 3"))
+            driver.execute_script("document.getElementById('explain-file').scrollIntoView()")
+            driver.save_screenshot(os.environ.get("FMNIST_SCREENSHOT_EXPLAIN") or str(tmp_path / "explain.png"))
+            errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+            assert not errors, errors
+        finally:
+            driver.quit()

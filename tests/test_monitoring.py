@@ -233,3 +233,46 @@ def test_processes_opening_a_new_sqlite_log_together_all_come_up_healthy(tmp_pat
         assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]  # none died opening it
         health = [q.get(timeout=5) for _ in procs]
         assert all(h["ok"] for h in health), health
+
+
+@pytest.mark.realdata
+def test_low_confidence_inputs_as_the_model_saw_them(tmp_path, real_data):
+    import base64
+
+    from PIL import Image
+
+    app = create_app({"model": str(SHIPPED), "log_requests": False, "prediction_log": str(tmp_path / "p.sqlite"),
+                      "store_images": True, "drift_window": 500})
+    c = app.test_client()
+    x = real_data.test_images[:200]
+    answers = {}
+    for a in x:
+        r = predict(c, a)
+        answers[r["request_id"]] = (a, r["confidence"])
+    unsure = {rid for rid, (_, conf) in answers.items() if conf < 0.7}
+    assert 0 < len(unsure) < 48  # a handful of the 200 test images
+    body = c.get("/monitoring/low-confidence?below=0.7&limit=48").get_json()
+    assert body["store_images"] and body["below"] == 0.7
+    assert {it["request_id"] for it in body["items"]} == unsure
+    for it in body["items"]:
+        seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(it["image_png"]))))
+        assert np.array_equal(seen, answers[it["request_id"]][0])  # the 28x28 the model saw
+        assert it["confidence"] < 0.7 and it["predicted"]
+    assert len(c.get("/monitoring/low-confidence?below=0.7&limit=2").get_json()["items"]) == 2
+    for bad in ("below=2", "limit=0", "limit=x"):
+        r = c.get("/monitoring/low-confidence?" + bad)
+        assert r.status_code == 400 and r.get_json()["error"]["code"] == "bad_parameter"
+    off = create_app({"model": str(SHIPPED), "log_requests": False, "prediction_log": str(tmp_path / "q.sqlite")})
+    body = off.test_client().get("/monitoring/low-confidence").get_json()
+    assert body["items"] == [] and "store_images" in body["note"]
+
+
+def test_low_confidence_rows_from_the_sqlite_log(tmp_path):
+    from fmnist.monitoring.store import open_store
+    from tests.storecheck import check_low_confidence
+
+    store = open_store(str(tmp_path / "p.sqlite"), flush_interval=0.01)
+    try:
+        check_low_confidence(store)
+    finally:
+        store.close()

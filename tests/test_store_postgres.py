@@ -227,3 +227,14 @@ def test_many_writers_lose_no_row(fresh, tmp_path):
     assert all(r["BAD"] == 0 for r in results.values()) and lost_answers <= 5, results
     in_flight = 2 * 8  # wrk stops with up to one request per connection sent and not counted
     assert sum(drops) == 0 and made <= rows <= made + lost_answers + in_flight
+
+
+def test_low_confidence_rows_come_back_with_their_images(fresh):
+    from fmnist.monitoring.store import open_store
+    from tests.storecheck import check_low_confidence
+
+    store = open_store(fresh.url, flush_interval=0.01)
+    try:
+        check_low_confidence(store)
+    finally:
+        store.close()

@@ -57,6 +57,7 @@ class Settings:
     prediction_log_buffer_rows: int = 100_000  # rows waiting for the store, per worker; beyond, dropped and counted
     replica: str = ""  # this server's name in the prediction log; empty: hostname:port (the pod name in Kubernetes)
     store_images: bool = False  # keep the 28x28 input pixels in the log (off: only their sha256)
+    low_confidence: float = 0.6  # the dashboard shows the latest inputs below this confidence (with store_images)
     retention_rows: int = 1_000_000
     retention_days: float = 30.0
     drift_window: int = 1000  # most recent predictions compared with the reference

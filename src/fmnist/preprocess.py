@@ -158,37 +158,111 @@ def _flatten(im):
     return im.convert("RGB")  # P without transparency, CMYK, YCbCr, LAB, HSV
 
 
+def _background(rgb: np.ndarray) -> np.ndarray:
+    """The page behind the garment, per pixel (H, W, 3) float32: a plane fitted to the image's border.
+
+    A flat background gives a constant; a photo's lighting gradient gives a slope. Border pixels far from
+    the corners' median colour (a garment touching the edge) are left out of the fit; with too few left,
+    the background is that median colour.
+    """
+    h, w, _ = rgb.shape
+    corners = rgb[[0, 0, -1, -1], [0, -1, 0, -1]].astype(np.float32)
+    median = np.median(corners, axis=0)
+    ys = np.concatenate([np.zeros(w), np.full(w, h - 1), np.arange(h), np.arange(h)]).astype(np.int64)
+    xs = np.concatenate([np.arange(w), np.arange(w), np.zeros(h), np.full(h, w - 1)]).astype(np.int64)
+    border = rgb[ys, xs].astype(np.float32)
+    keep = np.abs(border - median).max(axis=1) <= 3 * TRIM_TOLERANCE * 255
+    if keep.sum() < 0.25 * len(border) or min(h, w) < 3:
+        return np.broadcast_to(median, rgb.shape).astype(np.float32)
+    a = np.stack([np.ones(keep.sum()), xs[keep] / max(w - 1, 1), ys[keep] / max(h - 1, 1)], axis=1)
+    coef, *_ = np.linalg.lstsq(a, border[keep], rcond=None)  # (3, 3): constant, x slope, y slope per channel
+    gx = (np.arange(w, dtype=np.float32) / max(w - 1, 1))[None, :, None]
+    gy = (np.arange(h, dtype=np.float32) / max(h - 1, 1))[:, None, None]
+    return (coef[0] + gx * coef[1] + gy * coef[2]).astype(np.float32)
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """A small bool mask with every region it encloses filled (a flood fill from the border; for 28x28 masks)."""
+    ink = np.pad(mask, 1)
+    outside = np.zeros_like(ink)
+    outside[0, :] = outside[-1, :] = outside[:, 0] = outside[:, -1] = True
+    while True:  # grow the outside from the border through pixels that are not in the mask
+        grown = outside.copy()
+        grown[1:] |= outside[:-1]
+        grown[:-1] |= outside[1:]
+        grown[:, 1:] |= outside[:, :-1]
+        grown[:, :-1] |= outside[:, 1:]
+        grown &= ~ink
+        if (grown == outside).all():
+            return ~outside[1:-1, 1:-1]
+        outside = grown
+
+
+LINE_ART_INK = 0.45  # a converted picture whose strokes cover less than this of their outline is a line drawing
+LINE_ART_FILL = 110  # the level its enclosed inside gets (mid-grey fabric, below the strokes)
+
+
+def fill_line_art(pixels: np.ndarray) -> np.ndarray:
+    """A converted line drawing (outline strokes only) gets its inside filled, as the dataset's garments are.
+
+    The strokes are closed by a one-pixel dilation first, so a gap from downsampling does not let the
+    outside in. Pictures with filled garments (most ink inside the outline) are returned unchanged.
+    """
+    ink = pixels > 40
+    if not ink.any():
+        return pixels
+    closed = ink.copy()
+    closed[1:] |= ink[:-1]
+    closed[:-1] |= ink[1:]
+    closed[:, 1:] |= ink[:, :-1]
+    closed[:, :-1] |= ink[:, 1:]
+    inside = fill_holes(closed)
+    if ink.sum() >= LINE_ART_INK * inside.sum():
+        return pixels
+    holes = inside & ~closed
+    return np.where(holes, np.maximum(pixels, LINE_ART_FILL), pixels).astype(np.uint8)
+
+
+def _gray(rgb: np.ndarray) -> np.ndarray:
+    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+
+
 def photo_to_dataset(im) -> np.ndarray:
     """Convert a picture the way Fashion-MNIST was made (Xiao et al. 2017, arXiv:1708.07747, sec. 2).
 
-    Trim the border close to the corner colour, resize the longest edge to 28 and sharpen, centre on a 28x28
-    canvas of the background colour, grayscale, negate when the garment is darker than the background (so it
-    is light on dark, as in the dataset), stretch the contrast to 0-255.
+    Trim the border close to the background colour, resize the longest edge to 28 and sharpen, centre on a
+    28x28 canvas of the background colour, grayscale, negate when the garment is darker than the background
+    (so it is light on dark, as in the dataset), stretch the contrast to 0-255. The background is a plane
+    fitted to the border (a lighting gradient is background too); inside the trimmed box, pixels close to
+    it are set to its mean, so a gradient, paper texture or JPEG noise does not become garment. A line
+    drawing (strokes only) has its inside filled (`fill_line_art`).
     """
     from PIL import Image, ImageFilter
 
-    rgb_im = im.convert("RGB")
-    rgb = np.asarray(rgb_im, dtype=np.int16)
-    corners = rgb[[0, 0, -1, -1], [0, -1, 0, -1]]  # (4, 3)
-    bg = np.median(corners, axis=0)
-    far = np.abs(rgb - bg).max(axis=2) > TRIM_TOLERANCE * 255
-    bg_gray = float(0.299 * bg[0] + 0.587 * bg[1] + 0.114 * bg[2])
-    # negate when the garment is darker than its background (a product photo on white)
-    if far.any():
-        fg = rgb[far].astype(np.float32)
-        negate = float((0.299 * fg[:, 0] + 0.587 * fg[:, 1] + 0.114 * fg[:, 2]).mean()) < bg_gray
-    else:
-        negate = bg_gray > 127
+    rgb = np.asarray(im.convert("RGB"), dtype=np.float32)
+    bgp = _background(rgb)
+    far = np.abs(rgb - bgp).max(axis=2) > TRIM_TOLERANCE * 255
     if far.any():
         ys, xs = np.nonzero(far)
-        rgb_im = rgb_im.crop((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
-    w, h = rgb_im.size
+        y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    else:
+        y0, y1, x0, x1 = 0, rgb.shape[0], 0, rgb.shape[1]
+    box, box_far = rgb[y0:y1, x0:x1], far[y0:y1, x0:x1]
+    bg = bgp[y0:y1, x0:x1].reshape(-1, 3).mean(axis=0)
+    bg_gray = float(_gray(bg))
+    if far.any():  # negate when the garment is darker than the page around it (a product photo on white)
+        negate = float((_gray(rgb[far]) - _gray(bgp[far])).mean()) < 0
+        box = np.where(box_far[..., None], box, bg)
+    else:
+        negate = bg_gray > 127
+    crop = Image.fromarray(np.clip(box + 0.5, 0, 255).astype(np.uint8), "RGB")
+    w, h = crop.size
     scale = 28.0 / max(w, h)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    small = rgb_im.resize((nw, nh), Image.Resampling.LANCZOS, reducing_gap=3.0 if scale < 0.5 else None)
+    small = crop.resize((nw, nh), Image.Resampling.LANCZOS, reducing_gap=3.0 if scale < 0.5 else None)
     if scale < 1.0:  # the paper sharpens after subsampling (Gaussian, radius and sigma 1)
         small = small.filter(ImageFilter.UnsharpMask(radius=1, percent=50, threshold=0))
-    canvas = Image.new("RGB", (28, 28), tuple(int(v) for v in bg))
+    canvas = Image.new("RGB", (28, 28), tuple(int(v + 0.5) for v in bg))
     canvas.paste(small, ((28 - nw) // 2, (28 - nh) // 2))
     gray = np.asarray(canvas.convert("L"), dtype=np.float32)
     bg_level = bg_gray
@@ -200,7 +274,7 @@ def photo_to_dataset(im) -> np.ndarray:
     hi = float(gray.max())
     if hi - lo < 1.0:
         return np.zeros((28, 28), np.uint8)
-    return np.clip((gray - lo) * (255.0 / (hi - lo)) + 0.5, 0, 255).astype(np.uint8)
+    return fill_line_art(np.clip((gray - lo) * (255.0 / (hi - lo)) + 0.5, 0, 255).astype(np.uint8))
 
 
 def to_model_pixels(im, mode: str = "auto", size=(28, 28)) -> np.ndarray:

@@ -79,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--crop-padding", type=int, help="random-crop padding in pixels (0: off)")
     sp.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None, help="random horizontal flip")
     sp.add_argument("--erasing", type=float, help="random-erasing probability (0: off)")
+    sp.add_argument("--elastic", type=float, help="probability of a smooth random warp (0: off)")
+    sp.add_argument("--pictures", type=float,
+                    help="probability of swapping a training image for a picture of it converted back as /predict "
+                         "converts pictures (0: off; the round trips are rendered once and cached)")
+    sp.add_argument("--picture-variants", type=int, help="picture round trips per training image (default 2)")
+    sp.add_argument("--distill", help="teacher model (name[:version] or path) for knowledge distillation ('': off)")
+    sp.add_argument("--distill-alpha", type=float, help="weight of the distillation term (default 0.5)")
+    sp.add_argument("--distill-temperature", type=float, help="distillation temperature (default 4)")
     sp.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: off)")
     sp.add_argument("--min-epochs", type=int, help="no early stop before this epoch (default: half the epochs under one-cycle)")
     sp.add_argument("--seed", type=int)
@@ -100,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--backend", choices=["onnx", "torch"], default="onnx")
     sp.add_argument("--limit", type=int, help="first N test images only")
+    sp.add_argument("--pictures", action="store_true",
+                    help="also the picture benchmark: test images rendered as pictures in 8 styles, per style and class")
+    sp.add_argument("--tta", action="store_true", help="test-time augmentation: average with the mirror image (2x compute)")
     data_opts(sp)
     registry_opt(sp)
     sp.set_defaults(func=cmd_evaluate)

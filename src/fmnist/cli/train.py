@@ -45,13 +45,24 @@ def cmd_train(args) -> int:
     overrides = {k: getattr(args, k) for k in (
         "name", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "label_smoothing",
         "crop_padding", "hflip", "erasing", "patience", "min_epochs", "seed", "device", "threads", "precision",
-        "train_limit", "eval_limit", "data_dir", "channels_last",
+        "train_limit", "eval_limit", "data_dir", "channels_last", "elastic", "pictures", "picture_variants",
+        "distill", "distill_alpha", "distill_temperature",
     )}
     overrides["model_kwargs"] = args.kwargs
     cfg = config_for(args.arch, **overrides)
     root = registry_root(args.registry)
     checkpoint = Path(args.checkpoint) if args.checkpoint else root / ".checkpoints" / f"{cfg.name}.pt"
-    result = train(cfg, checkpoint=checkpoint, resume=args.resume, quiet=args.quiet)
+    teacher = None
+    if cfg.distill:
+        from fmnist.evaluation.evaluate import artifact_logits
+        from fmnist.registry import resolve
+
+        teacher_art = resolve(cfg.distill, args.registry)
+
+        def teacher(pixels):
+            return artifact_logits(teacher_art, pixels)
+
+    result = train(cfg, checkpoint=checkpoint, resume=args.resume, quiet=args.quiet, teacher=teacher)
     training = provenance(cfg, result, "fmnist " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     art = save_artifact(
         result.model, registry=root, name=cfg.name, arch=cfg.arch, model_kwargs=cfg.model_kwargs,
@@ -76,8 +87,20 @@ def cmd_evaluate(args) -> int:
     x, y = ds.test_images, ds.test_labels
     if args.limit:
         x, y = x[: args.limit], y[: args.limit]
-    report = evaluate_artifact(art, x, y, backend=args.backend)
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    report = evaluate_artifact(art, x, y, backend=args.backend, tta=args.tta)
+    if args.pictures:
+        from fmnist.evaluation.evaluate import artifact_logits
+        from fmnist.evaluation.pictures import format_picture_report, load_benchmark, picture_report
+
+        bench = load_benchmark(ds, per_style=min(args.limit or 1000, 1000))
+        report["pictures"] = picture_report(lambda px: artifact_logits(art, px, args.backend, tta=args.tta), bench)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_report(report))
+        if args.pictures:
+            print()
+            print(format_picture_report(report["pictures"], report["accuracy"]))
     return 0
 
 

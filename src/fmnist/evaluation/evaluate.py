@@ -9,9 +9,18 @@ from fmnist.evaluation.metrics import classification_report
 from fmnist.labels import CLASSES
 
 
-def artifact_logits(art: Artifact, pixels: np.ndarray, backend: str = "onnx", batch_size: int = 1000) -> np.ndarray:
-    """Logits (N, 10) for uint8 pixels (N, 28, 28), preprocessed with the artifact's own settings."""
+def artifact_logits(art: Artifact, pixels: np.ndarray, backend: str = "onnx", batch_size: int = 1000,
+                    tta: bool = False) -> np.ndarray:
+    """Logits (N, 10) for uint8 pixels (N, 28, 28), preprocessed with the artifact's own settings.
+
+    tta: test-time augmentation, the mean of the log-probabilities of each image and its mirror image
+    (two model calls per image).
+    """
     x = art.preprocessing.normalize(pixels)
+    if tta:
+        both = artifact_logits(art, np.concatenate([pixels, pixels[:, :, ::-1]]), backend, batch_size)
+        logp = both - np.logaddexp.reduce(both, axis=1, keepdims=True)
+        return (logp[: len(pixels)] + logp[len(pixels):]) / 2
     out = []
     if backend == "onnx":
         import onnxruntime as ort
@@ -33,11 +42,13 @@ def artifact_logits(art: Artifact, pixels: np.ndarray, backend: str = "onnx", ba
     return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), np.float32)
 
 
-def evaluate_artifact(art: Artifact, images: np.ndarray, labels: np.ndarray, backend: str = "onnx") -> dict:
-    logits = artifact_logits(art, images, backend)
+def evaluate_artifact(art: Artifact, images: np.ndarray, labels: np.ndarray, backend: str = "onnx",
+                      tta: bool = False) -> dict:
+    logits = artifact_logits(art, images, backend, tta=tta)
     report = classification_report(labels, logits.argmax(1))
     report["model"] = {"name": art.name, "version": art.version, "arch": art.arch}
     report["backend"] = backend
+    report["tta"] = tta
     return report
 
 
@@ -45,7 +56,7 @@ def format_report(report: dict) -> str:
     """The readable table `fmnist evaluate` prints."""
     lines = [
         f"model {report['model']['name']}:{report['model']['version']} ({report['model']['arch']}), "
-        f"{report['n']} test images, backend {report['backend']}",
+        f"{report['n']} test images, backend {report['backend']}" + (", mirror TTA" if report.get("tta") else ""),
         f"accuracy {report['accuracy']:.4f}   macro-F1 {report['macro_f1']:.4f}",
         "",
         f"{'class':<13}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}",

@@ -9,6 +9,7 @@ import numpy as np
 from fmnist import data as fdata
 from fmnist.evaluation.evaluate import artifact_logits
 from fmnist.evaluation.metrics import classification_report
+from fmnist.evaluation.pictures import HEADLINE_EXCLUDES, fig_examples, fig_pictures, load_benchmark, picture_report
 from fmnist.labels import CLASSES
 from fmnist.registry import resolve
 
@@ -53,11 +54,13 @@ def write_report(refs, out: Path, registry=None, data_dir=None, command: str = "
     ds = fdata.load(data_dir, allow_download=False)
     x, y = ds.test_images, ds.test_labels
     arts = [resolve(r, registry) for r in refs]
+    bench = load_benchmark(ds)
     rows, preds = [], []
     for art in arts:
         pred = artifact_logits(art, x).argmax(1)
         preds.append(pred)
         rows.append(_row(art, classification_report(y, pred)))
+        rows[-1]["pictures"] = picture_report(lambda px, art=art: artifact_logits(art, px), bench)
 
     figs = {
         "per_class_f1": _fig_per_class(rows, out),
@@ -65,6 +68,8 @@ def write_report(refs, out: Path, registry=None, data_dir=None, command: str = "
         "learning_curves": _fig_learning_curves(rows, out),
         "confusion": _fig_confusion(rows, out),
         "misclassified": _fig_misclassified(rows, preds, x, y, out),
+        "pictures": fig_pictures(rows, out),
+        "picture_examples": fig_examples(ds, out),
     }
     md = _markdown(rows, figs, command, len(y))
     path = out / "report.md"
@@ -93,9 +98,9 @@ def _markdown(rows, figs, command, n_test) -> str:
         "",
         "## Summary",
         "",
-        "| model | arch | params | MFLOPs/image | train time | epochs | test acc | macro-F1 | "
+        "| model | arch | params | MFLOPs/image | train time | epochs | test acc | pictures | macro-F1 | "
         + " | ".join(f"F1 {c}" for c in WEAK) + " | train−val gap |",
-        "|---|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(WEAK) + "---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(WEAK) + "---:|",
     ]
     for r in rows:
         t = f"{r['seconds']:.0f} s" if r["seconds"] is not None else ("unknown (imported)" if r["imported"] else "-")
@@ -103,10 +108,13 @@ def _markdown(rows, figs, command, n_test) -> str:
         gap = f"{100 * r['gap']:+.1f} pt" if r["gap"] is not None else "-"
         lines.append(
             f"| {r['label']} | {r['arch']} | {r['params']:,} | {flops} | {t} | {r['epochs'] or '-'} | "
-            f"{100 * r['acc']:.2f} % | {r['macro_f1']:.4f} | " + " | ".join(f"{r['f1'][c]:.3f}" for c in WEAK)
+            f"{100 * r['acc']:.2f} % | {100 * r['pictures']['accuracy']:.1f} % | {r['macro_f1']:.4f} | "
+            + " | ".join(f"{r['f1'][c]:.3f}" for c in WEAK)
             + f" | {gap} |"
         )
-    lines += ["", "(train−val gap: accuracy on clean training images minus validation accuracy at the kept epoch.)", ""]
+    lines += ["", "(pictures: the picture benchmark below, mean over its plain-background styles; train−val gap: "
+              "accuracy on clean training images minus validation accuracy at the kept epoch.)", ""]
+    lines += _pictures_section(rows, figs)
     if base is not None:
         others = {c: np.mean([base["f1"][o] for o in CLASSES if o not in WEAK]) for c in WEAK}
         lines += [
@@ -171,6 +179,36 @@ def _markdown(rows, figs, command, n_test) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _pictures_section(rows, figs) -> list:
+    from fmnist.pictures import STYLES
+
+    n = rows[0]["pictures"]["n_per_style"] if rows else 0
+    lines = [
+        "## Real pictures: the picture benchmark",
+        "",
+        f"People send pictures, not 28×28 dataset images. The benchmark renders the first {n:,} test images in "
+        f"each of {len(STYLES)} styles (`fmnist.pictures`) and converts them back with `preprocess=auto`, the "
+        "code `/predict` runs; `fmnist evaluate MODEL --pictures` prints it for one model. The \"pictures\" "
+        "column is the mean over every style but " + ", ".join(HEADLINE_EXCLUDES) + ". Styles marked *held out* "
+        "are never drawn by the training recipe's picture mix.",
+        "",
+        "| model | raw test | " + " | ".join(s.name + (" *(held out)*" if s.held_out else "") for s in STYLES)
+        + " | pictures |",
+        "|---|---:|" + "---:|" * (len(STYLES) + 1),
+    ]
+    for r in rows:
+        p = r["pictures"]
+        lines.append(f"| {r['label']} | {100 * r['acc']:.2f} % | "
+                     + " | ".join(f"{100 * p['styles'][s.name]:.1f}" for s in STYLES)
+                     + f" | **{100 * p['accuracy']:.1f} %** |")
+    lines += ["", "| style | what it is |", "|---|---|"] + [f"| {s.name} | {s.description} |" for s in STYLES]
+    lines += ["", f"![accuracy per picture style]({figs['pictures']})", "",
+              "Examples (top row: the test images; then per style, the picture and the 28×28 image the model gets "
+              "from it; transparency shown as light grey):", "", f"![picture examples]({figs['picture_examples']})",
+              ""]
+    return lines
 
 
 # --------------------------------------------------------------------------- figures

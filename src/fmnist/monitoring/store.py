@@ -187,6 +187,11 @@ class PredictionStore:
     def recent_feedback(self, n: int) -> dict:
         return self.backend.recent_feedback(n)
 
+    def low_confidence(self, below: float, window: int, n: int) -> list:
+        """Among the last `window` predictions of every replica, the latest n under `below` confidence that
+        kept their input image (store_images): dicts with LOW_FIELDS, image as 784 bytes."""
+        return self.backend.low_confidence(below, window, n)
+
     def count(self) -> int:
         return self.backend.count()
 

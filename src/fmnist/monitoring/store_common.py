@@ -26,3 +26,11 @@ def labelled(rows: list) -> dict:
     """(class_id, true_label) rows -> the arrays live accuracy needs."""
     arr = np.asarray(rows, dtype=np.int64).reshape(-1, 2)
     return {"predicted": arr[:, 0], "true": arr[:, 1]}
+
+
+LOW_FIELDS = ("request_id", "index", "ts", "replica", "model_version", "class_id", "confidence", "image")
+
+
+def low_rows(rows: list) -> list:
+    """Low-confidence rows (LOW_FIELDS order) -> dicts; the image as bytes (uint8 28x28, row-major)."""
+    return [dict(zip(LOW_FIELDS, r[:-1] + (bytes(r[-1]),))) for r in rows]

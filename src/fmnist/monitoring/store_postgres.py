@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from fmnist.monitoring.store_common import READ_FIELDS, StoreUnavailable, labelled, window
+from fmnist.monitoring.store_common import READ_FIELDS, StoreUnavailable, labelled, low_rows, window
 
 MIGRATIONS = [
     """
@@ -157,6 +157,12 @@ class PostgresBackend:
     def recent_feedback(self, n: int) -> dict:
         return labelled(self._query("SELECT class_id, true_label FROM predictions WHERE feedback_ts IS NOT NULL "
                                     "ORDER BY feedback_ts DESC LIMIT %s", (n,)))
+
+    def low_confidence(self, below: float, window: int, n: int) -> list:
+        return low_rows(self._query(
+            "SELECT * FROM (SELECT request_id, idx, ts, replica, model_version, class_id, confidence, image "
+            "FROM predictions ORDER BY ts DESC LIMIT %s) AS latest WHERE confidence < %s AND image IS NOT NULL "
+            "ORDER BY ts DESC LIMIT %s", (window, below, n)))
 
     def count(self) -> int:
         return int(self._query("SELECT COUNT(*) FROM predictions")[0][0])

@@ -118,6 +118,56 @@ def _find(st, rid: str, idx: int, wait: float = 1.0):
         time.sleep(0.05)
 
 
+def _number_arg(name: str, default, lo, hi, kind=int):
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or not lo <= value <= hi:
+        raise APIError(400, "bad_parameter", f"{name} must be a number from {lo} to {hi}, got {raw!r}")
+    return value
+
+
+@bp.get("/monitoring/low-confidence")
+def low_confidence():
+    """The latest inputs the model was unsure of, as the 28x28 images it saw (needs store_images)."""
+    st, _ = require_model()
+    s = st.settings
+    limit = _number_arg("limit", 12, 1, 48)
+    below = _number_arg("below", s.low_confidence, 0.0, 1.0, float)
+    out = {"store_images": s.store_images, "below": below, "window": s.drift_window, "items": []}
+    if not s.store_images:
+        out["note"] = "input images are not kept: start the server with store_images on (FMNIST_STORE_IMAGES=1)"
+        return out
+    st.store.flush(timeout=1.0)
+    try:
+        rows = st.store.low_confidence(below, s.drift_window, limit)
+    except StoreUnavailable as e:
+        raise APIError(503, "store_unavailable", f"the prediction log is unreachable ({e})", {"Retry-After": "5"}) from None
+    from fmnist.labels import CLASSES
+
+    for r in rows:
+        image = r.pop("image")
+        r["predicted"] = CLASSES[r.pop("class_id")]
+        r["image_png"] = _png_base64(image) if len(image) == 28 * 28 else None
+        out["items"].append(r)
+    return out
+
+
+def _png_base64(pixels: bytes) -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.frombytes("L", (28, 28), pixels).save(buf, "PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
 @bp.get("/dashboard")
 def dashboard():
     html = resources.files("fmnist.serving").joinpath("dashboard.html").read_text()

@@ -1,10 +1,15 @@
-"""Augmentation on whole batches of normalised tensors (no per-image Python loop: CPU-friendly)."""
+"""Augmentation on whole batches of normalised tensors (no per-image Python loop: CPU-friendly).
+
+The picture mix swaps images for their pre-rendered picture round trips (training/bank.py); the
+rest (crop, flip, elastic, erasing) works on the batch as tensors.
+"""
 
 from __future__ import annotations
 
 import math
 
 import torch
+from torch.nn import functional as nn_f
 
 
 def random_crop(x: torch.Tensor, padding: int, fill: float, gen: torch.Generator) -> torch.Tensor:
@@ -48,18 +53,53 @@ def random_erasing(
     return torch.where(mask, noise, x)
 
 
-class Augment:
-    """The training-time augmentation pipeline chosen in TrainConfig."""
+def random_elastic(x: torch.Tensor, fill: float, gen: torch.Generator, p: float = 0.3, pixels: float = 1.5
+                   ) -> torch.Tensor:
+    """Smooth random warps (a 5x5 grid of displacements of ~`pixels` px, bicubic-upsampled) of chosen images."""
+    n, c, h, w = x.shape
+    coarse = torch.randn((n, 2, 5, 5), generator=gen) * (2.0 * pixels / w)  # grid units: 2 / width per pixel
+    disp = nn_f.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True).permute(0, 2, 3, 1)
+    chosen = (torch.rand(n, generator=gen) < p)[:, None, None, None]
+    base = nn_f.affine_grid(torch.eye(2, 3).expand(n, 2, 3), (n, c, h, w), align_corners=False)
+    grid = (base + disp * chosen).to(x.device, x.dtype)
+    return nn_f.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
 
-    def __init__(self, crop_padding: int, hflip: bool, erasing: float, fill: float, seed: int):
+
+class Augment:
+    """The training-time augmentation pipeline chosen in TrainConfig.
+
+    bank: uint8 (variants, N, 28, 28) picture round trips of the N training images; with probability
+    `pictures` an image is replaced by one of its round trips (normalised like the clean images).
+    """
+
+    def __init__(self, crop_padding: int, hflip: bool, erasing: float, fill: float, seed: int,
+                 pictures: float = 0.0, bank: "torch.Tensor | None" = None, normalize=None, elastic: float = 0.0):
         self.crop_padding, self.hflip, self.erasing, self.fill = crop_padding, hflip, erasing, fill
+        self.pictures, self.bank, self.normalize, self.elastic = pictures, bank, normalize, elastic
+        if pictures and (bank is None or normalize is None):
+            raise ValueError("the picture mix needs the picture bank and the normalisation")
         self.gen = torch.Generator().manual_seed(seed)
 
     @property
     def active(self) -> bool:
-        return bool(self.crop_padding or self.hflip or self.erasing)
+        return bool(self.crop_padding or self.hflip or self.erasing or self.pictures or self.elastic)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def mix_pictures(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        n = len(idx)
+        swap = torch.rand(n, generator=self.gen) < self.pictures
+        variant = torch.randint(0, self.bank.shape[0], (n,), generator=self.gen)
+        if not swap.any():
+            return x
+        pics = self.normalize(self.bank[variant[swap], idx[swap]]).to(x.device, x.dtype)
+        x = x.clone()
+        x[swap.to(x.device)] = pics
+        return x
+
+    def __call__(self, x: torch.Tensor, idx: "torch.Tensor | None" = None) -> torch.Tensor:
+        if self.pictures and idx is not None:
+            x = self.mix_pictures(x, idx)
+        if self.elastic:
+            x = random_elastic(x, self.fill, self.gen, p=self.elastic)
         if self.crop_padding:
             x = random_crop(x, self.crop_padding, self.fill, self.gen)
         if self.hflip:

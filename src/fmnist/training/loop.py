@@ -41,11 +41,11 @@ def train_one_epoch(
         x = images[idx]
         y = labels[idx].to(device)
         if augment is not None:
-            x = augment(x)
+            x = augment(x, idx)
         x = x.to(device).contiguous(memory_format=memory_format)
         with autocast(device, precision):
             logits = model(x)
-            loss = loss_fn(logits.float(), y)
+            loss = loss_fn(logits.float(), y, idx)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -59,6 +59,28 @@ def train_one_epoch(
             progress.update(n)
             progress.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}", refresh=False)
     return total_loss / seen, correct / seen
+
+
+class Loss:
+    """Cross-entropy with label smoothing, plus knowledge distillation when a teacher's logits are given.
+
+    teacher_logits: (N, 10) logits of a larger model on the N clean training images, looked up by the
+    batch's indices: a picture round trip of image i is taught what the teacher says of image i (Hinton
+    et al. 2015: KL divergence at temperature T, scaled by T^2, weight alpha).
+    """
+
+    def __init__(self, label_smoothing: float = 0.0, teacher_logits: "torch.Tensor | None" = None,
+                 alpha: float = 0.5, temperature: float = 4.0):
+        self.ce = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.teacher, self.alpha, self.t = teacher_logits, alpha, temperature
+
+    def __call__(self, logits: torch.Tensor, y: torch.Tensor, idx: "torch.Tensor | None" = None) -> torch.Tensor:
+        hard = self.ce(logits, y)
+        if self.teacher is None or idx is None:
+            return hard
+        soft = nn.functional.softmax(self.teacher[idx].to(logits.device) / self.t, dim=1)
+        kd = nn.functional.kl_div(nn.functional.log_softmax(logits / self.t, dim=1), soft, reduction="batchmean")
+        return (1 - self.alpha) * hard + self.alpha * (self.t ** 2) * kd
 
 
 @torch.no_grad()

@@ -8,6 +8,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -18,7 +19,8 @@ from fmnist.evaluation.metrics import classification_report, reference_statistic
 from fmnist.models import count_flops, count_parameters, create_model
 from fmnist.preprocess import Preprocessing, dataset_stats
 from fmnist.training.augment import Augment
-from fmnist.training.loop import loss_and_accuracy, predict_logits, train_one_epoch
+from fmnist.training.bank import picture_bank
+from fmnist.training.loop import Loss, loss_and_accuracy, predict_logits, train_one_epoch
 
 
 @dataclass
@@ -36,6 +38,12 @@ class TrainConfig:
     crop_padding: int = 2  # random crop with this padding (0: off)
     hflip: bool = True
     erasing: float = 0.0  # random-erasing probability (0: off)
+    elastic: float = 0.0  # probability of a smooth random warp of ~1.5 px (0: off)
+    pictures: float = 0.0  # probability of swapping an image for one of its picture round trips (0: off)
+    picture_variants: int = 2  # round trips rendered (once, cached) per training image for the picture mix
+    distill: str = ""  # teacher model (name[:version] or path): its logits on the clean images are soft targets
+    distill_alpha: float = 0.5  # weight of the distillation term (the rest: cross-entropy with the labels)
+    distill_temperature: float = 4.0
     patience: int = 5  # early stopping: epochs without val improvement (0: off)
     min_epochs: int = -1  # no early stop before this epoch; -1: half the epochs under one-cycle (its LR peak), else 0
     seed: int = 0
@@ -59,6 +67,8 @@ RECIPES: dict[str, dict] = {
     "vgg": dict(epochs=50, optimizer="sgd", lr=0.1, weight_decay=5e-4, erasing=0.25, precision="bf16", patience=8),
     "smallcnn": dict(epochs=12, lr=3e-3),
 }
+# The picture recipe (issue 13): picture round trips, elastic warps and distillation from vgg; see the README.
+PICTURE_RECIPE = dict(pictures=0.5, picture_variants=2, elastic=0.3, distill="vgg")
 
 
 def config_for(arch: str, **overrides) -> TrainConfig:
@@ -145,8 +155,15 @@ def train(
     checkpoint: "str | Path | None" = None,
     resume: bool = False,
     quiet: bool = False,
+    teacher: "Callable[[np.ndarray], np.ndarray] | None" = None,
 ) -> TrainResult:
-    """Train `cfg.arch` on the fixed split, keep the best-validation weights, evaluate on test."""
+    """Train `cfg.arch` on the fixed split, keep the best-validation weights, evaluate on test.
+
+    teacher: uint8 pixels (N, 28, 28) -> logits (N, 10), the model named by cfg.distill (the caller
+    resolves it: training does not load artifacts); called once on the clean training images.
+    """
+    if cfg.distill and teacher is None:
+        raise ValueError(f"distill={cfg.distill!r} needs the teacher's logits function (fmnist train passes it)")
     device = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     torch.manual_seed(cfg.seed)
@@ -181,9 +198,22 @@ def train(
     steps_per_epoch = -(-len(train_t) // cfg.batch_size)
     optimizer = _make_optimizer(cfg, model)
     scheduler = _make_scheduler(cfg, optimizer, steps_per_epoch)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    teacher_logits = None
+    if cfg.distill:
+        _log(f"distilling from {cfg.distill}: its logits on {len(tr_x):,} clean training images", quiet)
+        teacher_logits = torch.from_numpy(np.asarray(teacher(tr_x), dtype=np.float32))
+    loss_fn = Loss(cfg.label_smoothing, teacher_logits, cfg.distill_alpha, cfg.distill_temperature)
     shuffle_gen = torch.Generator().manual_seed(cfg.seed)
-    augment = Augment(cfg.crop_padding, cfg.hflip, cfg.erasing, fill=(0.0 - pre.mean) / pre.std, seed=cfg.seed + 1)
+    bank = None
+    if cfg.pictures:
+        bank = torch.from_numpy(picture_bank(tr_x, tr_y, cfg.picture_variants, cfg.seed, workers=cfg.threads,
+                                             quiet=quiet))
+
+    def normalize(px: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(pre.normalize(px.numpy()))
+
+    augment = Augment(cfg.crop_padding, cfg.hflip, cfg.erasing, fill=(0.0 - pre.mean) / pre.std, seed=cfg.seed + 1,
+                      pictures=cfg.pictures, bank=bank, normalize=normalize, elastic=cfg.elastic)
 
     history: list[dict] = []
     best = {"val_acc": -1.0, "epoch": 0, "state": None}

@@ -1,0 +1,60 @@
+"""The picture bank: every training image rendered as pictures once, for the recipe's picture mix.
+
+Rendering a picture and converting it back (fmnist.pictures.roundtrip) costs ~5 ms of Python per
+image, too slow for every image of every epoch on a CPU. The bank renders `variants` round trips of
+each training image once (each in a random training style, with its own random colours, geometry,
+background and compression), in worker processes, and caches them under the user cache keyed on
+the images, the seed and the source of the renderer and the conversion. Training then swaps an
+image for one of its round trips with the recipe's probability: the swap is a tensor index, free.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+
+import numpy as np
+
+from fmnist import pictures as P
+
+BANK_SALT = 7_919  # the bank's pictures never share generators with the benchmark's
+
+
+def _styles(n: int, seed: int, variant: int) -> list:
+    rng = np.random.default_rng([seed, variant, BANK_SALT])
+    return [P.TRAIN_STYLES[k] for k in rng.integers(len(P.TRAIN_STYLES), size=n)]
+
+
+def picture_bank(images: np.ndarray, labels: np.ndarray, variants: int, seed: int, workers: int = 0,
+                 cache: bool = True, quiet: bool = False) -> np.ndarray:
+    """uint8 (variants, N, 28, 28): round trips of every training image, rendered once and cached."""
+    from fmnist.data import user_cache_dir
+
+    if variants < 1:
+        raise ValueError(f"picture variants must be at least 1, got {variants}")
+    key = hashlib.sha256(images.tobytes() + labels.tobytes() + P.code_key().encode()).hexdigest()[:16]
+    path = user_cache_dir() / "pictures" / f"bank-{len(images)}-s{seed}-{key}-v{{}}.npy"
+    out = np.empty((variants, len(images), 28, 28), np.uint8)
+    for v in range(variants):
+        f = path.parent / path.name.format(v)
+        if cache and f.is_file():
+            out[v] = np.load(f)
+            continue
+        t0 = time.perf_counter()
+
+        def progress(done, total, v=v):
+            if not quiet:
+                print(f"\rpicture bank {v + 1}/{variants}: {done:,}/{total:,} round trips "
+                      f"({time.perf_counter() - t0:.0f}s)", end="", file=sys.stderr, flush=True)
+
+        out[v] = P.render_parallel(images, labels, _styles(len(images), seed, v), seed * 1_000 + BANK_SALT + v,
+                                   workers=workers, progress=progress)
+        if not quiet:
+            print(file=sys.stderr, flush=True)
+        if cache:
+            f.parent.mkdir(parents=True, exist_ok=True)
+            tmp = f.with_suffix(".tmp.npy")
+            np.save(tmp, out[v])
+            tmp.replace(f)
+    return out

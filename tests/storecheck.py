@@ -1,0 +1,19 @@
+"""One check of the prediction log's interface, run against each backend (SQLite, PostgreSQL)."""
+
+import time
+
+
+def check_low_confidence(store) -> None:
+    """low_confidence(): the newest rows under the threshold that kept an image, within the window."""
+    px = bytes(range(256)) * 3 + bytes(16)  # 784 bytes, as a 28x28 image
+    t0 = time.time()
+    rows = [(f"r{i}", 0, t0 + i * 1e-3, "a", "smallcnn", "1", i % 10, 0.3 if i % 3 == 0 else 0.9, 0.3, "0" * 64,
+             px if i % 2 == 0 else None) for i in range(60)]
+    store.record(rows)
+    assert store.flush(5.0)
+    expected = [f"r{i}" for i in reversed(range(60)) if i % 6 == 0]  # unsure and with an image
+    low = store.low_confidence(0.5, 1000, 100)
+    assert [r["request_id"] for r in low] == expected
+    assert low[0]["image"] == px and low[0]["class_id"] == 4 and low[0]["confidence"] == 0.3
+    assert [r["request_id"] for r in store.low_confidence(0.5, 10, 100)] == ["r54"]  # only the last 10 rows looked at
+    assert len(store.low_confidence(0.5, 1000, 3)) == 3
