@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from fmnist.client import predict_bytes
-from tests.conftest import REPO, free_port, wait_ready
+from tests.conftest import REPO, SHIPPED, free_port, wait_ready
 from tests.images import png
 
 pytestmark = pytest.mark.skipif(os.environ.get("FMNIST_CONTAINER_TESTS") != "1",
@@ -87,7 +87,7 @@ def test_serving_image_builds_runs_predicts_and_is_healthy(tmp_path, podman_env,
                    describe=lambda: subprocess.run(["podman", "logs", name], env=env, capture_output=True,
                                                    text=True).stdout[-3000:])
         body = predict_bytes(png(np.zeros((28, 28), np.uint8)), url)
-        assert body["model"] == {"name": "smallcnn", "version": "1"}
+        assert body["model"] == {"name": "smallcnn", "version": SHIPPED.name}
         health = subprocess.run(["podman", "healthcheck", "run", name], env=env, capture_output=True, text=True)
         assert health.returncode == 0, health.stdout + health.stderr
     finally:

@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import running_server
+from tests.conftest import SHIPPED, running_server
 from tests.images import png
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -69,7 +69,7 @@ def test_dashboard_shows_server_numbers(tmp_path, real_data, browser_works):
         try:
             driver.get(url + "/dashboard")
             wait = WebDriverWait(driver, 20)
-            wait.until(lambda d: "smallcnn:1" in d.find_element(By.ID, "model").text)
+            wait.until(lambda d: f"smallcnn:{SHIPPED.name}" in d.find_element(By.ID, "model").text)
             # a second poll gives rates; send traffic in between so requests/s is a number
             for a in x[:40]:
                 _post(url, "/predict", json.dumps({"pixels": a.tolist()}).encode(), "application/json")

@@ -60,3 +60,28 @@ def test_explain_through_gunicorn_on_the_loop_worker(tmp_path, real_data):
         with urllib.request.urlopen(req, timeout=30) as r:
             assert r.headers["Content-Type"] == "image/png"
             assert Image.open(io.BytesIO(r.read())).size == (3 * 224, 224)
+
+
+def test_explain_is_bounded_per_worker_and_counted(tmp_path, real_data):
+    from fmnist.serving import create_app
+    from tests.conftest import SHIPPED
+
+    app = create_app({"model": str(SHIPPED), "log_requests": False, "prediction_log": str(tmp_path / "p.sqlite"),
+                      "explain_concurrency": 1})
+    c = app.test_client()
+    img = real_data.test_images[0].tolist()
+    assert c.post("/explain", json={"pixels": img}).status_code == 200
+    slots = app.extensions["fmnist"].explain_slots
+    assert slots.acquire(blocking=False)  # as if one explanation were being computed now
+    try:
+        busy = c.post("/explain", json={"pixels": img})
+        assert busy.status_code == 503 and busy.headers["Retry-After"] == "1"
+        assert busy.get_json()["error"]["code"] == "busy"
+        assert c.post("/predict", json={"pixels": img}).status_code == 200  # /predict is not held up
+    finally:
+        slots.release()
+    assert c.post("/explain", json={"pixels": img}).status_code == 200
+    text = c.get("/metrics").get_data(as_text=True)
+    assert 'fmnist_explanations_total{outcome="done"} 2.0' in text
+    assert 'fmnist_explanations_total{outcome="busy"} 1.0' in text
+    assert "fmnist_explain_duration_seconds_count 2.0" in text

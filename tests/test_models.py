@@ -50,3 +50,14 @@ def test_mlp_depth_from_kwargs():
     model = create_model("mlp", hidden=[512, 256, 128])
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     assert [m.out_features for m in linears] == [512, 256, 128, 10]
+
+
+def test_smallcnn_third_block_keeps_the_compute():
+    two, three = create_model("smallcnn"), create_model("smallcnn", blocks=3, width=28)
+    convs = [m.out_channels for m in three.features if isinstance(m, torch.nn.Conv2d)]
+    assert convs == [28, 56, 112] and three(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    # MACs by hand: 28x28x28x9 + 14x14x56x28x9 + 7x7x112x56x9 + 1008x128 + 128x10
+    macs = 28 * 28 * 28 * 9 + 14 * 14 * 56 * 28 * 9 + 7 * 7 * 112 * 56 * 9 + 1008 * 128 + 128 * 10
+    assert count_flops(three) == 2 * macs and count_flops(three) <= 1.5 * count_flops(two)
+    with pytest.raises(ValueError, match="blocks must be 2 or 3"):
+        create_model("smallcnn", blocks=4)

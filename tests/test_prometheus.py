@@ -11,7 +11,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, free_port, running_server
+from tests.conftest import REPO, SHIPPED, free_port, running_server
 from tests.images import png
 from fmnist.client import predict_bytes
 
@@ -77,7 +77,7 @@ def test_real_prometheus_scrapes_the_server(tmp_path):
                 except OSError:
                     continue
             assert info, (tmp_path / "prom.log").read_text()[-2000:]
-            assert info[0]["metric"]["name"] == "smallcnn" and info[0]["metric"]["version"] == "1"
+            assert info[0]["metric"]["name"] == "smallcnn" and info[0]["metric"]["version"] == SHIPPED.name
             # recording rules evaluate once two scrapes give rates
             share = []
             while time.monotonic() < deadline and not share:

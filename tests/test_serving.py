@@ -50,7 +50,7 @@ def test_single_image_multipart(client):
     assert r.status_code == 200 and r.mimetype == "application/json"
     body = r.get_json()
     assert_prediction(body)
-    assert body["model"] == {"name": "smallcnn", "version": "1"}
+    assert body["model"] == {"name": "smallcnn", "version": SHIPPED.name}
     assert body["request_id"] == r.headers["X-Request-ID"] and body["latency_ms"] > 0
 
 
@@ -108,7 +108,7 @@ def test_same_preprocessing_as_training(client, app):
 def test_health_ready_model(client):
     assert client.get("/health").get_json()["status"] == "ok"
     ready = client.get("/ready")
-    assert ready.status_code == 200 and ready.get_json()["model"] == {"name": "smallcnn", "version": "1"}
+    assert ready.status_code == 200 and ready.get_json()["model"] == {"name": "smallcnn", "version": SHIPPED.name}
     card = client.get("/model").get_json()
     assert card["name"] == "smallcnn" and card["classes"] == list(CLASSES)
     assert card["architecture"]["name"] == "smallcnn" and card["metrics"]["test_accuracy"] >= 0.92
@@ -239,7 +239,7 @@ def test_access_log_line():
     assert len(lines) == 1
     line = lines[0]
     assert line["request_id"] == "log-me" and line["route"] == "/predict" and line["status"] == 200
-    assert line["label"] in CLASSES and 0 < line["confidence"] <= 1 and line["model_version"] == "1"
+    assert line["label"] in CLASSES and 0 < line["confidence"] <= 1 and line["model_version"] == SHIPPED.name
     assert line["latency_ms"] > 0
 
 

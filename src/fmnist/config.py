@@ -46,6 +46,7 @@ class Settings:
     max_content_length: int = 10 * 1024 * 1024  # bytes per request body
     max_image_pixels: int = 25_000_000  # width x height, checked from the header before decoding
     default_top_k: int = 3
+    explain_concurrency: int = 2  # POST /explain computations at once per worker (145 images each); more: 503
     log_requests: bool = True
     fast_path: bool = True  # serve the common multipart POST /predict before Flask (serving/fastpath.py)
     reload_interval: float = 2.0  # seconds between checks of the registry for a promotion (0: never)

@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--arch", required=True, help="architecture name (see `fmnist archs`)")
     sp.add_argument("--name", help="artifact name (default: the arch)")
     sp.add_argument("--version", help="artifact version (default: next integer)")
-    sp.add_argument("--kwargs", type=_json_arg, default={}, help="model constructor arguments as JSON")
+    sp.add_argument("--kwargs", type=_json_arg, help="model constructor arguments as JSON (default: the recipe's)")
     sp.add_argument("--epochs", type=int)
     sp.add_argument("--batch-size", type=int)
     sp.add_argument("--optimizer", choices=["adamw", "sgd"])

@@ -96,6 +96,12 @@ class Metrics:
         self.log_dropped = c("fmnist_prediction_log_dropped_total",
                              "Prediction log rows dropped: the store was unreachable and the buffer full",
                              registry=None)
+        self.explanations = c("fmnist_explanations_total",
+                              "POST /explain requests by outcome: done, or busy (refused: all explain slots in use)",
+                              ["outcome"], registry=None)
+        self.explain_duration = h("fmnist_explain_duration_seconds",
+                                  "Time to compute one explanation (its model calls and pictures)",
+                                  buckets=LATENCY_BUCKETS, registry=None)
         self.model_info = g("fmnist_model_info", "The model in service (value 1)", ["name", "version"],
                             multiprocess_mode="liveall", registry=None)
         self._pending: "collections.deque[tuple]" = collections.deque()  # append/popleft are thread-safe
@@ -106,7 +112,8 @@ class Metrics:
     def _collectors(self) -> tuple:
         return (self.http_requests, self.http_duration, self.http_in_progress, self.inference_duration,
                 self.batch_size, self.predictions, self.confidence, self.mean_pixel, self.feedback,
-                self.model_info, self.model_reload_failures, self.log_dropped)
+                self.model_info, self.model_reload_failures, self.log_dropped, self.explanations,
+                self.explain_duration)
 
     def _forked(self) -> None:
         self._flush_lock = threading.Lock()  # a lock held by the parent's flusher at fork time stays held here

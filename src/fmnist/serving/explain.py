@@ -5,7 +5,9 @@ Same inputs and query parameters as /predict (one image). The answer: the predic
 the served model (ONNX Runtime; no torch): a PATCH x PATCH grey-out slides over the input in steps of
 STRIDE, and each pixel's saliency is the mean drop of the predicted class's probability over the
 patches covering it. Cost, bounded: 1 + 12 x 12 = 145 images per request, run in ceil(145 / 64) = 3
-model calls (max_batch_size 64), in the worker's thread pool (never on the event loop or the fast path).
+model calls (max_batch_size 64), in the worker's thread pool (never on the event loop or the fast path),
+at most `explain_concurrency` (2) at once per worker: one more gets 503 with Retry-After at once.
+Metrics: fmnist_explanations_total{outcome="done"|"busy"}, fmnist_explain_duration_seconds.
 JSON with base64 PNGs, or with `Accept: image/png` one PNG: the picture as sent | what the model saw |
 the saliency over it.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import time
 
 import numpy as np
 from flask import Blueprint, Response, g, request
@@ -93,11 +96,21 @@ def explain():
     else:
         seen = pixels[0]
         original = Image.fromarray(seen, "L")
-    x = served.predictor.normalize(seen[None])
-    probs = served.run_now(x)
-    class_id = int(probs[0].argmax())
-    fill = float(served.predictor.normalize(np.zeros((1, 28, 28), np.uint8)).flat[0])  # a black (background) patch
-    sal, calls = occlusion(served.run_now, x, class_id, fill)
+    if not st.explain_slots.acquire(blocking=False):
+        st.metrics.explanations.labels(outcome="busy").inc()
+        raise APIError(503, "busy", f"{settings.explain_concurrency} explanations are being computed by this "
+                       "worker already; retry in a moment", {"Retry-After": "1"})
+    t0 = time.perf_counter()
+    try:
+        x = served.predictor.normalize(seen[None])
+        probs = served.run_now(x)
+        class_id = int(probs[0].argmax())
+        fill = float(served.predictor.normalize(np.zeros((1, 28, 28), np.uint8)).flat[0])  # a black (background) patch
+        sal, calls = occlusion(served.run_now, x, class_id, fill)
+    finally:
+        st.explain_slots.release()
+    st.metrics.explain_duration.observe(time.perf_counter() - t0)
+    st.metrics.explanations.labels(outcome="done").inc()
     body, g.log_extra = answer(st, served, g.request_id, seen[None], probs, False, query.top_k, g.t0)
     panels = _panels(original, seen, sal)
     if request.accept_mimetypes.best_match(["application/json", "image/png"]) == "image/png":

@@ -154,7 +154,7 @@ def build_spec() -> dict:
             }},
             "/explain": {"post": {
                 "summary": "Explain one image's prediction: what the model saw and an occlusion saliency map "
-                           "(145 images in 3 model calls per request)",
+                           "(145 images in 4 model calls per request; at most explain_concurrency at once per worker)",
                 "parameters": contract.openapi_parameters(),
                 "requestBody": {"required": True, "content": {
                     "multipart/form-data": {"schema": {"type": "object", "properties": {
@@ -166,7 +166,8 @@ def build_spec() -> dict:
                                       "content": {"application/json": {"schema": {"type": "object"}},
                                                   "image/png": {"schema": {"type": "string",
                                                                            "contentMediaType": "image/png"}}}},
-                              **ERRORS},
+                              **ERRORS, "503": _err("Model not loaded yet, or this worker is computing "
+                                                    "explain_concurrency explanations already (Retry-After)")},
             }},
             "/health": _get("Liveness: the process is up", _obj("alive")),
             "/ready": _get("Readiness: the model is loaded and warmed up", _obj("ready"), {"503": _obj("not ready")}),
@@ -178,6 +179,17 @@ def build_spec() -> dict:
             "/monitoring": _get("Drift against the training reference, live accuracy from feedback, traffic "
                                 "totals and processes, aggregated over all workers",
                                 _obj("monitoring report with status ok|warn|alert"), {"503": ERRORS["503"]}),
+            "/monitoring/low-confidence": _get(
+                "The latest inputs under a confidence threshold among the last drift_window predictions of every "
+                "replica, as the 28x28 images the model saw (base64 PNG); needs store_images on (else an empty "
+                "list and a note)",
+                _obj("store_images, below, window, items: request_id, index, ts, replica, model_version, "
+                     "predicted, confidence, image_png"),
+                {"400": _err("limit or below out of range"), "503": ERRORS["503"]},
+                [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 48,
+                                                              "default": 12}},
+                 {"name": "below", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": 1},
+                  "description": "confidence threshold (default: the low_confidence setting, 0.6)"}]),
             "/dashboard": _get("Self-contained monitoring page (refreshes itself)", {
                 "description": "HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}),
             "/feedback": {"post": {

@@ -63,6 +63,7 @@ class ModelState:
                                 buffer_rows=settings.prediction_log_buffer_rows, on_drop=self.metrics.log_dropped.inc,
                                 password_file=settings.prediction_log_password_file or None)
         self._swap_lock = threading.Lock()
+        self.explain_slots = threading.BoundedSemaphore(max(1, settings.explain_concurrency))
         self._watcher: "threading.Thread | None" = None
 
     @property
