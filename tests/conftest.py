@@ -65,7 +65,7 @@ def tiny_artifact(registry):
     )
 
 
-SHIPPED = REPO / "models" / "smallcnn" / "1"
+SHIPPED = REPO / "models" / "smallcnn" / "4"  # the shipped default: the latest smallcnn
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ from PIL import Image
 from fmnist.evaluation.evaluate import artifact_logits
 from fmnist.preprocess import ImageError, ImageTooLarge, Preprocessing, decode_image, to_model_pixels
 from fmnist.registry import resolve
-from tests.conftest import REPO
+from tests.conftest import SHIPPED
 from tests.images import encode, png, restyled
 
 
@@ -122,7 +122,7 @@ def test_pixel_bomb_refused_before_decoding():
 @pytest.mark.slow
 def test_restyled_test_images_keep_accuracy(real_data):
     """Upscaled, inverted, tinted, off-centre and JPEG copies stay within 3 points of the raw 28x28 accuracy."""
-    art = resolve(str(REPO / "models" / "smallcnn" / "1"))
+    art = resolve(str(SHIPPED))
     x, y = real_data.test_images[:2000], real_data.test_labels[:2000]
     raw = (artifact_logits(art, x).argmax(1) == y).mean()
     styled = {name: [] for name in restyled(x[0])}

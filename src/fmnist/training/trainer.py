@@ -65,10 +65,11 @@ RECIPES: dict[str, dict] = {
     "lenet": dict(epochs=15, lr=3e-3),
     "alexnet": dict(epochs=15, lr=2e-3, erasing=0.25),
     "vgg": dict(epochs=50, optimizer="sgd", lr=0.1, weight_decay=5e-4, erasing=0.25, precision="bf16", patience=8),
-    "smallcnn": dict(epochs=12, lr=3e-3),
+    # the shipped default (smallcnn:4): three conv blocks of 24-48-96 channels (8.9 MFLOPs, 1.05x the two-block
+    # default), half of every batch swapped for picture round trips, the whole one-cycle schedule run out
+    "smallcnn": dict(epochs=50, lr=3e-3, patience=0, pictures=0.5,
+                     model_kwargs={"blocks": 3, "width": 24, "hidden": 256, "dropout": 0.1}),
 }
-# The picture recipe (issue 13): picture round trips, elastic warps and distillation from vgg; see the README.
-PICTURE_RECIPE = dict(pictures=0.5, picture_variants=2, elastic=0.3, distill="vgg")
 
 
 def config_for(arch: str, **overrides) -> TrainConfig:
