@@ -42,3 +42,22 @@ def test_shipped_model_on_the_picture_benchmark(real_data):
     old = picture_report(lambda px: artifact_logits(first, px), bench)
     assert new["accuracy"] >= 0.85 and new["accuracy"] >= old["accuracy"] + 0.2
     assert new["styles"]["lineart"] >= old["styles"]["lineart"] + 0.2  # a style the recipe never drew
+
+
+def test_shipped_model_on_garments_drawn_from_outlines():
+    """bench/drawn_pictures.py: 60 pictures drawn from hand-written outlines, nothing from the dataset."""
+    import importlib.util
+
+    import numpy as np
+
+    from fmnist.evaluation.evaluate import artifact_logits
+    from fmnist.preprocess import to_model_pixels
+
+    spec = importlib.util.spec_from_file_location("drawn_pictures", REPO / "bench" / "drawn_pictures.py")
+    drawn = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(drawn)
+    ims, y = drawn.pictures()
+    px = np.stack([to_model_pixels(im, "auto") for im in ims])
+    right = {ref: int((artifact_logits(read_artifact(path), px).argmax(1) == y).sum())
+             for ref, path in (("new", SHIPPED), ("old", REPO / "models" / "smallcnn" / "1"))}
+    assert right["new"] >= 50 and right["new"] >= right["old"] + 5, right

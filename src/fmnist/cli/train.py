@@ -53,15 +53,13 @@ def cmd_train(args) -> int:
     root = registry_root(args.registry)
     checkpoint = Path(args.checkpoint) if args.checkpoint else root / ".checkpoints" / f"{cfg.name}.pt"
     teacher = None
-    if cfg.distill:
+    if cfg.distill:  # the teacher's ONNX graph, as served: uint8 pixels -> logits
+        from functools import partial
+
         from fmnist.evaluation.evaluate import artifact_logits
         from fmnist.registry import resolve
 
-        teacher_art = resolve(cfg.distill, args.registry)
-
-        def teacher(pixels):
-            return artifact_logits(teacher_art, pixels)
-
+        teacher = partial(artifact_logits, resolve(cfg.distill, args.registry))
     result = train(cfg, checkpoint=checkpoint, resume=args.resume, quiet=args.quiet, teacher=teacher)
     training = provenance(cfg, result, "fmnist " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     art = save_artifact(
