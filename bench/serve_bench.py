@@ -205,6 +205,8 @@ def main() -> int:
     ap.add_argument("--ceiling", action="store_true",
                     help="also: bare WSGI apps on the same Gunicorn settings (bench/ceiling_app.py): what is left "
                          "for Flask, monitoring and batching")
+    ap.add_argument("--compare-model", help="also: the default server on this artifact directory, in the same run "
+                                             "(e.g. models/smallcnn/4 against the baseline model smallcnn:1)")
     args = ap.parse_args()
 
     model = REPO / "models" / "smallcnn" / "1"
@@ -225,6 +227,12 @@ def main() -> int:
     port = free_port()
     results.append(bench_server(f"fmnist serve (onnx, {label(args.workers, args.worker)}, batching)",
                                 serve(model, port, args.workers, args.worker), port, env, script, args.duration, concs))
+    if args.compare_model:
+        port = free_port()
+        other = Path(args.compare_model)
+        results.append(bench_server(f"same, on {other.parent.name}:{other.name}",
+                                    serve(other, port, args.workers, args.worker), port, env, script, args.duration,
+                                    concs))
     port = free_port()
     results.append(bench_server("same, fast path off (every request through Flask)",
                                 serve(model, port, args.workers, args.worker), port, {**env, "FMNIST_FAST_PATH": "0"},
