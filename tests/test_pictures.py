@@ -155,3 +155,20 @@ def test_picture_recipe_trains_through_the_cli(real_data, tmp_path):
                               "--distill", "no-such-model", "--registry", str(reg), "--quiet"],
                              capture_output=True, text=True, timeout=300)
     assert missing.returncode != 0 and "no-such-model" in missing.stderr
+
+
+def test_a_large_picture_is_converted_in_bounded_memory():
+    """A 20-megapixel photo: the trim and background work on a reduced copy (NumPy peak, traced)."""
+    import tracemalloc
+
+    page = Image.new("RGB", (5000, 4000), "white")
+    ImageDraw.Draw(page).rectangle((1000, 500, 3000, 3500), fill=(20, 20, 90))
+    tracemalloc.start()
+    try:
+        out = photo_to_dataset(page)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 100e6, f"{peak / 1e6:.0f} MB"  # a full-size float copy alone would be 240 MB
+    rows, cols = np.nonzero(out > 60)
+    assert rows.max() - rows.min() + 1 >= 27 and 17 <= cols.max() - cols.min() + 1 <= 20  # 2:3, long edge 28
