@@ -137,7 +137,7 @@ def _layer(pixels: np.ndarray, style: str, rng, size: int) -> Image.Image:
 
 
 def _geometry(layer: Image.Image, style: str, label: int, rng) -> Image.Image:
-    """Tilt, rotation, shear and perspective of the garment layer (expanding the canvas to fit)."""
+    """Tilt or rotation, and sometimes perspective (shear and foreshortening), of the garment layer."""
     big = style == "rotated"
     max_deg = (60 if label in SHOES or label == 8 else 30) if big else (8 if style in ("product", "photo") else 15)
     if style in ("drawing", "pattern", "dark", "lineart", "cluttered") and label in SHOES:
