@@ -244,12 +244,13 @@ def render_many(images: np.ndarray, labels: np.ndarray, styles, seed: int, start
     return out
 
 
-def code_key() -> str:
-    """The renderer's and the conversion's source: a cached picture is stale when either changes."""
+def cache_key(images: np.ndarray, labels: np.ndarray) -> str:
+    """What cached round trips of these images depend on: the images, their labels, and the renderer's and
+    the conversion's source (a cached picture is stale when either changes)."""
     import fmnist.preprocess
 
     src = Path(__file__).read_bytes() + Path(fmnist.preprocess.__file__).read_bytes()
-    return hashlib.sha256(src).hexdigest()[:16]
+    return hashlib.sha256(images.tobytes() + labels.tobytes() + src).hexdigest()[:16]
 
 
 def _render_chunk(args):

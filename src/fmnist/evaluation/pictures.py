@@ -8,7 +8,6 @@ source of the renderer and of the conversion (a change to either renders it agai
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -25,7 +24,7 @@ def load_benchmark(ds, per_style: int = P.BENCH_PER_STYLE, cache_dir: "Path | No
     from fmnist.data import user_cache_dir
 
     x, y = ds.test_images[:per_style], ds.test_labels[:per_style]
-    key = hashlib.sha256(x.tobytes() + y.tobytes() + P.code_key().encode()).hexdigest()[:16]
+    key = P.cache_key(x, y)
     path = (cache_dir or user_cache_dir() / "pictures") / f"bench-{per_style}-{key}.npz"
     if path.is_file():
         with np.load(path) as z:
@@ -105,8 +104,9 @@ def fig_pictures(rows: list, out: Path) -> str:
     return "pictures.png"
 
 
-def fig_examples(ds, out: Path, n: int = 10) -> str:
-    """What the benchmark looks like: per style, the rendered pictures and the 28x28 the model gets."""
+def fig_examples(ds, bench: dict, out: Path, n: int = 10) -> str:
+    """What the benchmark looks like: per style, the rendered pictures and the 28x28 the model gets (from
+    `bench`, the converted set)."""
     from PIL import Image
 
     tile = 72
@@ -123,7 +123,7 @@ def fig_examples(ds, out: Path, n: int = 10) -> str:
             pic.thumbnail((tile, tile))
             y0 = tile + 2 * i * tile
             sheet.paste(pic, (j * tile + (tile - pic.width) // 2, y0 + (tile - pic.height) // 2))
-            seen = P.to_model_pixels(im, "auto")
+            seen = bench["pictures"][s][j]
             sheet.paste(Image.fromarray(seen).resize((tile, tile), Image.Resampling.NEAREST), (j * tile, y0 + tile))
     sheet.save(out / "picture_examples.png", optimize=True)
     return "picture_examples.png"

@@ -69,7 +69,7 @@ def write_report(refs, out: Path, registry=None, data_dir=None, command: str = "
         "confusion": _fig_confusion(rows, out),
         "misclassified": _fig_misclassified(rows, preds, x, y, out),
         "pictures": fig_pictures(rows, out),
-        "picture_examples": fig_examples(ds, out),
+        "picture_examples": fig_examples(ds, bench, out),
     }
     md = _markdown(rows, figs, command, len(y))
     path = out / "report.md"

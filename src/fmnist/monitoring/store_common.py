@@ -29,6 +29,13 @@ def labelled(rows: list) -> dict:
 
 
 LOW_FIELDS = ("request_id", "index", "ts", "replica", "model_version", "class_id", "confidence", "image")
+LOW_COLUMNS = ("request_id", "idx", "ts", "replica", "model_version", "class_id", "confidence", "image")  # LOW_FIELDS' columns
+
+
+def low_confidence_sql(ph: str) -> str:
+    """The low-confidence query of both backends, with their placeholder (`?` or `%s`): (window, below, n)."""
+    return (f"SELECT * FROM (SELECT {', '.join(LOW_COLUMNS)} FROM predictions ORDER BY ts DESC LIMIT {ph}) AS latest "
+            f"WHERE confidence < {ph} AND image IS NOT NULL ORDER BY ts DESC LIMIT {ph}")
 
 
 def low_rows(rows: list) -> list:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from fmnist.monitoring.store_common import READ_FIELDS, StoreUnavailable, labelled, low_rows, window
+from fmnist.monitoring.store_common import READ_FIELDS, StoreUnavailable, labelled, low_confidence_sql, low_rows, window
 
 MIGRATIONS = [
     """
@@ -159,10 +159,7 @@ class PostgresBackend:
                                     "ORDER BY feedback_ts DESC LIMIT %s", (n,)))
 
     def low_confidence(self, below: float, window: int, n: int) -> list:
-        return low_rows(self._query(
-            "SELECT * FROM (SELECT request_id, idx, ts, replica, model_version, class_id, confidence, image "
-            "FROM predictions ORDER BY ts DESC LIMIT %s) AS latest WHERE confidence < %s AND image IS NOT NULL "
-            "ORDER BY ts DESC LIMIT %s", (window, below, n)))
+        return low_rows(self._query(low_confidence_sql("%s"), (window, below, n)))
 
     def count(self) -> int:
         return int(self._query("SELECT COUNT(*) FROM predictions")[0][0])

@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from fmnist.monitoring.store_common import READ_FIELDS, StoreUnavailable, labelled, low_rows, window
+from fmnist.monitoring.store_common import READ_FIELDS, StoreUnavailable, labelled, low_confidence_sql, low_rows, window
 
 # each a list of statements, run with execute() inside the migration's transaction (executescript()
 # would COMMIT first and let another process migrate at the same time)
@@ -170,10 +170,7 @@ class SQLiteBackend:
                                     "ORDER BY feedback_ts DESC LIMIT ?", (n,)))
 
     def low_confidence(self, below: float, window: int, n: int) -> list:
-        return low_rows(self._query(
-            "SELECT * FROM (SELECT request_id, idx, ts, replica, model_version, class_id, confidence, image "
-            "FROM predictions ORDER BY ts DESC LIMIT ?) AS latest WHERE confidence < ? AND image IS NOT NULL "
-            "ORDER BY ts DESC LIMIT ?", (window, below, n)))
+        return low_rows(self._query(low_confidence_sql("?"), (window, below, n)))
 
     def count(self) -> int:
         return int(self._query("SELECT COUNT(*) FROM predictions")[0][0])

@@ -31,14 +31,19 @@ class PredictQuery:
 
 
 def _top_k(raw: "str | None", default: int) -> int:
+    return bounded_number("top_k", raw, default, TOP_K_MIN, TOP_K_MAX)
+
+
+def bounded_number(name: str, raw: "str | None", default, lo, hi, kind=int):
+    """A query parameter: absent -> default; not a `kind` or outside lo-hi -> 400 bad_parameter."""
     if raw is None:
         return default
-    expected = f"top_k must be an integer {TOP_K_MIN}-{TOP_K_MAX}"
+    expected = f"{name} must be {'an integer' if kind is int else 'a number'} {lo}-{hi}"
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
         raise APIError(400, "bad_parameter", f"{expected}, got {raw!r}") from None
-    if not TOP_K_MIN <= value <= TOP_K_MAX:
+    if not lo <= value <= hi:  # NaN too
         raise APIError(400, "bad_parameter", f"{expected}, got {value}")
     return value
 

@@ -15,6 +15,7 @@ from fmnist.monitoring.drift import STATUS_ORDER, Thresholds, accuracy_report, d
 from fmnist.monitoring.metrics import ReferenceCollector
 from fmnist.monitoring.store_common import StoreUnavailable
 from fmnist.monitoring.system import SystemCollector, process_stats, server_processes
+from fmnist.serving.contract import bounded_number
 from fmnist.serving.errors import APIError, require_model, serving_state
 
 bp = Blueprint("monitoring", __name__)
@@ -118,26 +119,13 @@ def _find(st, rid: str, idx: int, wait: float = 1.0):
         time.sleep(0.05)
 
 
-def _number_arg(name: str, default, lo, hi, kind=int):
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        value = None
-    if value is None or not lo <= value <= hi:
-        raise APIError(400, "bad_parameter", f"{name} must be a number from {lo} to {hi}, got {raw!r}")
-    return value
-
-
 @bp.get("/monitoring/low-confidence")
 def low_confidence():
     """The latest inputs the model was unsure of, as the 28x28 images it saw (needs store_images)."""
     st, _ = require_model()
     s = st.settings
-    limit = _number_arg("limit", 12, 1, 48)
-    below = _number_arg("below", s.low_confidence, 0.0, 1.0, float)
+    limit = bounded_number("limit", request.args.get("limit"), 12, 1, 48)
+    below = bounded_number("below", request.args.get("below"), s.low_confidence, 0.0, 1.0, float)
     out = {"store_images": s.store_images, "below": below, "window": s.drift_window, "items": []}
     if not s.store_images:
         out["note"] = "input images are not kept: start the server with store_images on (FMNIST_STORE_IMAGES=1)"

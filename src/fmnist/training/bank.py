@@ -10,7 +10,6 @@ image for one of its round trips with the recipe's probability: the swap is a te
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
 
@@ -33,7 +32,7 @@ def picture_bank(images: np.ndarray, labels: np.ndarray, variants: int, seed: in
 
     if variants < 1:
         raise ValueError(f"picture variants must be at least 1, got {variants}")
-    key = hashlib.sha256(images.tobytes() + labels.tobytes() + P.code_key().encode()).hexdigest()[:16]
+    key = P.cache_key(images, labels)
     path = user_cache_dir() / "pictures" / f"bank-{len(images)}-s{seed}-{key}-v{{}}.npy"
     out = np.empty((variants, len(images), 28, 28), np.uint8)
     for v in range(variants):
