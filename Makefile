@@ -70,17 +70,15 @@ data:
 test-container: setup-train test-deps
 	FMNIST_CONTAINER_TESTS=1 $(BIN)/python -m pytest -ra -s tests/test_container.py
 
-# What the integration tests run for real: Prometheus (promtool), headless Chromium + driver,
-# nginx and wrk (cluster and rollout under load), kubectl (kustomize rendering), PostgreSQL (initdb and
-# pg_ctl for a throwaway server: the shared prediction log's tests), iptables (podman's
-# network helper needs it; shared/tools/podman-env.sh installs the rest of podman).
-TEST_DEBS := prometheus chromium chromium-driver nginx wrk kubernetes-client iptables postgresql
+# What the integration tests run for real: Prometheus (promtool), headless Chromium + driver, nginx and
+# wrk (cluster and rollout under load), kubectl (kustomize rendering), PostgreSQL (initdb and pg_ctl for a
+# throwaway server: the shared prediction log's tests), iptables (podman's network helper needs it;
+# shared/tools/podman-env.sh installs the rest of podman). tools/testdeps.py decides per program: one found
+# wherever it came from (a newer kubectl from the Kubernetes apt repository, PGDG's PostgreSQL, ...) at a
+# version the tests can use is kept; Debian's package goes in only where the program is missing or too old
+# and nothing else owns its files. It never fails: the tests that need a program it could not get skip.
 test-deps:
-	@missing=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ] && command -v apt-get >/dev/null; then \
-	  echo "installing$$missing"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
-	fi
+	@$(PYTHON) tools/testdeps.py
 
 # Regenerate the committed comparison report in docs/report from the artifacts in ./models.
 report: setup-train data

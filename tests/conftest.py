@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import os
 import signal
@@ -63,6 +64,24 @@ def tiny_artifact(registry):
         model, registry=registry, name="tiny", arch="smallcnn", model_kwargs={"width": 8, "hidden": 16},
         preprocessing=Preprocessing(), metrics={"test": {"accuracy": 0.1}},
     )
+
+
+def program(key: str) -> "str | None":
+    """The path of a test program (tools/testdeps.py: found wherever it came from, new enough), or None."""
+    return _find_program(key).path if _find_program(key).ok else None
+
+
+def needs(*keys: str):
+    """Skip, saying what is missing or too old, unless every program named is usable."""
+    problems = [f"{k} ({_find_program(k).problem or 'not found'})" for k in keys if not _find_program(k).ok]
+    return pytest.mark.skipif(bool(problems), reason=f"needs {', '.join(problems)}: make test-deps installs it")
+
+
+@functools.lru_cache(maxsize=None)
+def _find_program(key: str):
+    from tools.testdeps import find
+
+    return find(key)
 
 
 SHIPPED = REPO / "models" / "smallcnn" / "4"  # the shipped default: the latest smallcnn

@@ -4,7 +4,6 @@ which PostgreSQL refuses to be)."""
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import subprocess
@@ -12,13 +11,12 @@ from pathlib import Path
 
 
 def pg_bin() -> "Path | None":
-    """The directory of initdb/pg_ctl (Debian keeps them out of PATH), or None."""
-    for name in ("initdb", "pg_ctl"):
-        found = shutil.which(name)
-        if found and Path(found).with_name("initdb").exists() and Path(found).with_name("pg_ctl").exists():
-            return Path(found).parent
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
-    return Path(candidates[0]).parent if candidates else None
+    """The directory of initdb/pg_ctl (tools/testdeps.py finds them on PATH or where Debian and PGDG keep
+    them, /usr/lib/postgresql/N/bin), or None."""
+    from tools.testdeps import find
+
+    found = find("postgresql")
+    return Path(found.path).parent if found.ok else None
 
 
 class PgServer:

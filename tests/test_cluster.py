@@ -15,12 +15,11 @@ import numpy as np
 import pytest
 
 from fmnist.cluster import nginx_config
-from tests.conftest import REPO, SHIPPED, free_port
+from tests.conftest import REPO, SHIPPED, free_port, needs, program
 from tests.wrk import pixels_script
 
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
-WRK = shutil.which("wrk")
-pytestmark = pytest.mark.skipif(not (NGINX and WRK), reason="needs nginx and wrk (apt-get install nginx wrk)")
+NGINX, WRK = program("nginx"), program("wrk")
+pytestmark = needs("nginx", "wrk")
 
 
 def cli(*args, check=True, timeout=180, cwd=None):

@@ -8,11 +8,10 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import SHIPPED, running_server
+from tests.conftest import SHIPPED, program, running_server
 from tests.images import png
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
+CHROMIUM, DRIVER = program("chromium"), program("chromedriver")
 
 
 def _post(url, path, body: bytes, ctype: str) -> dict:

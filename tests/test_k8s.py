@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, needs, program
 
 K8S = REPO / "deploy" / "k8s"
 KUBE_VERSION = "1.30.0"
@@ -38,11 +38,11 @@ def test_deployment_promises():
     assert c["envFrom"][0]["configMapRef"]["name"] == "fmnist-config"
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs kubectl (apt-get install kubernetes-client)")
+@needs("kubectl")
 def test_kustomization_renders_and_validates():
     import kubernetes_validate
 
-    out = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True, text=True)
+    out = subprocess.run([program("kubectl"), "kustomize", str(K8S)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     docs = [d for d in yaml.safe_load_all(out.stdout) if d]
     kinds = sorted(d["kind"] for d in docs)
@@ -56,7 +56,7 @@ def test_kustomization_renders_and_validates():
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "localhost/fmnist:serve"
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs kubectl (apt-get install kubernetes-client)")
+@needs("kubectl")
 def test_dev_postgres_overlay_points_every_pod_at_one_database():
     """deploy/k8s-dev-postgres: the base, one PostgreSQL (StatefulSet + PVC), and the Secret the
     Deployment reads FMNIST_PREDICTION_LOG from."""
@@ -64,7 +64,7 @@ def test_dev_postgres_overlay_points_every_pod_at_one_database():
 
     import kubernetes_validate
 
-    out = subprocess.run(["kubectl", "kustomize", str(REPO / "deploy" / "k8s-dev-postgres")], capture_output=True,
+    out = subprocess.run([program("kubectl"), "kustomize", str(REPO / "deploy" / "k8s-dev-postgres")], capture_output=True,
                          text=True)
     assert out.returncode == 0, out.stderr
     docs = [d for d in yaml.safe_load_all(out.stdout) if d]

@@ -9,7 +9,7 @@ import pytest
 
 from fmnist.monitoring.drift import Thresholds, ks_against_histogram, psi
 from fmnist.serving import create_app
-from tests.conftest import SHIPPED
+from tests.conftest import SHIPPED, program
 from tests.images import png
 
 
@@ -153,9 +153,9 @@ def test_metrics_names_and_promtool(mon_app):
     assert len(classes) == 10  # all ten classes from the start
     assert 'route="<unmatched>",status="404"' in text
     assert "fmnist_gpu_" not in text  # absent, not zero, without a GPU
-    promtool = shutil.which("promtool")
+    promtool = program("promtool")
     if promtool is None:
-        pytest.skip("promtool not installed (apt-get install prometheus)")
+        pytest.skip("promtool not installed or too old (make test-deps installs Debian's prometheus)")
     proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

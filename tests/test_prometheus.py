@@ -11,14 +11,13 @@ import urllib.request
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, SHIPPED, free_port, running_server
+from tests.conftest import REPO, SHIPPED, free_port, needs, program, running_server
 from tests.images import png
 from fmnist.client import predict_bytes
 
 PROM = REPO / "deploy" / "prometheus"
-PROMTOOL = shutil.which("promtool")
-PROMETHEUS = shutil.which("prometheus")
-needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="needs promtool (apt-get install prometheus)")
+PROMTOOL, PROMETHEUS = program("promtool"), program("prometheus")
+needs_promtool = needs("promtool")
 
 
 @needs_promtool
@@ -50,7 +49,7 @@ def _query(base: str, expr: str) -> dict:
         return json.loads(r.read())
 
 
-@pytest.mark.skipif(PROMETHEUS is None, reason="needs prometheus (apt-get install prometheus)")
+@needs("prometheus")
 def test_real_prometheus_scrapes_the_server(tmp_path):
     with running_server(tmp_path) as srv:
         for i in range(30):

@@ -15,10 +15,10 @@ import pytest
 
 from fmnist.artifact import ArtifactError
 from fmnist.registry import production_version, promote, read_aliases, resolve, rollback
-from tests.conftest import SHIPPED, running_server
+from tests.conftest import SHIPPED, needs, program, running_server
 from tests.wrk import pixels_script
 
-WRK = shutil.which("wrk")
+WRK = program("wrk")
 
 
 def make_registry(tmp_path):
@@ -101,7 +101,7 @@ end
 """
 
 
-@pytest.mark.skipif(WRK is None, reason="needs wrk (apt-get install wrk)")
+@needs("wrk")
 def test_rollout_under_load_has_zero_failures(tmp_path):
     root = make_registry(tmp_path)
     _cli("promote", "smallcnn", "1", root=root)

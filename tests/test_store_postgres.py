@@ -17,13 +17,13 @@ import urllib.request
 import numpy as np
 import pytest
 
-from tests.conftest import free_port, running_server
-from tests.pg import PgServer, pg_bin
+from tests.conftest import free_port, needs, program, running_server
+from tests.pg import PgServer
 from tests.wrk import pixels_script
 
-WRK = shutil.which("wrk")
+WRK = program("wrk")
 pytestmark = [
-    pytest.mark.skipif(pg_bin() is None, reason="needs PostgreSQL's initdb/pg_ctl (apt-get install postgresql)"),
+    needs("postgresql"),
     pytest.mark.skipif(__import__("importlib").util.find_spec("psycopg") is None,
                        reason="needs psycopg (pip install .[postgres])"),
 ]
@@ -170,7 +170,7 @@ def _wrk(url: str, script, seconds: int, conns: int = 8) -> dict:
     return vals
 
 
-@pytest.mark.skipif(WRK is None, reason="needs wrk (apt-get install wrk)")
+@needs("wrk")
 def test_an_outage_under_load_fails_no_prediction_and_writes_resume(fresh, tmp_path):
     script = pixels_script(tmp_path / "load.lua", np.zeros((28, 28)), COUNT)
     env = {"FMNIST_PREDICTION_LOG": fresh.url, "FMNIST_PREDICTION_LOG_BUFFER_ROWS": "3000", "FMNIST_LOG_REQUESTS": "0"}
@@ -203,7 +203,7 @@ def test_an_outage_under_load_fails_no_prediction_and_writes_resume(fresh, tmp_p
     assert final[0] == final[1] and final[0] >= count_after_outage + after["OK"]  # writes resumed, no duplicates
 
 
-@pytest.mark.skipif(WRK is None, reason="needs wrk (apt-get install wrk)")
+@needs("wrk")
 def test_many_writers_lose_no_row(fresh, tmp_path):
     script = pixels_script(tmp_path / "load.lua", np.zeros((28, 28)), COUNT)
     env = {"FMNIST_PREDICTION_LOG": fresh.url, "FMNIST_LOG_REQUESTS": "0"}
