@@ -33,3 +33,15 @@ def restyled(pixels: np.ndarray) -> dict[str, bytes]:
         "off-centre": encode(canvas),
         "jpeg": encode(dark_on_white.resize((200, 200), Image.Resampling.BICUBIC).convert("RGB"), "JPEG", quality=75),
     }
+
+
+def photo(pixels: np.ndarray, size: "tuple[int, int]" = (2400, 1800), quality: int = 85) -> bytes:
+    """A dataset garment as a phone photo: dark on a light, unevenly lit page, filling half of a big JPEG."""
+    w, h = size
+    side = min(w, h) // 2
+    garment = Image.fromarray(255 - np.asarray(pixels, dtype=np.uint8), "L").resize((side, side), Image.Resampling.BICUBIC)
+    light = np.linspace(235, 200, w, dtype=np.float32)[None, :] + np.linspace(0, -15, h, dtype=np.float32)[:, None]
+    page = Image.fromarray(light.astype(np.uint8), "L")
+    mask = garment.point(lambda v: 255 if v < 200 else 0)
+    page.paste(garment, ((w - side) // 2, (h - side) // 3), mask)
+    return encode(page.convert("RGB"), "JPEG", quality=quality)

@@ -46,6 +46,10 @@ class Settings:
     max_content_length: int = 10 * 1024 * 1024  # bytes per request body
     max_image_pixels: int = 25_000_000  # width x height, checked from the header before decoding
     default_top_k: int = 3
+    loop_max_pixels: int = 1_024  # the loop worker decodes pictures up to this many (header) pixels on its loop (28x28: 784); larger: in heavy_threads
+    heavy_threads: int = 1  # per loop worker: threads decoding larger pictures (off the event loop)
+    heavy_queue: int = 32  # larger pictures waiting for them, per worker; beyond, 503 + Retry-After
+    heavy_nice: int = 10  # their threads' CPU priority, lowered by this much: photos yield to small requests
     explain_concurrency: int = 2  # POST /explain computations at once per worker (145 images each); more: 503
     log_requests: bool = True
     fast_path: bool = True  # serve the common multipart POST /predict before Flask (serving/fastpath.py)
@@ -115,10 +119,12 @@ class Settings:
         for name in ("threads", "timeout", "graceful_timeout", "keepalive"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("prediction_log_buffer_rows", "intra_op_threads", "max_batch_size", "max_images", "max_content_length", "max_image_pixels",
+        for name in ("loop_max_pixels", "heavy_threads", "heavy_queue", "prediction_log_buffer_rows", "intra_op_threads", "max_batch_size", "max_images", "max_content_length", "max_image_pixels",
                      "default_top_k", "retention_rows", "drift_window", "feedback_window", "min_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.heavy_nice <= 19:
+            raise ValueError(f"heavy_nice must be 0-19 (how much lower the heavy threads' priority is), got {self.heavy_nice}")
         if self.max_batch_wait_ms < 0:
             raise ValueError("max_batch_wait_ms must be >= 0")
 

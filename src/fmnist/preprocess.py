@@ -98,11 +98,14 @@ def _allowed_formats() -> tuple:
     return _ALLOWED
 
 
-def decode_image(data: bytes, max_pixels: int = 25_000_000, name: str = "image"):
-    """Bytes -> a PIL image, first frame, EXIF orientation applied; size checked before decoding pixels."""
+def open_image(data: bytes, max_pixels: int = 25_000_000, name: str = "image"):
+    """Bytes -> a PIL image whose header is read and checked (format, size, pixel limit); no pixel decoded.
+
+    Cheap whatever the picture's size (tens of microseconds): the server reads every image's size this way
+    before deciding where to decode it."""
     import io
 
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     if not data:
         raise ImageError(f"{name} is empty (0 bytes): send a PNG, JPEG, GIF, BMP, WebP or TIFF file")
@@ -121,7 +124,23 @@ def decode_image(data: bytes, max_pixels: int = 25_000_000, name: str = "image")
         raise ImageError(f"{name} has no pixels ({w}x{h})")
     if w * h > max_pixels:
         raise ImageTooLarge(f"{name} is {w}x{h} = {w * h:,} pixels; the limit is {max_pixels:,}")
+    return im
+
+
+def load_image(im, name: str = "image", work_side: "int | None" = None):
+    """An opened image -> its pixels: first frame, EXIF orientation applied.
+
+    With `work_side`, a JPEG larger than that is decoded at the smallest of its built-in scales (1/2, 1/4,
+    1/8: Pillow's draft mode) that still leaves its long side at least `work_side` pixels, since the
+    conversion works at that size anyway: a 12-megapixel photo decodes at 500x375 instead of 4000x3000.
+    Other formats have no such mode and decode whole."""
+    from PIL import Image, ImageOps
+
+    w, h = im.size
     try:
+        if work_side and im.format in ("JPEG", "MPO") and max(w, h) >= 2 * work_side:
+            long_side = max(w, h)  # draft keeps both sides >= the request: ask in the picture's own proportions
+            im.draft(im.mode, (-(-w * work_side // long_side), -(-h * work_side // long_side)))
         im.seek(0)
         im.load()
         if im.format != "PNG" or _ORIENTATION_KEYS & im.info.keys():  # a PNG says so in one of these chunks
@@ -131,6 +150,12 @@ def decode_image(data: bytes, max_pixels: int = 25_000_000, name: str = "image")
     except Exception as e:
         raise ImageError(f"{name} is truncated or corrupt ({e.__class__.__name__}: {e})") from None
     return im
+
+
+def decode_image(data: bytes, max_pixels: int = 25_000_000, name: str = "image", work_side: "int | None" = None):
+    """Bytes -> a PIL image, first frame, EXIF orientation applied; size checked before decoding pixels.
+    `work_side`: see load_image (for to_model_pixels, which works at that size anyway)."""
+    return load_image(open_image(data, max_pixels, name), name, work_side)
 
 
 def _flatten(im):
@@ -198,7 +223,8 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
         outside = grown
 
 
-WORK_SIDE = 1024  # a larger picture is reduced by an integer factor to at most this many pixels a side first
+WORK_SIDE = 256  # a larger picture is reduced by an integer factor to at most this many pixels a side first:
+# accuracy is flat from 64 to 1024 px (bench/photo_bench.py sizes), cost is not
 LINE_ART_INK = 0.45  # a converted picture whose strokes cover less than this of their outline is a line drawing
 LINE_ART_FILL = 110  # the level its enclosed inside gets (mid-grey fabric, below the strokes)
 
@@ -228,7 +254,7 @@ def _gray(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
 
 
-def photo_to_dataset(im) -> np.ndarray:
+def photo_to_dataset(im, work_side: int = WORK_SIDE) -> np.ndarray:
     """Convert a picture the way Fashion-MNIST was made (Xiao et al. 2017, arXiv:1708.07747, sec. 2).
 
     Trim the border close to the background colour, resize the longest edge to 28 and sharpen, centre on a
@@ -237,13 +263,14 @@ def photo_to_dataset(im) -> np.ndarray:
     fitted to the border (a lighting gradient is background too); inside the trimmed box, pixels close to
     it are set to its mean, so a gradient, paper texture or JPEG noise does not become garment. A line
     drawing (strokes only) has its inside filled (`fill_line_art`). A picture over WORK_SIDE pixels a side
-    is box-reduced to it first (the result is 28x28; a 20-megapixel photo then needs ~50 MB, not ~1 GB).
+    is box-reduced to it first (the result is 28x28: the conversion's arrays stay under a few MB whatever the
+    picture's size, and its time under ~10 ms).
     """
     from PIL import Image, ImageFilter
 
     im = im.convert("RGB")
-    if max(im.size) > WORK_SIDE:  # trim and background on a box-filtered copy: bounded memory and time
-        im = im.reduce(-(-max(im.size) // WORK_SIDE))
+    if max(im.size) > work_side:  # trim and background on a box-filtered copy: bounded memory and time
+        im = im.reduce(-(-max(im.size) // work_side))
     rgb = np.asarray(im, dtype=np.float32)
     bgp = _background(rgb)
     far = np.abs(rgb - bgp).max(axis=2) > TRIM_TOLERANCE * 255
@@ -282,7 +309,7 @@ def photo_to_dataset(im) -> np.ndarray:
     return fill_line_art(np.clip((gray - lo) * (255.0 / (hi - lo)) + 0.5, 0, 255).astype(np.uint8))
 
 
-def to_model_pixels(im, mode: str = "auto", size=(28, 28)) -> np.ndarray:
+def to_model_pixels(im, mode: str = "auto", size=(28, 28), work_side: int = WORK_SIDE) -> np.ndarray:
     """A decoded image -> 28x28 uint8 pixels in dataset polarity.
 
     raw: the image is already as the dataset gives it (28x28, light garment on dark);
@@ -290,6 +317,8 @@ def to_model_pixels(im, mode: str = "auto", size=(28, 28)) -> np.ndarray:
     """
     if mode not in MODES:
         raise ImageError(f"preprocess must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode != "raw" and max(im.size) > work_side and im.mode in ("RGB", "RGBA", "L", "LA"):
+        im = im.reduce(-(-max(im.size) // work_side))  # before flattening: a big RGBA composites at work size
     flat = _flatten(im)
     if mode == "raw" or (mode == "auto" and flat.size == tuple(size)):
         if flat.size != tuple(size):
@@ -298,7 +327,7 @@ def to_model_pixels(im, mode: str = "auto", size=(28, 28)) -> np.ndarray:
                 "use preprocess=photo (or auto) for other pictures"
             )
         return np.asarray(flat if flat.mode == "L" else flat.convert("L"), dtype=np.uint8)
-    return photo_to_dataset(flat)
+    return photo_to_dataset(flat, work_side)
 
 
 def load_image_pixels(path: str, mode: str = "auto") -> np.ndarray:

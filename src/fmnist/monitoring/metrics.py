@@ -30,6 +30,15 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 CONFIDENCE_BUCKETS = tuple(round(x, 4) for x in np.linspace(0, 1, CONFIDENCE_BINS + 1)[1:])
 MEAN_PIXEL_BUCKETS = tuple(round(x, 4) for x in np.linspace(0, 1, MEAN_PIXEL_BINS + 1)[1:])
 
+# pictures by the pixel count their header gives: the dataset's own size, small, up to 2 megapixels, beyond
+PICTURE_SIZES = ((784, "28x28"), (65_536, "small"), (2_000_000, "medium"), (float("inf"), "large"))
+PICTURE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+def picture_size(pixels: int) -> str:
+    return next(name for bound, name in PICTURE_SIZES if pixels <= bound)
+
+
 def multiprocess_dir() -> "str | None":
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
 
@@ -102,6 +111,14 @@ class Metrics:
         self.explain_duration = h("fmnist_explain_duration_seconds",
                                   "Time to compute one explanation (its model calls and pictures)",
                                   buckets=LATENCY_BUCKETS, registry=None)
+        self.pictures = c("fmnist_pictures_total", "Pictures decoded, by size class (from the header) and where: "
+                          "loop (the loop worker's event loop), app_pool or heavy_pool (its threads), thread "
+                          "(a gthread or sync worker's request thread)", ["size", "where"], registry=None)
+        self.picture_decode = h("fmnist_picture_decode_seconds", "Time to decode one picture's pixels", ["size"],
+                                buckets=PICTURE_BUCKETS, registry=None)
+        self.picture_convert = h("fmnist_picture_convert_seconds",
+                                 "Time to convert one decoded picture to the model's 28x28", ["size"],
+                                 buckets=PICTURE_BUCKETS, registry=None)
         self.model_info = g("fmnist_model_info", "The model in service (value 1)", ["name", "version"],
                             multiprocess_mode="liveall", registry=None)
         self._pending: "collections.deque[tuple]" = collections.deque()  # append/popleft are thread-safe
@@ -113,7 +130,7 @@ class Metrics:
         return (self.http_requests, self.http_duration, self.http_in_progress, self.inference_duration,
                 self.batch_size, self.predictions, self.confidence, self.mean_pixel, self.feedback,
                 self.model_info, self.model_reload_failures, self.log_dropped, self.explanations,
-                self.explain_duration)
+                self.explain_duration, self.pictures, self.picture_decode, self.picture_convert)
 
     def _forked(self) -> None:
         self._flush_lock = threading.Lock()  # a lock held by the parent's flusher at fork time stays held here
@@ -127,6 +144,11 @@ class Metrics:
 
     def observe_predictions(self, version: str, class_ids, confidences, mean_pixels) -> None:
         self._pending.append(("predictions", version, class_ids, confidences, mean_pixels))
+        self._ensure_flusher()
+
+    def observe_pictures(self, where: str, timings: list) -> None:
+        """timings: (header pixels, decode seconds, convert seconds) per picture of one request."""
+        self._pending.append(("pictures", where, timings))
         self._ensure_flusher()
 
     def observe_batch(self, size: int, seconds: float) -> None:
@@ -170,6 +192,8 @@ class Metrics:
             durations: dict = collections.defaultdict(list)
             classes: dict = {}
             conf, mean_px, sizes, seconds = [], [], [], []
+            pictures: dict = collections.Counter()
+            stage_times: dict = collections.defaultdict(lambda: ([], []))
             for kind, *rest in items:
                 if kind == "request":
                     method, route, status, elapsed = rest
@@ -181,6 +205,13 @@ class Metrics:
                     counts += np.bincount(np.asarray(ids, dtype=np.int64), minlength=len(CLASSES))
                     conf.append(np.asarray(c, dtype=np.float64))
                     mean_px.append(np.asarray(px, dtype=np.float64))
+                elif kind == "pictures":
+                    where, timings = rest
+                    for pixels, decode_s, convert_s in timings:
+                        size = picture_size(pixels)
+                        pictures[(size, where)] += 1
+                        stage_times[size][0].append(decode_s)
+                        stage_times[size][1].append(convert_s)
                 else:
                     sizes.append(rest[0])
                     seconds.append(rest[1])
@@ -196,6 +227,11 @@ class Metrics:
                 _observe_many(self.mean_pixel, np.concatenate(mean_px))
             _observe_many(self.batch_size, sizes)
             _observe_many(self.inference_duration, seconds)
+            for (size, where), n in pictures.items():
+                self.pictures.labels(size, where).inc(n)
+            for size, (decode_s, convert_s) in stage_times.items():
+                _observe_many(self.picture_decode.labels(size), decode_s)
+                _observe_many(self.picture_convert.labels(size), convert_s)
 
     # ------------------------------------------------------------------ reading
     def registry(self, extra_collectors=()) -> CollectorRegistry:

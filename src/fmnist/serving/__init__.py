@@ -30,7 +30,9 @@ def create_app(config: "dict | Settings | None" = None) -> Flask:
     """Settings: defaults < $FMNIST_CONFIG file < FMNIST_* variables < `config`. Loads the model once."""
     settings = config if isinstance(config, Settings) else Settings.load(config)
     app = Flask("fmnist")
-    app.config.update(MAX_CONTENT_LENGTH=settings.max_content_length, JSON_SORT_KEYS=False)
+    # HEAVY_POOL: the loop worker's threads and queue for requests the fast path marks heavy (big pictures)
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_content_length, JSON_SORT_KEYS=False,
+                      HEAVY_POOL=(settings.heavy_threads, settings.heavy_queue, settings.heavy_nice))
     app.json.sort_keys = False
     _configure_logging()
     register_error_handlers(app)

@@ -23,7 +23,7 @@ import numpy as np
 from flask import Blueprint, Response, g, request
 from PIL import Image
 
-from fmnist.preprocess import ImageError, decode_image, to_model_pixels
+from fmnist.preprocess import WORK_SIDE, ImageError, decode_image, to_model_pixels
 from fmnist.serving.apierror import APIError
 from fmnist.serving.contract import PredictQuery
 from fmnist.serving.errors import require_model
@@ -89,7 +89,7 @@ def explain():
     if pixels is None:
         name, data = blobs[0]
         try:
-            original = decode_image(data, settings.max_image_pixels, name)
+            original = decode_image(data, settings.max_image_pixels, name, WORK_SIDE)  # as /predict decodes it
             seen = to_model_pixels(original, query.preprocess)
         except ImageError as e:
             raise APIError(e.status, e.code, str(e)) from None

@@ -23,7 +23,7 @@ import numpy as np
 from fmnist.serving import multipart, reqlog
 from fmnist.serving.errors import APIError
 from fmnist.serving.contract import PredictQuery, image_files
-from fmnist.serving.predict import answer, decode_all, infer
+from fmnist.serving.predict import answer, convert_all, infer, open_all
 
 log = logging.getLogger("fmnist.serving")
 
@@ -34,8 +34,11 @@ class PredictFastPath:
         self.state = state
         self.log_requests = log_requests
 
-    def _take(self, environ) -> "_Job | None":
-        """The request, if the fast path answers it (body read, query checked, files found); else None."""
+    def _take(self, environ, on_loop: bool = False) -> "_Job | None":
+        """The request, if the fast path answers it (body read, query checked, files found, their headers
+        read); else None. `on_loop` (the loop worker's batch): a request with a picture over
+        `loop_max_pixels` is left to the worker's heavy pool (environ["fmnist.heavy"]), where this fast path
+        takes it in a thread: decoding and converting a photo must not hold the event loop."""
         if environ.get("PATH_INFO") != "/predict" or environ.get("REQUEST_METHOD") != "POST":
             return None
         ctype = environ.get("CONTENT_TYPE", "")
@@ -62,8 +65,17 @@ class PredictFastPath:
         selected = image_files(parts) if parts is not None else None
         if selected is None:
             return None
+        try:
+            images = open_all(selected[0], self.state.settings)
+        except APIError:
+            return None  # the Flask app refuses it, with its error handling
+        if on_loop:
+            limit = self.state.settings.loop_max_pixels
+            if any(im.size[0] * im.size[1] > limit for _, im in images):
+                environ["fmnist.heavy"] = True
+                return None
         request_id = reqlog.request_id_from(environ.get("HTTP_X_REQUEST_ID", ""))
-        return _Job(served, *selected, query.top_k, query.preprocess, request_id, t0)
+        return _Job(served, images, selected[1], query.top_k, query.preprocess, request_id, t0)
 
     def _answer(self, job: "_Job", pixels, probs, start_response, recorded: bool = False) -> list:
         out, extra = answer(self.state, job.served, job.request_id, pixels, probs, job.many, job.top_k, job.t0,
@@ -80,13 +92,15 @@ class PredictFastPath:
             return self.app(environ, start_response)
         self.state.metrics.http_in_progress.inc()
         try:
+            timings: list = []
             try:
-                pixels, probs = infer(job.served, lambda: decode_all(job.blobs, self.state.settings, job.mode))
+                pixels, probs = infer(job.served, lambda: convert_all(job.images, job.mode, timings))
             except APIError:  # a bad image: the Flask app gives the same answer with its error handling
                 return self.app(environ, start_response)
             except Exception:
                 log.exception("fast path failed on POST /predict; the Flask app answers instead")
                 return self.app(environ, start_response)
+            self.state.metrics.observe_pictures(environ.get("fmnist.pool", "thread"), timings)
             return self._answer(job, pixels, probs, start_response)
         finally:
             self.state.metrics.http_in_progress.dec()
@@ -98,18 +112,21 @@ class PredictFastPath:
         (another route, a bad image, a model not loaded yet)."""
         results: list = [None] * len(environs)
         jobs = []
+        timings: list = []
         for i, environ in enumerate(environs):
-            job = self._take(environ)
+            job = self._take(environ, on_loop=True)
             if job is None:
                 continue
             try:
-                job.pixels = decode_all(job.blobs, self.state.settings, job.mode)
+                job.pixels = convert_all(job.images, job.mode, timings)
             except APIError:
                 continue  # the Flask app answers it (its body was rewound), with its error handling
             except Exception:
                 log.exception("fast path failed on POST /predict; the Flask app answers instead")
                 continue
             jobs.append((i, job))
+        if timings:
+            self.state.metrics.observe_pictures("loop", timings)
         if not jobs:
             return results
         self.state.metrics.http_in_progress.inc(len(jobs))
@@ -148,8 +165,8 @@ class PredictFastPath:
 
 
 class _Job:
-    __slots__ = ("served", "blobs", "many", "top_k", "mode", "request_id", "t0", "pixels")
+    __slots__ = ("served", "images", "many", "top_k", "mode", "request_id", "t0", "pixels")
 
-    def __init__(self, served, blobs, many, top_k, mode, request_id, t0):
-        self.served, self.blobs, self.many, self.top_k, self.mode = served, blobs, many, top_k, mode
+    def __init__(self, served, images, many, top_k, mode, request_id, t0):
+        self.served, self.images, self.many, self.top_k, self.mode = served, images, many, top_k, mode
         self.request_id, self.t0, self.pixels = request_id, t0, None

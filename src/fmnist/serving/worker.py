@@ -10,8 +10,11 @@ a lone request at once and a busy one runs the model batched.
 Nothing else runs on the loop. Every request the fast path does not take (another route, JSON, a
 bad image, an app without `wsgi_batch`) goes to a small thread pool (`POOL_THREADS`, at most
 `POOL_QUEUE` waiting; beyond that a 503 with Retry-After): a slow view (/feedback waiting for the
-prediction log, /monitoring, /metrics) costs its own connection time, never the loop's. Answers on
-one connection leave in request order; a connection whose request is in the pool waits for it.
+prediction log, /monitoring, /metrics) costs its own connection time, never the loop's. A request the
+app marks heavy (`environ["fmnist.heavy"]`: a big picture, known from its header before decoding) goes
+to a second pool of its own (the app's `HEAVY_POOL` config: threads, queue; 503 beyond), so photos
+neither hold the loop nor crowd out the other slow views. Answers on one connection leave in request
+order; a connection whose request is in a pool waits for it.
 
 Bounds: request line, header fields and the whole header section (incomplete lines counted), a
 deadline for the header section (HEAD_TIMEOUT) and for a stalled body (BODY_TIMEOUT), bodies
@@ -39,12 +42,13 @@ from fmnist.serving.apppool import AppPool
 from fmnist.serving.connection import Conn, Responder
 
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
-_LISTENER, _WAKEUP, _POOL = "listener", "wakeup", "pool"  # selector data of the non-connection files
+_LISTENER, _WAKEUP, _POOL, _HEAVY = "listener", "wakeup", "pool", "heavy"  # selector data of the other files
 HEAD_TIMEOUT = 10.0  # seconds from a request's first byte to the end of its header section
 BODY_TIMEOUT = 15.0  # seconds a body may stall (no byte) before its connection is closed
 LINGER_TIMEOUT = 2.0  # seconds a half-closed connection is read (and discarded) before it is closed
 POOL_THREADS = 4  # per worker, for everything but the batched fast path
 POOL_QUEUE = 64  # requests waiting for a pool thread; beyond, 503
+HEAVY_POOL = (1, 32, 10)  # threads, queue and nice for heavy requests, unless the app's config says HEAVY_POOL
 STEP_REQUESTS = 256  # requests answered per loop turn (then the loop polls and beats again)
 
 
@@ -72,6 +76,7 @@ class LoopWorker(base.Worker):
         self.max_conns = self.cfg.worker_connections
         _raise_open_files(self.max_conns + 64)
         self.pool: "AppPool | None" = None  # made in run(): threads must not exist before the fork
+        self.heavy: "AppPool | None" = None
         self.beat = 0.0
         super().init_process()
 
@@ -85,6 +90,7 @@ class LoopWorker(base.Worker):
             field_size=cfg.limit_request_field_size or 64 * 1024,
             body=config.get("MAX_CONTENT_LENGTH") or 10 * 1024 * 1024)
         self.batch_app = getattr(getattr(app, "wsgi_app", None), "wsgi_batch", None)
+        self.heavy_pool = tuple(config.get("HEAVY_POOL") or HEAVY_POOL)
         host, port = self._server_name()
         self.base_environ = {
             "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr,
@@ -109,8 +115,11 @@ class LoopWorker(base.Worker):
             listener.setblocking(False)
             sel.register(listener, _READ, _LISTENER)
         sel.register(self.PIPE[0], _READ, _WAKEUP)  # signals wake the loop (set_wakeup_fd)
-        self.pool = AppPool(self.wsgi, POOL_THREADS, POOL_QUEUE)
+        self.pool = AppPool(self.wsgi, POOL_THREADS, POOL_QUEUE, "app_pool")
         sel.register(self.pool.wakeup, _READ, _POOL)
+        threads, queue, nice = self.heavy_pool
+        self.heavy = AppPool(self.wsgi, threads, queue, "heavy_pool", nice)
+        sel.register(self.heavy.wakeup, _READ, _HEAVY)
         accepting = True
         while self.alive:
             if self._beat():
@@ -152,7 +161,9 @@ class LoopWorker(base.Worker):
             elif conn is _WAKEUP:
                 self._drain(self.PIPE[0])
             elif conn is _POOL:
-                touched += self._pool_results()
+                touched += self._pool_results(self.pool)
+            elif conn is _HEAVY:
+                touched += self._pool_results(self.heavy)
             else:
                 if mask & _WRITE:
                     conn.send()
@@ -300,19 +311,22 @@ class LoopWorker(base.Worker):
             self._respond(conn, req, result)
 
     def _submit(self, conn: Conn, req, env: dict) -> None:
-        if self.pool.full:
+        heavy = env.get("fmnist.heavy", False)
+        pool = self.heavy if heavy else self.pool
+        if pool.full:
             conn.pending.popleft()
-            body = error_json("server_busy", "too many requests waiting for this worker; retry shortly")
+            body = error_json("server_busy", "too many large pictures waiting for this worker; retry shortly" if heavy
+                              else "too many requests waiting for this worker; retry shortly")
             self._respond(conn, req, ("503 Service Unavailable", [("Content-Type", "application/json"),
                                                                    ("Retry-After", "1")], body))
             return
         conn.busy = True
-        self.pool.submit((conn, req), env)
+        pool.submit((conn, req), env)
 
-    def _pool_results(self) -> list:
-        """Answers from the pool: sent in their connection's order; -> the connections to move on."""
+    def _pool_results(self, pool: AppPool) -> list:
+        """Answers from a pool: sent in their connection's order; -> the connections to move on."""
         conns = []
-        for (conn, req), result in self.pool.results():
+        for (conn, req), result in pool.results():
             if conn.busy and conn.pending:
                 conn.pending.popleft()
             conn.busy = False
@@ -398,3 +412,4 @@ class LoopWorker(base.Worker):
                 self._beat()
                 self._step(self.selector.select(0.05))
         self.pool.shutdown()
+        self.heavy.shutdown()
