@@ -321,7 +321,7 @@ def main() -> int:
 
     if args.ceiling:
         ceiling = []
-        workers = {"loop": "fmnist.serving.worker.LoopWorker", "gthread": "gthread"}
+        workers = {"loop": "fmnist.serving.http.worker.LoopWorker", "gthread": "gthread"}
         for name, target in (("bare WSGI hello (reads the body, fixed JSON)", "hello"),
                              ("bare WSGI predict (fast multipart, decode, ONNX Runtime, JSON; nothing else; "
                               "one model call per request)", "lean")):

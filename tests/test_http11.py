@@ -1,8 +1,8 @@
-"""serving/http11.py without sockets: the reader's bounds, the RFC checks, environ and response bytes."""
+"""serving/http/http11.py without sockets: the reader's bounds, the RFC checks, environ and response bytes."""
 
 import pytest
 
-from fmnist.serving import http11
+from fmnist.serving.http import http11
 
 LIMITS = http11.Limits(body=1000, pipeline=4, spool=100)
 

@@ -78,3 +78,32 @@ def test_layers():
                 "fmnist.monitoring", "fmnist.training"):
         for high in ("fmnist.serving", "fmnist.cli", "fmnist.cluster"):
             assert not reaches(low, high), f"{low} depends on {high}"
+
+
+def test_http_server_knows_nothing_of_the_app():
+    """serving/http/ is an HTTP server: it imports no Flask and no module of the app; the JSON error shape
+    (serving.apierror, no imports of its own) and the settings are all it shares."""
+    graph = _graph()
+    allowed = {"fmnist.serving.apierror", "fmnist.config"}
+    server = [m for m in graph if m.startswith("fmnist.serving.http")]
+    assert {"fmnist.serving.http.worker", "fmnist.serving.http.http11"} <= set(server)
+    for mod in server:
+        outside = {d for d in graph[mod] if not d.startswith("fmnist.serving.http")} - allowed - {"fmnist.serving"}
+        assert not outside, f"{mod} imports {sorted(outside)}"
+        source = (SRC / (mod.replace(".", "/") + ".py"))
+        source = source if source.exists() else SRC / mod.replace(".", "/") / "__init__.py"
+        tree = ast.parse(source.read_text())
+        imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not imported & {"flask", "werkzeug"}, f"{mod} imports Flask"
+    assert not graph["fmnist.serving.apierror"], "the shared error shape imports nothing of fmnist"
+
+
+def test_importing_the_server_does_not_import_flask():
+    import subprocess
+    import sys
+
+    code = "import sys, fmnist.serving.http.worker, fmnist.serving.http.gunicorn_conf; print('flask' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

@@ -1,4 +1,4 @@
-"""serving/worker.py, the default Gunicorn worker, in a real Gunicorn process, over raw sockets.
+"""serving/http/worker.py, the default Gunicorn worker, in a real Gunicorn process, over raw sockets.
 
 The HTTP handling is checked with a small app that tells what reached it (tests/worker_app.py);
 batching with the real fmnist app. The rest of the suite (e2e, cluster, rollout) runs on it too.
@@ -22,7 +22,7 @@ import pytest
 from tests.conftest import REPO, free_port, running_server
 from tests.images import png
 
-WORKER = "fmnist.serving.worker.LoopWorker"
+WORKER = "fmnist.serving.http.worker.LoopWorker"
 
 
 @pytest.fixture(scope="module")

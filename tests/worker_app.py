@@ -1,5 +1,5 @@
 """A small WSGI app for tests/test_worker.py: it tells what reached it, so the worker's HTTP handling
-can be checked without the model. Served by Gunicorn with `-k fmnist.serving.worker.LoopWorker`."""
+can be checked without the model. Served by Gunicorn with `-k fmnist.serving.http.worker.LoopWorker`."""
 
 import hashlib
 import json

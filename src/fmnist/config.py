@@ -1,7 +1,7 @@
 """Typed server settings: defaults, then an optional JSON file, then FMNIST_* environment variables.
 
 One `Settings` for everything a server reads: the app (model, batching, limits, monitoring) and
-Gunicorn (bind, workers, worker kind, threads, timeouts; serving/gunicorn_conf.py reads them from
+Gunicorn (bind, workers, worker kind, threads, timeouts; serving/http/gunicorn_conf.py reads them from
 here). Each field is one variable, FMNIST_<FIELD>: FMNIST_MODELS names the registry everywhere."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 
-WORKER_KINDS = ("loop", "gthread", "sync")  # serving/gunicorn_conf.py maps them to Gunicorn worker classes
+WORKER_KINDS = ("loop", "gthread", "sync")  # serving/http/gunicorn_conf.py maps them to Gunicorn worker classes
 
 
 @lru_cache(maxsize=1)

@@ -60,7 +60,7 @@ def cmd_serve(args) -> int:
     print(f"fmnist: serving {art.ref} on http://{args.host}:{args.port} (workers="
           f"{settings.worker_count} {kind}, batching={'on' if settings.batching else 'off'})",
           file=sys.stderr, flush=True)
-    argv = [sys.executable, "-m", "gunicorn", "-c", "python:fmnist.serving.gunicorn_conf", "fmnist.serving:create_app()"]
+    argv = [sys.executable, "-m", "gunicorn", "-c", "python:fmnist.serving.http.gunicorn_conf", "fmnist.serving:create_app()"]
     os.execvpe(argv[0], argv, env)
     return 0  # not reached
 

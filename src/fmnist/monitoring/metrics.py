@@ -69,7 +69,7 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Metrics:
-    """One process's Prometheus metrics, owned by the app's state (`ModelState.metrics`).
+    """One process's Prometheus metrics, owned by the app's state (`WorkerState.metrics`).
 
     Under Gunicorn every metric update is a locked write into a memory-mapped file; a request made
     14 of them (~50 µs). The request path only appends its observations to a queue, and a thread of

@@ -1,52 +1,18 @@
-"""The Flask application factory: `gunicorn 'fmnist.serving:create_app()'`."""
+"""Serving: the Flask app (this package) and the HTTP server it runs on (`serving/http/`, no Flask).
 
-from __future__ import annotations
+    gunicorn 'fmnist.serving:create_app()'      # what `fmnist serve` runs, with serving/http/gunicorn_conf.py
 
-import logging
-import sys
-
-from flask import Flask
-
-from fmnist.config import Settings
-from fmnist.serving.errors import register_error_handlers
-from fmnist.serving.reqlog import init_request_logging
-from fmnist.serving.state import ModelState
+The app's rooms: `app` (the factory), `pipeline` (the stages of a prediction, no Flask), the views
+(`predict`, `explain`, `v2`, `health`, `monitoring`, `openapi`), `fastpath` (the common multipart
+/predict before Flask), `state` (what one worker holds), `contract` (the /predict request contract),
+`multipart`, `reqlog`, `errors` (Flask's error handlers) and `apierror` (the one JSON error shape, shared
+with the server).
+"""
 
 
-def _configure_logging() -> None:
-    """JSON access lines and server messages to stderr (Gunicorn's error log), once per process."""
-    for name in ("fmnist.access", "fmnist.serving"):
-        logger = logging.getLogger(name)
-        if not logger.handlers:
-            handler = logging.StreamHandler(sys.stderr)
-            fmt = "%(message)s" if name == "fmnist.access" else "%(asctime)s %(levelname)s %(name)s: %(message)s"
-            handler.setFormatter(logging.Formatter(fmt))
-            logger.addHandler(handler)
-            logger.setLevel(logging.INFO)
-            logger.propagate = False
+def create_app(config=None):
+    """The Flask app (see fmnist.serving.app.create_app); imported on call, so that importing the HTTP
+    server (fmnist.serving.http) never imports Flask."""
+    from fmnist.serving.app import create_app as _create_app
 
-
-def create_app(config: "dict | Settings | None" = None) -> Flask:
-    """Settings: defaults < $FMNIST_CONFIG file < FMNIST_* variables < `config`. Loads the model once."""
-    settings = config if isinstance(config, Settings) else Settings.load(config)
-    app = Flask("fmnist")
-    # HEAVY_POOL: the loop worker's threads and queue for requests the fast path marks heavy (big pictures)
-    app.config.update(MAX_CONTENT_LENGTH=settings.max_content_length, JSON_SORT_KEYS=False,
-                      HEAVY_POOL=(settings.heavy_threads, settings.heavy_queue, settings.heavy_nice))
-    app.json.sort_keys = False
-    _configure_logging()
-    register_error_handlers(app)
-
-    from fmnist.serving import explain, health, monitoring, openapi, predict, v2
-
-    for bp in (predict.bp, explain.bp, health.bp, v2.bp, openapi.bp, monitoring.bp):
-        app.register_blueprint(bp)
-    state = ModelState(settings)
-    app.extensions["fmnist"] = state
-    init_request_logging(app, settings.log_requests, state.metrics)
-    state.load()
-    if settings.fast_path:
-        from fmnist.serving.fastpath import PredictFastPath
-
-        app.wsgi_app = PredictFastPath(app.wsgi_app, state, settings.log_requests)
-    return app
+    return _create_app(config)

@@ -4,28 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, current_app, g, request
+from flask import Flask, g, request
 from werkzeug.exceptions import HTTPException
 
 from fmnist.serving.apierror import APIError, error_payload
 
-__all__ = ["APIError", "register_error_handlers", "require_model", "serving_state"]
+__all__ = ["APIError", "register_error_handlers"]
 log = logging.getLogger("fmnist.serving")
-
-
-def serving_state():
-    """This worker's ModelState."""
-    return current_app.extensions["fmnist"]
-
-
-def require_model():
-    """(state, the model in service), or a 503 with the reason: a request uses this one model throughout."""
-    st = serving_state()
-    served = st.current
-    if served is None:
-        raise APIError(503, "not_ready", st.error or "the model is still loading; retry shortly",
-                       {"Retry-After": "1"})
-    return st, served
 
 
 def error_body(status: int, code: str, message: str) -> tuple[dict, int]:

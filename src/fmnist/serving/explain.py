@@ -4,8 +4,9 @@ Same inputs and query parameters as /predict (one image). The answer: the predic
 28x28 image the model actually saw after preprocessing, and an occlusion saliency map computed with
 the served model (ONNX Runtime; no torch): a PATCH x PATCH grey-out slides over the input in steps of
 STRIDE, and each pixel's saliency is the mean drop of the predicted class's probability over the
-patches covering it. Cost, bounded: 1 + 12 x 12 = 145 images per request, run in ceil(145 / 64) = 3
-model calls (max_batch_size 64), in the worker's thread pool (never on the event loop or the fast path),
+patches covering it. Cost, bounded: 1 + (1 + 12 x 12) = 146 images per request in 4 model calls (the
+prediction, then the original and its 144 occluded copies in calls of max_batch_size, 64 by default: 3),
+in the worker's thread pool (never on the event loop or the fast path),
 at most `explain_concurrency` (2) at once per worker: one more gets 503 with Retry-After at once.
 Metrics: fmnist_explanations_total{outcome="done"|"busy"}, fmnist_explain_duration_seconds.
 JSON with base64 PNGs, or with `Accept: image/png` one PNG: the picture as sent | what the model saw |
@@ -23,17 +24,17 @@ import numpy as np
 from flask import Blueprint, Response, g, request
 from PIL import Image
 
-from fmnist.preprocess import WORK_SIDE, ImageError, decode_image, to_model_pixels
 from fmnist.serving.apierror import APIError
 from fmnist.serving.contract import PredictQuery
-from fmnist.serving.errors import require_model
-from fmnist.serving.predict import answer, read_inputs
+from fmnist.serving.context import require_model
+from fmnist.serving import pipeline
+from fmnist.serving.predict import read_inputs
 
 bp = Blueprint("explain", __name__)
 PATCH, STRIDE, PANEL = 6, 2, 224  # occluder size and step (pixels of the 28x28 input); panel size of the PNG
 
 
-def occlusion(run, x: np.ndarray, class_id: int, fill: float) -> "tuple[np.ndarray, int]":
+def occlusion(run, x: np.ndarray, class_id: int, fill: float, max_batch: int = 64) -> "tuple[np.ndarray, int]":
     """x: one normalised (1,1,28,28) input -> (saliency (28,28) in 0..1, model calls made)."""
     steps = range(0, 28 - PATCH + 1, STRIDE)
     batch = [x[0]]
@@ -43,7 +44,7 @@ def occlusion(run, x: np.ndarray, class_id: int, fill: float) -> "tuple[np.ndarr
             occluded[:, i:i + PATCH, j:j + PATCH] = fill
             batch.append(occluded)
     batch = np.stack(batch).astype(np.float32)
-    probs = np.concatenate([run(batch[k:k + 64]) for k in range(0, len(batch), 64)])
+    probs = np.concatenate([run(batch[k:k + max_batch]) for k in range(0, len(batch), max_batch)])
     drop = probs[0, class_id] - probs[1:, class_id]
     total, count = np.zeros((28, 28)), np.zeros((28, 28))
     n = 0
@@ -53,7 +54,7 @@ def occlusion(run, x: np.ndarray, class_id: int, fill: float) -> "tuple[np.ndarr
             count[i:i + PATCH, j:j + PATCH] += 1
             n += 1
     sal = np.clip(total / np.maximum(count, 1), 0, None)
-    return (sal / sal.max() if sal.max() > 0 else sal), -(-len(batch) // 64)
+    return (sal / sal.max() if sal.max() > 0 else sal), -(-len(batch) // max_batch)
 
 
 def _png(im) -> bytes:
@@ -87,12 +88,9 @@ def explain():
     if count != 1:
         raise APIError(400, "one_image_only", f"/explain takes one image, got {count}: send one per request")
     if pixels is None:
-        name, data = blobs[0]
-        try:
-            original = decode_image(data, settings.max_image_pixels, name, WORK_SIDE)  # as /predict decodes it
-            seen = to_model_pixels(original, query.preprocess)
-        except ImageError as e:
-            raise APIError(e.status, e.code, str(e)) from None
+        images = pipeline.decode(blobs, settings)
+        seen = pipeline.preprocess(images, query.preprocess)[0]  # what /predict's model sees
+        original = images[0][1]  # decoded by preprocess, no larger than the conversion needed
     else:
         seen = pixels[0]
         original = Image.fromarray(seen, "L")
@@ -106,12 +104,13 @@ def explain():
         probs = served.run_now(x)
         class_id = int(probs[0].argmax())
         fill = float(served.predictor.normalize(np.zeros((1, 28, 28), np.uint8)).flat[0])  # a black (background) patch
-        sal, calls = occlusion(served.run_now, x, class_id, fill)
+        sal, calls = occlusion(served.run_now, x, class_id, fill, settings.max_batch_size)
     finally:
         st.explain_slots.release()
     st.metrics.explain_duration.observe(time.perf_counter() - t0)
     st.metrics.explanations.labels(outcome="done").inc()
-    body, g.log_extra = answer(st, served, g.request_id, seen[None], probs, False, query.top_k, g.t0)
+    pipeline.record(st, served, g.request_id, seen[None], probs)
+    body, g.log_extra = pipeline.encode(served, g.request_id, probs, False, query.top_k, g.t0)
     panels = _panels(original, seen, sal)
     if request.accept_mimetypes.best_match(["application/json", "image/png"]) == "image/png":
         strip = Image.new("RGB", (3 * PANEL, PANEL), (255, 255, 255))

@@ -2,12 +2,12 @@
 
 A WSGI middleware in front of the Flask app (`app.wsgi_app`, as Flask's docs wrap middleware).
 It answers a multipart /predict whose files all decode and whose query is valid, using the same
-contract (`contract.PredictQuery`, `image_files`) and functions as the Flask view (`decode_all`,
-`infer`, `answer`) and the same request id, metrics and access log (`reqlog`). Anything else - another route, JSON,
+contract (`contract.PredictQuery`, `image_files`) and stages as the Flask view (`pipeline`: decode,
+preprocess, infer, record, encode) and the same request id, metrics and access log (`reqlog`). Anything else - another route, JSON,
 an unusual body, a bad parameter, an image that does not decode, an unexpected failure, a model
 not loaded yet - goes to the Flask app unchanged (with the body it already read), which then
 answers or refuses it exactly as before. `wsgi_batch` does the same for several requests at once
-(the loop worker's batch, serving/worker.py), with one model call for all of their images.
+(the loop worker's batch, serving/http/worker.py), with one model call for all of their images.
 Flask's request context, routing, hooks and Response object cost ~100 µs per request, about a
 fifth of a whole request on gthread and more than that on the loop worker.
 """
@@ -20,10 +20,9 @@ import time
 
 import numpy as np
 
-from fmnist.serving import multipart, reqlog
-from fmnist.serving.errors import APIError
+from fmnist.serving import multipart, pipeline, reqlog
+from fmnist.serving.apierror import APIError
 from fmnist.serving.contract import PredictQuery, image_files
-from fmnist.serving.predict import answer, convert_all, infer, open_all
 
 log = logging.getLogger("fmnist.serving")
 
@@ -66,7 +65,7 @@ class PredictFastPath:
         if selected is None:
             return None
         try:
-            images = open_all(selected[0], self.state.settings)
+            images = pipeline.decode(selected[0], self.state.settings)
         except APIError:
             return None  # the Flask app refuses it, with its error handling
         if on_loop:
@@ -77,9 +76,8 @@ class PredictFastPath:
         request_id = reqlog.request_id_from(environ.get("HTTP_X_REQUEST_ID", ""))
         return _Job(served, images, selected[1], query.top_k, query.preprocess, request_id, t0)
 
-    def _answer(self, job: "_Job", pixels, probs, start_response, recorded: bool = False) -> list:
-        out, extra = answer(self.state, job.served, job.request_id, pixels, probs, job.many, job.top_k, job.t0,
-                            recorded)
+    def _answer(self, job: "_Job", probs, start_response) -> list:
+        out, extra = pipeline.encode(job.served, job.request_id, probs, job.many, job.top_k, job.t0)
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(out))),
                                   ("X-Request-ID", job.request_id)])
         reqlog.finish(self.state.metrics, "POST", "/predict", 200, time.perf_counter() - job.t0, job.request_id,
@@ -94,14 +92,15 @@ class PredictFastPath:
         try:
             timings: list = []
             try:
-                pixels, probs = infer(job.served, lambda: convert_all(job.images, job.mode, timings))
+                pixels, probs = pipeline.infer(job.served, lambda: pipeline.preprocess(job.images, job.mode, timings))
             except APIError:  # a bad image: the Flask app gives the same answer with its error handling
                 return self.app(environ, start_response)
             except Exception:
                 log.exception("fast path failed on POST /predict; the Flask app answers instead")
                 return self.app(environ, start_response)
             self.state.metrics.observe_pictures(environ.get("fmnist.pool", "thread"), timings)
-            return self._answer(job, pixels, probs, start_response)
+            pipeline.record(self.state, job.served, job.request_id, pixels, probs)
+            return self._answer(job, probs, start_response)
         finally:
             self.state.metrics.http_in_progress.dec()
 
@@ -118,7 +117,7 @@ class PredictFastPath:
             if job is None:
                 continue
             try:
-                job.pixels = convert_all(job.images, job.mode, timings)
+                job.pixels = pipeline.preprocess(job.images, job.mode, timings)
             except APIError:
                 continue  # the Flask app answers it (its body was rewound), with its error handling
             except Exception:
@@ -141,12 +140,12 @@ class PredictFastPath:
                 except Exception:
                     log.exception("fast path failed on a batch of %d requests; the Flask app answers them", len(group))
                     continue
-                self.state.record(served, [(job.request_id, k) for _, job in group for k in range(len(job.pixels))],
-                                  pixels, probs)  # metrics and prediction log: once for the batch
+                pipeline.record(self.state, served, [(job.request_id, k) for _, job in group
+                                                     for k in range(len(job.pixels))], pixels, probs)  # once
                 at = 0
                 for i, job in group:
                     n = len(job.pixels)
-                    results[i] = self._answer(job, job.pixels, probs[at:at + n], start_responses[i], recorded=True)
+                    results[i] = self._answer(job, probs[at:at + n], start_responses[i])
                     at += n
         finally:
             self.state.metrics.http_in_progress.dec(len(jobs))

@@ -6,7 +6,7 @@ import time
 
 from flask import Blueprint
 
-from fmnist.serving.errors import require_model, serving_state
+from fmnist.serving.context import require_model, serving_state
 
 bp = Blueprint("health", __name__)
 _STARTED = time.time()

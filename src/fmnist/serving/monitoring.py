@@ -16,7 +16,8 @@ from fmnist.monitoring.metrics import ReferenceCollector
 from fmnist.monitoring.store_common import StoreUnavailable
 from fmnist.monitoring.system import SystemCollector, process_stats, server_processes
 from fmnist.serving.contract import bounded_number
-from fmnist.serving.errors import APIError, require_model, serving_state
+from fmnist.serving.apierror import APIError
+from fmnist.serving.context import require_model, serving_state
 
 bp = Blueprint("monitoring", __name__)
 

@@ -1,19 +1,19 @@
-"""POST /predict: images (multipart or JSON base64) or raw pixels in, labels and probabilities out."""
+"""POST /predict through Flask: reading the request (multipart, JSON base64 images, raw pixels), then the
+pipeline's stages."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
-import time
 
 import numpy as np
 from flask import Blueprint, Response, g, request
 
-from fmnist.preprocess import WORK_SIDE, ImageError, load_image, open_image, to_model_pixels
-from fmnist.serving import multipart
+from fmnist.serving import multipart, pipeline
 from fmnist.serving.contract import PredictQuery, image_files
-from fmnist.serving.errors import APIError, require_model
+from fmnist.serving.apierror import APIError
+from fmnist.serving.context import require_model
 
 bp = Blueprint("predict", __name__)
 
@@ -49,81 +49,6 @@ def _pixels(value, max_images: int) -> tuple[np.ndarray, bool]:
     if len(arr) > max_images:
         raise APIError(400, "too_many_images", f"{len(arr)} images in one request; the limit is {max_images}")
     return arr, many
-
-
-def open_all(blobs: list, settings) -> list:
-    """[(name, bytes)] -> [(name, PIL image)], headers read and checked (nothing decoded); APIError when one
-    is not an image or is over the limits."""
-    if len(blobs) > settings.max_images:
-        raise APIError(400, "too_many_images", f"{len(blobs)} images in one request; the limit is {settings.max_images}")
-    try:
-        return [(name, open_image(b, settings.max_image_pixels, name)) for name, b in blobs]
-    except ImageError as e:
-        raise APIError(e.status, e.code, str(e)) from None
-
-
-def convert_all(images: list, mode: str, timings: "list | None" = None) -> np.ndarray:
-    """Opened images -> uint8 (N, 28, 28) with the serving preprocessing (decoded no larger than the
-    conversion needs); APIError on a bad image. `timings` gets (header pixels, decode s, convert s) each."""
-    out = []
-    try:
-        for name, im in images:
-            t0 = time.perf_counter()
-            pixels = im.size[0] * im.size[1]
-            load_image(im, name, WORK_SIDE)
-            t1 = time.perf_counter()
-            out.append(to_model_pixels(im, mode))
-            if timings is not None:
-                timings.append((pixels, t1 - t0, time.perf_counter() - t1))
-    except ImageError as e:
-        raise APIError(e.status, e.code, str(e)) from None
-    return np.stack(out)
-
-
-def decode_all(blobs: list, settings, mode: str, timings: "list | None" = None) -> np.ndarray:
-    """[(name, bytes)] -> uint8 (N, 28, 28) with the serving preprocessing; APIError on a bad image."""
-    return convert_all(open_all(blobs, settings), mode, timings)
-
-
-def infer(served, load) -> tuple[np.ndarray, np.ndarray]:
-    """load() -> uint8 pixels (the decoding), then probabilities. While it decodes, the batcher
-    knows one more request is on its way, so a busy worker's batch waits for it."""
-    batcher = served.batcher
-    if batcher is None:
-        pixels = load()
-        return pixels, served.run(served.predictor.normalize(pixels))
-    batcher.enter()
-    try:
-        pixels = load()
-        x = served.predictor.normalize(pixels)
-    finally:
-        batcher.leave()
-    return pixels, served.run(x)
-
-
-_JSON = json.JSONEncoder(separators=(",", ":"))
-
-
-def answer(st, served, request_id: str, pixels: np.ndarray, probs: np.ndarray, many: bool, top_k: int,
-           t0: float, recorded: bool = False) -> tuple[bytes, dict]:
-    """Record the predictions (metrics, prediction log; unless the caller `recorded` them with
-    others already) -> (JSON body, fields for the access log)."""
-    if not recorded:
-        st.record(served, request_id, pixels, probs)
-    predictor = served.predictor
-    model = {"name": predictor.name, "version": predictor.version}
-    preds = predictor.to_predictions(probs)
-    items = [{"label": p.label, "class_id": p.class_id, "confidence": p.confidence, "top_k": p.top_k(top_k)}
-             for p in preds]
-    latency_ms = round((time.perf_counter() - t0) * 1000, 3)
-    if many:
-        body = {"predictions": items, "model": model, "request_id": request_id, "latency_ms": latency_ms}
-    else:
-        body = {**items[0], "model": model, "request_id": request_id, "latency_ms": latency_ms}
-    log_extra = {"label": preds[0].label if len(preds) == 1 else [p.label for p in preds],
-                 "confidence": round(preds[0].confidence, 4) if len(preds) == 1 else None,
-                 "n_images": len(preds), "model_version": predictor.version}
-    return _JSON.encode(body).encode(), log_extra
 
 
 def read_inputs(settings) -> tuple[list, "np.ndarray | None", bool]:
@@ -173,16 +98,17 @@ def predict():
     settings = st.settings
     query = PredictQuery.parse(request.query_string.decode("latin-1"), settings.default_top_k)
     many = False
-
     timings: list = []
 
     def load():
         nonlocal many
         blobs, pixels, many = read_inputs(settings)
-        return pixels if pixels is not None else decode_all(blobs, settings, query.preprocess, timings)
+        return pixels if pixels is not None else pipeline.decode_and_preprocess(blobs, settings, query.preprocess,
+                                                                               timings)
 
-    pixels, probs = infer(served, load)
+    pixels, probs = pipeline.infer(served, load)
     if timings:
         st.metrics.observe_pictures(request.environ.get("fmnist.pool", "thread"), timings)
-    body, g.log_extra = answer(st, served, g.request_id, pixels, probs, many, query.top_k, g.t0)
+    pipeline.record(st, served, g.request_id, pixels, probs)
+    body, g.log_extra = pipeline.encode(served, g.request_id, probs, many, query.top_k, g.t0)
     return Response(body, mimetype="application/json")

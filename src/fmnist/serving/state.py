@@ -1,4 +1,5 @@
-"""What one worker holds: settings, the model in service (predictor + batcher), readiness, hot reload.
+"""What one worker holds (WorkerState): settings, metrics, the prediction log, the model in service
+(ServedModel: predictor + batcher), readiness, hot reload.
 
 A request takes `state.current` once and uses that model from start to end, so a model swap
 between two requests (a promotion) never mixes the preprocessing of one version with another.
@@ -28,7 +29,7 @@ class ServedModel:
     batcher: "MicroBatcher | None"
     loaded_at: float
     load_seconds: float
-    metrics: Metrics  # the worker's (ModelState.metrics)
+    metrics: Metrics  # the worker's (WorkerState.metrics)
 
     @property
     def name(self) -> str:
@@ -52,7 +53,10 @@ class ServedModel:
         return out
 
 
-class ModelState:
+class WorkerState:
+    """Everything one worker process holds: its settings, metrics, prediction log, the model in service
+    (swapped whole on a promotion) and the explain slots."""
+
     def __init__(self, settings: Settings):
         self.settings = settings
         self.metrics = Metrics()  # this process's Prometheus metrics (merged across workers at scrape time)
@@ -64,7 +68,6 @@ class ModelState:
                                 password_file=settings.prediction_log_password_file or None)
         self._swap_lock = threading.Lock()
         self.explain_slots = threading.BoundedSemaphore(max(1, settings.explain_concurrency))
-        self._watcher: "threading.Thread | None" = None
 
     @property
     def ready(self) -> bool:
@@ -97,8 +100,7 @@ class ModelState:
             return
         self._install(served)
         if self.settings.reload_interval > 0:
-            self._watcher = threading.Thread(target=self._watch, name="fmnist-model-watch", daemon=True)
-            self._watcher.start()
+            threading.Thread(target=self._watch, name="fmnist-model-watch", daemon=True).start()
 
     def _install(self, served: ServedModel) -> None:
         with self._swap_lock:

@@ -15,7 +15,9 @@ from flask import Blueprint, Response, g, request
 
 from fmnist import __version__
 from fmnist.labels import CLASSES
-from fmnist.serving.errors import APIError, require_model, serving_state
+from fmnist.serving import pipeline
+from fmnist.serving.apierror import APIError
+from fmnist.serving.context import require_model, serving_state
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 
@@ -58,7 +60,7 @@ def model_metadata(name: str, version: "str | None" = None):
     return {
         "name": p.name,
         "versions": [p.version],
-        "platform": "onnxruntime_onnx" if p.backend == "onnx" else "pytorch_torchscript",
+        "platform": "onnxruntime_onnx" if p.backend == "onnx" else "pytorch_eager",  # torch: an nn.Module from safetensors
         "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 1, 28, 28]}],
         "outputs": [
             {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
@@ -164,7 +166,7 @@ def infer(name: str, version: "str | None" = None):
         x = np.ascontiguousarray(pixels, dtype=np.float32)[:, None]
     probs = served.run(x)
     if dtype == "UINT8":  # FP32 inputs are already normalised: no pixels to log
-        st.record(served, g.request_id, pixels, probs)
+        pipeline.record(st, served, g.request_id, pixels, probs)
     p = served.predictor
     g.log_extra = {"n_images": len(probs), "model_version": p.version}
     outputs, blobs = [], []

@@ -1,4 +1,4 @@
-"""A Gunicorn worker that runs one event loop per process: `worker_class = "fmnist.serving.worker.LoopWorker"`.
+"""A Gunicorn worker that runs one event loop per process: `worker_class = "fmnist.serving.http.worker.LoopWorker"`.
 
 Why: with a ~100 µs model, Gunicorn's gthread worker spends more of a request in its own machinery
 than in the model. This worker polls, reads every request that has arrived (parsed by
@@ -36,10 +36,10 @@ from collections import deque
 
 from gunicorn.workers import base
 
-from fmnist.serving import http11
+from fmnist.serving.http import http11
 from fmnist.serving.apierror import error_json
-from fmnist.serving.apppool import AppPool
-from fmnist.serving.connection import Conn, Responder
+from fmnist.serving.http.pool import AppPool
+from fmnist.serving.http.connection import Conn, Responder
 
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 _LISTENER, _WAKEUP, _POOL, _HEAVY = "listener", "wakeup", "pool", "heavy"  # selector data of the other files

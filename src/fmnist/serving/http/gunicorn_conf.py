@@ -12,12 +12,12 @@ except ValueError as e:  # a bad FMNIST_* value: one clear line instead of a tra
 
 # loop (default): worker.LoopWorker, one event loop per process, requests that arrive together are
 # batched; gthread: Gunicorn's thread-pool worker (threads each); sync: one request at a time
-WORKER_CLASSES = {"loop": "fmnist.serving.worker.LoopWorker", "gthread": "gthread", "sync": "sync"}
+WORKER_CLASSES = {"loop": "fmnist.serving.http.worker.LoopWorker", "gthread": "gthread", "sync": "sync"}
 bind = _settings.bind
 workers = _settings.worker_count
 worker_class = WORKER_CLASSES[_settings.worker]
 threads = _settings.threads if _settings.worker == "gthread" else 1
-worker_connections = 4096  # per loop worker; each connection's buffers are bounded (serving/http11.py)
+worker_connections = 4096  # per loop worker; each connection's buffers are bounded (serving/http/http11.py)
 backlog = 2048
 reuse_port = True  # a restarted replica can bind while an orphaned worker of the old one still holds the port
 timeout = _settings.timeout  # a worker silent this long is killed and replaced
@@ -53,7 +53,7 @@ def post_worker_init(worker):
     """Headers and body leave in one write: a worker killed mid-response never half-answers
     (the loop worker always writes a response at once; Gunicorn's own workers need the patch)."""
     if _settings.worker != "loop":
-        from fmnist.serving.single_write import install
+        from fmnist.serving.http.single_write import install
 
         install()
 

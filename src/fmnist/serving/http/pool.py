@@ -15,7 +15,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from fmnist.serving.apierror import error_json
-from fmnist.serving.connection import Responder
+from fmnist.serving.http.connection import Responder
 
 log = logging.getLogger("fmnist.serving")
 

@@ -1,4 +1,4 @@
-"""One client connection of the loop worker (serving/worker.py), and start_response for one request."""
+"""One client connection of the loop worker (serving/http/worker.py), and start_response for one request."""
 
 from __future__ import annotations
 

@@ -1,0 +1,52 @@
+"""The Flask application factory behind `fmnist.serving:create_app()`: settings, blueprints, state, fast path."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from flask import Flask
+
+from fmnist.config import Settings
+from fmnist.serving.errors import register_error_handlers
+from fmnist.serving.reqlog import init_request_logging
+from fmnist.serving.state import WorkerState
+
+
+def _configure_logging() -> None:
+    """JSON access lines and server messages to stderr (Gunicorn's error log), once per process."""
+    for name in ("fmnist.access", "fmnist.serving"):
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            fmt = "%(message)s" if name == "fmnist.access" else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+            handler.setFormatter(logging.Formatter(fmt))
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
+
+
+def create_app(config: "dict | Settings | None" = None) -> Flask:
+    """Settings: defaults < $FMNIST_CONFIG file < FMNIST_* variables < `config`. Loads the model once."""
+    settings = config if isinstance(config, Settings) else Settings.load(config)
+    app = Flask("fmnist")
+    # HEAVY_POOL: the loop worker's threads and queue for requests the fast path marks heavy (big pictures)
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_content_length, JSON_SORT_KEYS=False,
+                      HEAVY_POOL=(settings.heavy_threads, settings.heavy_queue, settings.heavy_nice))
+    app.json.sort_keys = False
+    _configure_logging()
+    register_error_handlers(app)
+
+    from fmnist.serving import explain, health, monitoring, openapi, predict, v2
+
+    for bp in (predict.bp, explain.bp, health.bp, v2.bp, openapi.bp, monitoring.bp):
+        app.register_blueprint(bp)
+    state = WorkerState(settings)
+    app.extensions["fmnist"] = state
+    init_request_logging(app, settings.log_requests, state.metrics)
+    state.load()
+    if settings.fast_path:
+        from fmnist.serving.fastpath import PredictFastPath
+
+        app.wsgi_app = PredictFastPath(app.wsgi_app, state, settings.log_requests)
+    return app
