@@ -98,3 +98,19 @@ def test_train_evaluate_export_import_explain_compare(real_data, registry, tmp_p
     for fig in ("per_class_f1.png", "tradeoffs.png", "learning_curves.png", "confusion_matrices.png",
                 "misclassified.png"):
         assert (rep / fig).stat().st_size > 5000
+
+
+def test_user_errors_are_one_line_and_bugs_keep_their_traceback(monkeypatch, capsys, registry):
+    import fmnist.cli as cli
+    import fmnist.cli.parser as parser
+
+    assert cli.main(["promote", "nosuch", "1"]) == 2  # a user's mistake: one line, status 2
+    err = capsys.readouterr().err
+    assert err.startswith("fmnist promote: error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+    def buggy(args):
+        return {}["oops"]  # a plain bug: a KeyError nobody meant
+
+    monkeypatch.setattr(parser, "cmd_archs", buggy)
+    with pytest.raises(KeyError, match="oops"):
+        cli.main(["archs"])

@@ -195,7 +195,7 @@ def test_bulk_histogram_writes_equal_one_observation_at_a_time():
     """metrics._observe_many (used by the bulk flush) fills the same buckets as Histogram.observe."""
     from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-    from fmnist.monitoring.metrics import LATENCY_BUCKETS, _observe_many
+    from fmnist.monitoring.prometheus import LATENCY_BUCKETS, _observe_many
 
     values = [0.0, 0.001, 0.0010001, 0.0049999, 0.025, 0.03, 7.0, 1e9] + list(np.random.default_rng(0).exponential(0.01, 500))
     one, bulk = CollectorRegistry(), CollectorRegistry()

@@ -77,7 +77,7 @@ def test_line_art_is_filled_and_filled_garments_are_not():
 @pytest.mark.slow
 def test_picture_benchmark_on_the_shipped_models(real_data, tmp_path):
     from fmnist.evaluation.evaluate import artifact_logits
-    from fmnist.evaluation.pictures import format_picture_report, load_benchmark, picture_report
+    from fmnist.evaluation.picture_benchmark import format_picture_report, load_benchmark, picture_report
     from fmnist.registry import resolve
 
     bench = load_benchmark(real_data, per_style=100, cache_dir=tmp_path)

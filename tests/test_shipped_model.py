@@ -34,7 +34,7 @@ def test_shipped_model_accuracy_on_real_test_set(real_data, backend):
 @pytest.mark.slow
 def test_shipped_model_on_the_picture_benchmark(real_data):
     from fmnist.evaluation.evaluate import artifact_logits
-    from fmnist.evaluation.pictures import load_benchmark, picture_report
+    from fmnist.evaluation.picture_benchmark import load_benchmark, picture_report
 
     bench = load_benchmark(real_data)  # 8 styles x the first 1,000 test images (cached after the first run)
     shipped, first = read_artifact(SHIPPED), read_artifact(REPO / "models" / "smallcnn" / "1")

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from fmnist.training.augment import random_crop, random_erasing, random_hflip
-from fmnist.training.trainer import config_for, train
+from fmnist.training.config import config_for
+from fmnist.training.trainer import train
 
 
 def test_random_crop_shifts_content_within_padding():

@@ -18,6 +18,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from fmnist.errors import FmnistError
 from fmnist.labels import CLASSES
 from fmnist.preprocess import Preprocessing
 
@@ -30,7 +31,7 @@ ONNX_TOLERANCE = 1e-4  # max |logit difference| accepted between torch and ONNX 
 ONNX_OPSET = 17
 
 
-class ArtifactError(Exception):
+class ArtifactError(FmnistError):
     """An artifact is missing, incomplete, tampered with or not one fmnist can use."""
 
 

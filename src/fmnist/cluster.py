@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from fmnist.config import cpu_count
+from fmnist.errors import FmnistError
 
 NGINX_CANDIDATES = ("nginx", "/usr/sbin/nginx")
 
@@ -66,7 +67,7 @@ http {{
 """
 
 
-class ClusterError(Exception):
+class ClusterError(FmnistError):
     pass
 
 

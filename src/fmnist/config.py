@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-from functools import lru_cache
 from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
 from pathlib import Path
 
+from fmnist.errors import InvalidValue
 
 WORKER_KINDS = ("loop", "gthread", "sync")  # serving/http/gunicorn_conf.py maps them to Gunicorn worker classes
 
@@ -87,7 +88,7 @@ class Settings:
             try:
                 values.update(json.loads(Path(path).read_text()))
             except (OSError, json.JSONDecodeError) as e:
-                raise ValueError(f"FMNIST_CONFIG={path}: cannot read a JSON object of settings ({e})") from None
+                raise InvalidValue(f"FMNIST_CONFIG={path}: cannot read a JSON object of settings ({e})") from None
         for f in fields(cls):
             key = f"FMNIST_{f.name.upper()}"
             if key in env:
@@ -100,7 +101,7 @@ class Settings:
         known = {f.name: f for f in fields(cls)}
         unknown = set(values) - set(known)
         if unknown:
-            raise ValueError(f"unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}")
+            raise InvalidValue(f"unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}")
         typed = {}
         for name, value in values.items():
             typed[name] = _coerce(name, value, type(getattr(cls, name)) if hasattr(cls, name) else str)
@@ -110,23 +111,23 @@ class Settings:
 
     def validate(self) -> None:
         if self.backend not in ("onnx", "torch"):
-            raise ValueError(f"backend must be onnx or torch, got {self.backend!r}")
+            raise InvalidValue(f"backend must be onnx or torch, got {self.backend!r}")
         if self.worker not in WORKER_KINDS:
-            raise ValueError(f"worker must be one of {', '.join(WORKER_KINDS)}, got {self.worker!r}")
+            raise InvalidValue(f"worker must be one of {', '.join(WORKER_KINDS)}, got {self.worker!r}")
         for name in ("workers", "max_requests"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise InvalidValue(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("threads", "timeout", "graceful_timeout", "keepalive"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise InvalidValue(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("loop_max_pixels", "heavy_threads", "heavy_queue", "prediction_log_buffer_rows", "intra_op_threads", "max_batch_size", "max_images", "max_content_length", "max_image_pixels",
                      "default_top_k", "retention_rows", "drift_window", "feedback_window", "min_samples"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise InvalidValue(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.heavy_nice <= 19:
-            raise ValueError(f"heavy_nice must be 0-19 (how much lower the heavy threads' priority is), got {self.heavy_nice}")
+            raise InvalidValue(f"heavy_nice must be 0-19 (how much lower the heavy threads' priority is), got {self.heavy_nice}")
         if self.max_batch_wait_ms < 0:
-            raise ValueError("max_batch_wait_ms must be >= 0")
+            raise InvalidValue("max_batch_wait_ms must be >= 0")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -152,11 +153,11 @@ def _coerce(name: str, value, typ):
                 return True
             if text.lower() in ("0", "false", "no", "off"):
                 return False
-            raise ValueError
+            raise InvalidValue
         if typ is int:
             return int(text)
         if typ is float:
             return float(text)
     except ValueError:
-        raise ValueError(f"setting {name}: {value!r} is not a valid {typ.__name__}") from None
+        raise InvalidValue(f"setting {name}: {value!r} is not a valid {typ.__name__}") from None
     return text

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fmnist.errors import FmnistError
 from fmnist.labels import CLASSES, NUM_CLASSES
 
 # The official mirror (github.com/zalandoresearch/fashion-mnist README) and the md5 of each
@@ -48,7 +49,7 @@ VAL_SIZE = 5_000  # carved from the 60k training images, 500 per class
 SPLIT_SEED = 20170825  # fixed: the validation split must never change between runs or versions
 
 
-class DatasetError(Exception):
+class DatasetError(FmnistError):
     """The dataset is missing, truncated or not what Fashion-MNIST should be."""
 
 

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from fmnist.errors import FmnistError
+
 # Fashion-MNIST training-set statistics on the 0-1 scale (recomputed from the data by
 # `fmnist train`, which stores its own values in the artifact's manifest).
 DEFAULT_MEAN = 0.2860
@@ -70,7 +72,7 @@ MODES = ("auto", "raw", "photo")
 TRIM_TOLERANCE = 0.10  # "close to the corner colour": within 10 % of full intensity (the paper says 5 %; JPEG noise needs more)
 
 
-class ImageError(ValueError):
+class ImageError(FmnistError, ValueError):
     """An input image that cannot be used: says what was wrong and what is expected."""
 
     status = 400

@@ -14,8 +14,16 @@ import time
 from pathlib import Path
 
 # the naming rules (validate_name, versions, next_version) live with the artifact writer; used from here too
-from fmnist.artifact import (MANIFEST, Artifact, ArtifactError, is_valid_name, next_version,  # noqa: F401
-                             read_artifact, validate_name, versions)
+from fmnist.artifact import (  # noqa: F401
+    MANIFEST,
+    Artifact,
+    ArtifactError,
+    is_valid_name,
+    next_version,
+    read_artifact,
+    validate_name,
+    versions,
+)
 
 DEFAULT_MODEL = "smallcnn"
 ALIASES = "aliases.json"

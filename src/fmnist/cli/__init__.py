@@ -11,9 +11,11 @@ __all__ = ["CLIError", "build_parser", "main"]
 
 
 def main(argv=None) -> int:
-    from fmnist.artifact import ArtifactError
-    from fmnist.cluster import ClusterError
-    from fmnist.data import DatasetError
+    """Run one command. A user's mistake (an FmnistError, a file that is not there or not readable, a
+    server that does not answer) is one line on stderr and exit status 2; anything else is a bug and
+    is shown with its traceback."""
+    from fmnist.client import ServerUnreachable
+    from fmnist.errors import FmnistError
 
     args = build_parser().parse_args(argv)
     try:
@@ -23,9 +25,9 @@ def main(argv=None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (CLIError, ArtifactError, ClusterError, DatasetError, KeyError, ValueError, OSError, RuntimeError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"fmnist {args.command}: error: {msg}", file=sys.stderr)
+    except (FmnistError, ServerUnreachable, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+            PermissionError) as e:
+        print(f"fmnist {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"fmnist {args.command}: interrupted", file=sys.stderr)

@@ -1,5 +1,7 @@
 """The one kind of error the commands raise for a user's mistake."""
 
+from fmnist.errors import FmnistError
 
-class CLIError(Exception):
+
+class CLIError(FmnistError):
     """A user error: printed as one line, exit status 2."""

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from fmnist.cli.evaluate import cmd_compare, cmd_evaluate, cmd_explain
+from fmnist.cli.registry import cmd_archs, cmd_export, cmd_import, cmd_models, cmd_promote, cmd_rollback
 from fmnist.cli.serve import cmd_cluster, cmd_predict, cmd_serve
-from fmnist.cli.train import (cmd_archs, cmd_compare, cmd_data, cmd_evaluate, cmd_explain, cmd_export, cmd_import,
-                              cmd_models, cmd_promote, cmd_rollback, cmd_train)
+from fmnist.cli.train import cmd_data, cmd_train
 from fmnist.config import WORKER_KINDS
 
 
@@ -21,11 +22,31 @@ def _json_arg(text: str) -> dict:
     return value
 
 
+def train_config_options(sp) -> None:
+    """One option per TrainConfig field, its help and choices from the field: stated once, in trainer.py.
+    Defaults are None: the architecture's recipe decides what is not given."""
+    from dataclasses import fields
+
+    from fmnist.training.config import TrainConfig
+
+    types = {"int": int, "float": float, "str": str}
+    for f in fields(TrainConfig):
+        if not f.metadata.get("cli", True):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        help_ = f.metadata["help"]
+        if f.type == "bool":
+            sp.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
+        else:
+            sp.add_argument(flag, type=types[f.type], choices=f.metadata.get("choices"), help=help_)
+
+
 # --------------------------------------------------------------------------- parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fmnist", description="Fashion-MNIST CNN classifier: train, evaluate, compare, export.")
+    p = argparse.ArgumentParser(prog="fmnist", description="A Fashion-MNIST classifier from training to production: data, train, evaluate, compare, explain, "
+                                "export, import, the registry, serve, predict, cluster.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__import__('fmnist').__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -66,36 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("train", help="train an architecture and save it as a verified artifact")
     sp.add_argument("--arch", required=True, help="architecture name (see `fmnist archs`)")
-    sp.add_argument("--name", help="artifact name (default: the arch)")
     sp.add_argument("--version", help="artifact version (default: next integer)")
     sp.add_argument("--kwargs", type=_json_arg, help="model constructor arguments as JSON (default: the recipe's)")
-    sp.add_argument("--epochs", type=int)
-    sp.add_argument("--batch-size", type=int)
-    sp.add_argument("--optimizer", choices=["adamw", "sgd"])
-    sp.add_argument("--lr", type=float, help="peak learning rate")
-    sp.add_argument("--weight-decay", type=float)
-    sp.add_argument("--schedule", choices=["onecycle", "cosine", "constant"])
-    sp.add_argument("--label-smoothing", type=float)
-    sp.add_argument("--crop-padding", type=int, help="random-crop padding in pixels (0: off)")
-    sp.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None, help="random horizontal flip")
-    sp.add_argument("--erasing", type=float, help="random-erasing probability (0: off)")
-    sp.add_argument("--elastic", type=float, help="probability of a smooth random warp (0: off)")
-    sp.add_argument("--pictures", type=float,
-                    help="probability of swapping a training image for a picture of it converted back as /predict "
-                         "converts pictures (0: off; the round trips are rendered once and cached)")
-    sp.add_argument("--picture-variants", type=int, help="picture round trips per training image (default 2)")
-    sp.add_argument("--distill", help="teacher model (name[:version] or path) for knowledge distillation ('': off)")
-    sp.add_argument("--distill-alpha", type=float, help="weight of the distillation term (default 0.5)")
-    sp.add_argument("--distill-temperature", type=float, help="distillation temperature (default 4)")
-    sp.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: off)")
-    sp.add_argument("--min-epochs", type=int, help="no early stop before this epoch (default: half the epochs under one-cycle)")
-    sp.add_argument("--seed", type=int)
-    sp.add_argument("--device", choices=["cpu", "cuda"])
-    sp.add_argument("--threads", type=int, help="intra-op CPU threads (default: all cores)")
-    sp.add_argument("--precision", choices=["fp32", "bf16"])
-    sp.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
-    sp.add_argument("--train-limit", type=int, help="train on the first N images only (quick runs)")
-    sp.add_argument("--eval-limit", type=int, help="validate/test on the first N images only")
+    train_config_options(sp)
     sp.add_argument("--checkpoint", help="checkpoint file (default: <registry>/.checkpoints/<name>.pt)")
     sp.add_argument("--resume", action="store_true", help="continue from the checkpoint")
     sp.add_argument("--quiet", action="store_true", help="no progress output")

@@ -6,10 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from fmnist.config import WORKER_KINDS
-
 from fmnist.cli.errors import CLIError
-
+from fmnist.config import WORKER_KINDS
 
 # --------------------------------------------------------------------------- serve / predict
 

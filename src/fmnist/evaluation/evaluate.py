@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from fmnist.artifact import Artifact
+from fmnist.errors import InvalidValue
 from fmnist.evaluation.metrics import classification_report
 from fmnist.labels import CLASSES
 
@@ -38,7 +39,7 @@ def artifact_logits(art: Artifact, pixels: np.ndarray, backend: str = "onnx", ba
             for s in range(0, len(x), batch_size):
                 out.append(model(torch.from_numpy(x[s : s + batch_size])).numpy())
     else:
-        raise ValueError(f"unknown backend {backend!r}: expected onnx or torch")
+        raise InvalidValue(f"unknown backend {backend!r}: expected onnx or torch")
     return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), np.float32)
 
 

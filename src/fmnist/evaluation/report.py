@@ -9,7 +9,13 @@ import numpy as np
 from fmnist import data as fdata
 from fmnist.evaluation.evaluate import artifact_logits
 from fmnist.evaluation.metrics import classification_report
-from fmnist.evaluation.pictures import HEADLINE_EXCLUDES, fig_examples, fig_pictures, load_benchmark, picture_report
+from fmnist.evaluation.picture_benchmark import (
+    HEADLINE_EXCLUDES,
+    fig_examples,
+    fig_pictures,
+    load_benchmark,
+    picture_report,
+)
 from fmnist.labels import CLASSES
 from fmnist.registry import resolve
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fmnist.artifact import Artifact
+from fmnist.errors import InvalidValue
 from fmnist.labels import CLASSES
 
 
@@ -65,7 +66,7 @@ class Predictor:
 
             self._run = run
         else:
-            raise ValueError(f"unknown backend {backend!r}: expected onnx or torch")
+            raise InvalidValue(f"unknown backend {backend!r}: expected onnx or torch")
 
     @property
     def name(self) -> str:

@@ -2,6 +2,6 @@
 
 from fmnist.models import alexnet, lenet, mlp, smallcnn, vgg  # noqa: F401  (explicit registration)
 from fmnist.models.base import Classifier
-from fmnist.models.registry import count_flops, count_parameters, create_model, describe_models, list_models
+from fmnist.models.zoo import count_flops, count_parameters, create_model, describe_models, list_models
 
 __all__ = ["Classifier", "count_flops", "count_parameters", "create_model", "describe_models", "list_models"]

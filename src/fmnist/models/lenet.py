@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from fmnist.models.base import Classifier
-from fmnist.models.registry import register_model
+from fmnist.models.zoo import register_model
 
 
 @register_model

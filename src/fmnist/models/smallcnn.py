@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
+from fmnist.errors import InvalidValue
 from fmnist.models.base import Classifier, conv_bn_relu
-from fmnist.models.registry import register_model
+from fmnist.models.zoo import register_model
 
 
 @register_model
@@ -17,7 +18,7 @@ def smallcnn(width: int = 32, hidden: int = 128, dropout: float = 0.3, num_class
     the same FLOPs as the two-block default, with a receptive field that covers the whole garment.
     """
     if blocks not in (2, 3):
-        raise ValueError(f"smallcnn blocks must be 2 or 3, got {blocks}")
+        raise InvalidValue(f"smallcnn blocks must be 2 or 3, got {blocks}")
     layers = [*conv_bn_relu(1, width), nn.MaxPool2d(2),  # (N, w, 14, 14)
               *conv_bn_relu(width, 2 * width), nn.MaxPool2d(2)]  # (N, 2w, 7, 7)
     side, channels = 7, 2 * width

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
+from fmnist.errors import InvalidValue
 from fmnist.models.base import Classifier, conv_bn_relu
-from fmnist.models.registry import register_model
+from fmnist.models.zoo import register_model
 
 # Architecture as data: an int is a 3x3 conv with that many channels, "M" a 2x2 max-pool.
 CFGS: dict[str, list] = {
@@ -31,7 +32,7 @@ def make_layers(cfg: list, batch_norm: bool = True) -> nn.Sequential:
 def vgg(cfg: str = "S", batch_norm: bool = True, hidden: int = 256, dropout: float = 0.5, num_classes: int = 10) -> Classifier:
     """VGG-style: 3x3 conv blocks + max-pool from a config list (S/M/L), optional batch norm, dropout FC head."""
     if cfg not in CFGS:
-        raise ValueError(f"unknown VGG config {cfg!r}: expected one of {', '.join(CFGS)}")
+        raise InvalidValue(f"unknown VGG config {cfg!r}: expected one of {', '.join(CFGS)}")
     layers = CFGS[cfg]
     features = make_layers(layers, batch_norm)
     pools = layers.count("M")

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from fmnist.errors import FmnistError
+
 ROW_FIELDS = ("request_id", "idx", "ts", "replica", "model_name", "model_version", "class_id", "confidence",
               "mean_pixel", "input_sha256", "image")
 READ_FIELDS = ("request_id", "index", "ts", "replica", "model_name", "model_version", "class_id", "confidence",
                "mean_pixel", "input_sha256", "true_label")
 
 
-class StoreUnavailable(Exception):
+class StoreUnavailable(FmnistError):
     """The prediction store cannot be reached now (the message says which and why)."""
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from fmnist.errors import InvalidValue
 from fmnist.monitoring.store_common import READ_FIELDS, StoreUnavailable, labelled, low_confidence_sql, low_rows, window
 
 MIGRATIONS = [
@@ -66,12 +67,12 @@ class PostgresBackend:
             from psycopg.conninfo import conninfo_to_dict, make_conninfo
             from psycopg_pool import ConnectionPool
         except ImportError:
-            raise ValueError("a postgresql:// prediction log needs psycopg: pip install 'fmnist[postgres]'") from None
+            raise InvalidValue("a postgresql:// prediction log needs psycopg: pip install 'fmnist[postgres]'") from None
         self._errors = (psycopg.Error, TimeoutError, OSError)
         try:
             params = conninfo_to_dict(url)
         except psycopg.ProgrammingError as e:
-            raise ValueError(f"prediction log URL is not a valid PostgreSQL URL: {e}") from None
+            raise InvalidValue(f"prediction log URL is not a valid PostgreSQL URL: {e}") from None
         if password_file and "password" not in params:
             params["password"] = Path(password_file).read_text().strip()
         self._where = f"{params.get('user', '')}@{params.get('host', 'localhost')}:{params.get('port', 5432)}" \

@@ -37,9 +37,9 @@ def create_app(config: "dict | Settings | None" = None) -> Flask:
     _configure_logging()
     register_error_handlers(app)
 
-    from fmnist.serving import explain, health, monitoring, openapi, predict, v2
+    from fmnist.serving import explain, health, monitoring_routes, openapi, predict, v2
 
-    for bp in (predict.bp, explain.bp, health.bp, v2.bp, openapi.bp, monitoring.bp):
+    for bp in (predict.bp, explain.bp, health.bp, v2.bp, openapi.bp, monitoring_routes.bp):
         app.register_blueprint(bp)
     state = WorkerState(settings)
     app.extensions["fmnist"] = state

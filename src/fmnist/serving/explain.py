@@ -24,10 +24,10 @@ import numpy as np
 from flask import Blueprint, Response, g, request
 from PIL import Image
 
-from fmnist.serving.apierror import APIError
-from fmnist.serving.contract import PredictQuery
-from fmnist.serving.context import require_model
 from fmnist.serving import pipeline
+from fmnist.serving.apierror import APIError
+from fmnist.serving.context import require_model
+from fmnist.serving.contract import PredictQuery
 from fmnist.serving.predict import read_inputs
 
 bp = Blueprint("explain", __name__)

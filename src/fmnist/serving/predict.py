@@ -11,9 +11,9 @@ import numpy as np
 from flask import Blueprint, Response, g, request
 
 from fmnist.serving import multipart, pipeline
-from fmnist.serving.contract import PredictQuery, image_files
 from fmnist.serving.apierror import APIError
 from fmnist.serving.context import require_model
+from fmnist.serving.contract import PredictQuery, image_files
 
 bp = Blueprint("predict", __name__)
 

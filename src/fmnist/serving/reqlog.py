@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import os
+import re
 import time
 
 from flask import Flask, g, request
-
 
 access_log = logging.getLogger("fmnist.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -22,7 +21,7 @@ def request_id_from(header: str) -> str:
 
 def finish(metrics, method: str, route: str, status: int, elapsed: float, request_id: str, extra: "dict | None",
            log: bool) -> None:
-    """Count the request in `metrics` (a monitoring.metrics.Metrics), and write its JSON log line."""
+    """Count the request in `metrics` (a monitoring.prometheus.Metrics), and write its JSON log line."""
     metrics.observe_request(method, route, status, elapsed)
     if log:
         record = {

@@ -17,7 +17,7 @@ import numpy as np
 
 from fmnist.config import Settings
 from fmnist.inference import MicroBatcher, Predictor
-from fmnist.monitoring.metrics import Metrics
+from fmnist.monitoring.prometheus import Metrics
 from fmnist.monitoring.store import open_store
 
 log = logging.getLogger("fmnist.serving")

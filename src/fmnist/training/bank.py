@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from fmnist import pictures as P
+from fmnist.errors import InvalidValue
 
 BANK_SALT = 7_919  # the bank's pictures never share generators with the benchmark's
 
@@ -31,7 +32,7 @@ def picture_bank(images: np.ndarray, labels: np.ndarray, variants: int, seed: in
     from fmnist.data import user_cache_dir
 
     if variants < 1:
-        raise ValueError(f"picture variants must be at least 1, got {variants}")
+        raise InvalidValue(f"picture variants must be at least 1, got {variants}")
     key = P.cache_key(images, labels)
     path = user_cache_dir() / "pictures" / f"bank-{len(images)}-s{seed}-{key}-v{{}}.npy"
     out = np.empty((variants, len(images), 28, 28), np.uint8)

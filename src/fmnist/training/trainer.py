@@ -6,7 +6,7 @@ import copy
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -15,72 +15,14 @@ import torch
 from torch import nn
 
 from fmnist import data as fdata
+from fmnist.errors import InvalidValue
 from fmnist.evaluation.metrics import classification_report, reference_statistics, softmax
 from fmnist.models import count_flops, count_parameters, create_model
 from fmnist.preprocess import Preprocessing, dataset_stats
 from fmnist.training.augment import Augment
 from fmnist.training.bank import picture_bank
+from fmnist.training.config import TrainConfig
 from fmnist.training.loop import Loss, loss_and_accuracy, predict_logits, train_one_epoch
-
-
-@dataclass
-class TrainConfig:
-    arch: str = "smallcnn"
-    model_kwargs: dict = field(default_factory=dict)
-    name: str = ""  # artifact name; the arch when empty
-    epochs: int = 12
-    batch_size: int = 128
-    optimizer: str = "adamw"  # adamw | sgd
-    lr: float = 3e-3  # peak LR of the one-cycle schedule
-    weight_decay: float = 5e-4
-    schedule: str = "onecycle"  # onecycle | cosine | constant
-    label_smoothing: float = 0.1
-    crop_padding: int = 2  # random crop with this padding (0: off)
-    hflip: bool = True
-    erasing: float = 0.0  # random-erasing probability (0: off)
-    elastic: float = 0.0  # probability of a smooth random warp of ~1.5 px (0: off)
-    pictures: float = 0.0  # probability of swapping an image for one of its picture round trips (0: off)
-    picture_variants: int = 2  # round trips rendered (once, cached) per training image for the picture mix
-    distill: str = ""  # teacher model (name[:version] or path): its logits on the clean images are soft targets
-    distill_alpha: float = 0.5  # weight of the distillation term (the rest: cross-entropy with the labels)
-    distill_temperature: float = 4.0
-    patience: int = 5  # early stopping: epochs without val improvement (0: off)
-    min_epochs: int = -1  # no early stop before this epoch; -1: half the epochs under one-cycle (its LR peak), else 0
-    seed: int = 0
-    device: str = "cpu"
-    threads: int = 0  # intra-op threads; 0 = all cores
-    precision: str = "fp32"  # fp32 | bf16 (autocast)
-    channels_last: bool = True  # 2x faster convs on CPU (oneDNN)
-    train_limit: int = 0  # use only the first N training images (0: all); for quick runs and tests
-    eval_limit: int = 0  # evaluate on the first N validation/test images (0: all)
-    data_dir: str = ""
-
-    def __post_init__(self):
-        self.name = self.name or self.arch
-
-
-# Recipes: what each architecture trains well with on 2 CPU cores (override any field from the CLI).
-RECIPES: dict[str, dict] = {
-    "mlp": dict(epochs=15, lr=1e-3, label_smoothing=0.0, crop_padding=0, hflip=False, weight_decay=0.0),
-    "lenet": dict(epochs=15, lr=3e-3),
-    "alexnet": dict(epochs=15, lr=2e-3, erasing=0.25),
-    "vgg": dict(epochs=50, optimizer="sgd", lr=0.1, weight_decay=5e-4, erasing=0.25, precision="bf16", patience=8),
-    # the shipped default (smallcnn:4): three conv blocks of 24-48-96 channels (8.9 MFLOPs, 1.05x the two-block
-    # default), half of every batch swapped for picture round trips, the whole one-cycle schedule run out
-    "smallcnn": dict(epochs=50, lr=3e-3, patience=0, pictures=0.5,
-                     model_kwargs={"blocks": 3, "width": 24, "hidden": 256, "dropout": 0.1}),
-}
-
-
-def config_for(arch: str, **overrides) -> TrainConfig:
-    """The recipe for `arch`, then any explicit overrides (None means: keep the recipe)."""
-    values = {"arch": arch, **RECIPES.get(arch, {})}
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = set(values) - known
-    if unknown:
-        raise TypeError(f"unknown training option(s): {', '.join(sorted(unknown))}")
-    return TrainConfig(**values)
 
 
 @dataclass
@@ -102,9 +44,9 @@ class TrainResult:
 
 def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for, but torch sees no CUDA GPU; use --device cpu")
+        raise InvalidValue("--device cuda was asked for, but torch sees no CUDA GPU; use --device cpu")
     if name not in ("cpu", "cuda"):
-        raise ValueError(f"unknown device {name!r}: expected cpu or cuda")
+        raise InvalidValue(f"unknown device {name!r}: expected cpu or cuda")
     return torch.device(name)
 
 
@@ -117,7 +59,7 @@ def _make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
         return torch.optim.AdamW(groups, lr=cfg.lr)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r}: expected adamw or sgd")
+    raise InvalidValue(f"unknown optimizer {cfg.optimizer!r}: expected adamw or sgd")
 
 
 def _make_scheduler(cfg: TrainConfig, optimizer, steps_per_epoch: int):
@@ -132,7 +74,7 @@ def _make_scheduler(cfg: TrainConfig, optimizer, steps_per_epoch: int):
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     if cfg.schedule == "constant":
         return None
-    raise ValueError(f"unknown schedule {cfg.schedule!r}: expected onecycle, cosine or constant")
+    raise InvalidValue(f"unknown schedule {cfg.schedule!r}: expected onecycle, cosine or constant")
 
 
 def _progress(total: int, desc: str, quiet: bool):
@@ -164,7 +106,7 @@ def train(
     resolves it: training does not load artifacts); called once on the clean training images.
     """
     if cfg.distill and teacher is None:
-        raise ValueError(f"distill={cfg.distill!r} needs the teacher's logits function (fmnist train passes it)")
+        raise InvalidValue(f"distill={cfg.distill!r} needs the teacher's logits function (fmnist train passes it)")
     device = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     torch.manual_seed(cfg.seed)
@@ -225,7 +167,7 @@ def train(
             raise FileNotFoundError(f"cannot resume: checkpoint {ckpt_path} does not exist")
         state = torch.load(ckpt_path, map_location=device, weights_only=True)
         if state["config"] != _comparable(asdict(cfg)):
-            raise ValueError(
+            raise InvalidValue(
                 f"checkpoint {ckpt_path} was made with a different configuration; "
                 "resume with the same options or start a new run"
             )
@@ -338,10 +280,6 @@ def _save_checkpoint(path, cfg, epoch, model, optimizer, scheduler, shuffle_gen,
 
 def provenance(cfg, result, command: str) -> dict:
     """What a trained artifact's manifest records of its training (manifest["training"])."""
-    from dataclasses import asdict
-
-    from fmnist.data import SPLIT_SEED, VAL_SIZE
-
     return {
         "command": command,
         "config": asdict(cfg),
@@ -353,6 +291,6 @@ def provenance(cfg, result, command: str) -> dict:
         "duration_seconds": round(result.train_seconds, 1),
         "threads": torch.get_num_threads(),
         "dataset": {"name": "Fashion-MNIST", "checksums_sha256": result.dataset_checksums},
-        "split": {"train": cfg.train_limit or 60000 - VAL_SIZE, "val": cfg.eval_limit or VAL_SIZE,
-                  "seed": SPLIT_SEED},
+        "split": {"train": cfg.train_limit or 60000 - fdata.VAL_SIZE, "val": cfg.eval_limit or fdata.VAL_SIZE,
+                  "seed": fdata.SPLIT_SEED},
     }

@@ -36,10 +36,10 @@ from collections import deque
 
 from gunicorn.workers import base
 
-from fmnist.serving.http import http11
 from fmnist.serving.apierror import error_json
-from fmnist.serving.http.pool import AppPool
+from fmnist.serving.http import http11
 from fmnist.serving.http.connection import Conn, Responder
+from fmnist.serving.http.pool import AppPool
 
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 _LISTENER, _WAKEUP, _POOL, _HEAVY = "listener", "wakeup", "pool", "heavy"  # selector data of the other files

@@ -12,12 +12,12 @@ from fmnist.config import cpu_count
 from fmnist.labels import class_id
 from fmnist.monitoring import store_common
 from fmnist.monitoring.drift import STATUS_ORDER, Thresholds, accuracy_report, drift_report
-from fmnist.monitoring.metrics import ReferenceCollector
+from fmnist.monitoring.prometheus import ReferenceCollector
 from fmnist.monitoring.store_common import StoreUnavailable
 from fmnist.monitoring.system import SystemCollector, process_stats, server_processes
-from fmnist.serving.contract import bounded_number
 from fmnist.serving.apierror import APIError
 from fmnist.serving.context import require_model, serving_state
+from fmnist.serving.contract import bounded_number
 
 bp = Blueprint("monitoring", __name__)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from fmnist import data as fdata
+from fmnist.errors import InvalidValue
 from fmnist.evaluation import npops
 from fmnist.evaluation.metrics import softmax
 from fmnist.labels import CLASSES
@@ -29,10 +30,10 @@ def read_image(spec: str, data_dir=None) -> tuple[np.ndarray, str]:
         try:
             k = int(spec[5:])
         except ValueError:
-            raise ValueError(f"bad image {spec!r}: expected test:N with N an integer 0-9999") from None
+            raise InvalidValue(f"bad image {spec!r}: expected test:N with N an integer 0-9999") from None
         ds = fdata.load(data_dir, allow_download=False)
         if not 0 <= k < len(ds.test_labels):
-            raise ValueError(f"bad image {spec!r}: the test set has images 0-{len(ds.test_labels) - 1}")
+            raise InvalidValue(f"bad image {spec!r}: the test set has images 0-{len(ds.test_labels) - 1}")
         return ds.test_images[k], f"test image {k} (true: {CLASSES[ds.test_labels[k]]})"
     if not Path(spec).is_file():
         raise FileNotFoundError(f"image {spec!r} not found (give a file, or test:N for a test-set image)")
@@ -46,7 +47,7 @@ def first_conv_stages(model):
     layers = list(model.features.modules())[1:] if hasattr(model, "features") else []
     conv = next((m for m in layers if isinstance(m, nn.Conv2d)), None)
     if conv is None:
-        raise ValueError("this model has no convolution layer to explain (the MLP sees only flattened pixels); pick a CNN")
+        raise InvalidValue("this model has no convolution layer to explain (the MLP sees only flattened pixels); pick a CNN")
     after = layers[layers.index(conv) + 1 :]
     relu = next((m for m in after if isinstance(m, nn.ReLU)), None)
     pool = next((m for m in after if isinstance(m, nn.MaxPool2d)), None)

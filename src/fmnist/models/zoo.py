@@ -7,6 +7,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from fmnist.errors import UnknownName
+
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _DESCRIPTIONS: dict[str, str] = {}
 
@@ -29,7 +31,7 @@ def describe_models() -> dict[str, str]:
 def create_model(name: str, **kwargs) -> nn.Module:
     """Build a registered model; an unknown name or argument says what is known."""
     if name not in _REGISTRY:
-        raise KeyError(f"unknown model {name!r}: known models are {', '.join(list_models())}")
+        raise UnknownName(f"unknown model {name!r}: known models are {', '.join(list_models())}")
     try:
         return _REGISTRY[name](**kwargs)
     except TypeError as e:

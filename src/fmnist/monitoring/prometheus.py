@@ -15,8 +15,7 @@ import time
 import weakref
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import multiprocess
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 
 from fmnist.evaluation.metrics import CONFIDENCE_BINS, MEAN_PIXEL_BINS
