@@ -54,16 +54,14 @@ def tiny_artifact(registry):
     """A smallcnn with random (seeded) weights, saved through the real artifact writer."""
     import torch
 
-    from fmnist.artifact import save_artifact
+    from fmnist.artifact import ArtifactInfo, save_artifact
     from fmnist.models import create_model
     from fmnist.preprocess import Preprocessing
 
     torch.manual_seed(0)
     model = create_model("smallcnn", width=8, hidden=16)
-    return save_artifact(
-        model, registry=registry, name="tiny", arch="smallcnn", model_kwargs={"width": 8, "hidden": 16},
-        preprocessing=Preprocessing(), metrics={"test": {"accuracy": 0.1}},
-    )
+    info = ArtifactInfo(registry, "tiny", Preprocessing(), metrics={"test": {"accuracy": 0.1}})
+    return save_artifact(model, info, arch="smallcnn", model_kwargs={"width": 8, "hidden": 16})
 
 
 def program(key: str) -> "str | None":

@@ -6,7 +6,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from fmnist.artifact import ArtifactError, import_state_dict, load_model, read_artifact, save_artifact
+from fmnist.artifact import ArtifactError, ArtifactInfo, import_state_dict, load_model, read_artifact, save_artifact
 from fmnist.models import create_model
 from fmnist.preprocess import Preprocessing
 from fmnist.registry import resolve
@@ -84,8 +84,8 @@ def test_not_an_artifact(tmp_path):
 
 def test_versions_and_references(tiny_artifact, registry):
     model = load_model(tiny_artifact)
-    second = save_artifact(model, registry=registry, name="tiny", arch="smallcnn",
-                           model_kwargs={"width": 8, "hidden": 16}, preprocessing=Preprocessing())
+    second = save_artifact(model, ArtifactInfo(registry, "tiny", Preprocessing()), arch="smallcnn",
+                           model_kwargs={"width": 8, "hidden": 16})
     assert second.version == "2"
     assert resolve("tiny").version == "2"  # latest by default
     assert resolve("tiny:1").version == "1"
@@ -95,11 +95,10 @@ def test_versions_and_references(tiny_artifact, registry):
     with pytest.raises(ArtifactError, match="no model named 'nope'; models in .*: tiny"):
         resolve("nope")
     with pytest.raises(ArtifactError, match="already exists"):
-        save_artifact(model, registry=registry, name="tiny", arch="smallcnn",
-                      model_kwargs={"width": 8, "hidden": 16}, preprocessing=Preprocessing(), version="1")
+        save_artifact(model, ArtifactInfo(registry, "tiny", Preprocessing(), version="1"), arch="smallcnn",
+                      model_kwargs={"width": 8, "hidden": 16})
     with pytest.raises(ArtifactError, match="bad model name"):
-        save_artifact(model, registry=registry, name="../evil", arch="smallcnn", model_kwargs={},
-                      preprocessing=Preprocessing())
+        save_artifact(model, ArtifactInfo(registry, "../evil", Preprocessing()), arch="smallcnn", model_kwargs={})
 
 
 def test_pth_round_trip(tiny_artifact, tmp_path):

@@ -3,7 +3,6 @@
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +11,6 @@ import time
 import urllib.request
 
 import numpy as np
-import pytest
 
 from fmnist.cluster import nginx_config
 from tests.conftest import REPO, SHIPPED, free_port, needs, program

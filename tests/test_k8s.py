@@ -1,6 +1,5 @@
 """Kubernetes manifests: every one valid against the Kubernetes schemas (offline), the kustomization renders."""
 
-import shutil
 import subprocess
 from pathlib import Path
 

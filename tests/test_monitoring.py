@@ -1,7 +1,6 @@
 """Metrics, drift, feedback and live accuracy through the Flask test client on the shipped model."""
 
 import io
-import shutil
 import subprocess
 
 import numpy as np
@@ -32,7 +31,7 @@ def test_psi_and_ks_basics():
     hist = {"edges": np.linspace(0, 1, 11).tolist(), "counts": [10] * 10}
     assert ks_against_histogram(np.random.default_rng(0).uniform(0, 1, 5000), hist) < 0.03
     assert ks_against_histogram(np.full(100, 0.99), hist) == pytest.approx(0.9)
-    assert Thresholds().psi_warn == 0.1 and Thresholds().psi_alert == 0.25
+    assert Thresholds.from_settings().psi_warn == 0.1 and Thresholds.from_settings().psi_alert == 0.25
 
 
 @pytest.mark.realdata

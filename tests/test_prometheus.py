@@ -2,18 +2,16 @@
 Prometheus scraping a real server and answering queries, recording rules included."""
 
 import json
-import shutil
 import subprocess
 import time
 import urllib.parse
 import urllib.request
 
 import numpy as np
-import pytest
 
+from fmnist.client import predict_bytes
 from tests.conftest import REPO, SHIPPED, free_port, needs, program, running_server
 from tests.images import png
-from fmnist.client import predict_bytes
 
 PROM = REPO / "deploy" / "prometheus"
 PROMTOOL, PROMETHEUS = program("promtool"), program("prometheus")

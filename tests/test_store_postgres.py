@@ -5,7 +5,6 @@ under load, and many writers. Skipped, saying why, where PostgreSQL or psycopg i
 import json
 import os
 import re
-import shutil
 import signal
 import sqlite3
 import subprocess

@@ -7,7 +7,6 @@ imports this module without torch; building or loading a torch model imports tor
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -18,6 +17,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from fmnist.checksum import file_digest
 from fmnist.errors import FmnistError
 from fmnist.labels import CLASSES
 from fmnist.preprocess import Preprocessing
@@ -35,12 +35,7 @@ class ArtifactError(FmnistError):
     """An artifact is missing, incomplete, tampered with or not one fmnist can use."""
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+
 
 
 @dataclass(frozen=True)
@@ -123,7 +118,7 @@ def read_artifact(path: "str | Path", verify: bool = True) -> Artifact:
             fpath = path / fname
             if not fpath.is_file():
                 raise ArtifactError(f"{path}: incomplete artifact, {fname} is missing")
-            digest = sha256_file(fpath)
+            digest = file_digest(fpath)
             if digest != meta["sha256"]:
                 raise ArtifactError(
                     f"{fpath}: sha256 mismatch (file {digest[:12]}..., manifest {meta['sha256'][:12]}...): "
@@ -241,7 +236,7 @@ def _commit(registry: "str | Path", name: str, version: "str | None", build) -> 
     tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=final.parent))
     try:
         manifest = {"schema_version": SCHEMA_VERSION, "name": name, "version": version, **build(tmp)}
-        manifest["files"] = {f.name: {"sha256": sha256_file(f), "bytes": f.stat().st_size}
+        manifest["files"] = {f.name: {"sha256": file_digest(f), "bytes": f.stat().st_size}
                              for f in sorted(tmp.iterdir()) if f.name != MANIFEST}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         os.replace(tmp, final)
@@ -251,35 +246,35 @@ def _commit(registry: "str | Path", name: str, version: "str | None", build) -> 
     return read_artifact(final)
 
 
-def _common(preprocessing: Preprocessing, metrics, training, reference, extra) -> dict:
-    return {
-        "preprocessing": preprocessing.to_dict(),
-        "classes": list(CLASSES),
-        "input": {"name": "input", "shape": ["N", 1, 28, 28], "dtype": "float32", "normalised": True},
-        "output": {"name": "logits", "shape": ["N", 10], "dtype": "float32"},
-        "metrics": metrics or {},
-        "training": training or {},
-        "reference": reference or {},
-        "libraries": library_versions(),
-        **(extra or {}),
-    }
+@dataclass(frozen=True)
+class ArtifactInfo:
+    """Where an artifact goes and what its manifest records, however its model was made (trained here,
+    imported from a .pth, a Keras file or an ONNX file)."""
+
+    registry: "str | Path"
+    name: str
+    preprocessing: Preprocessing
+    metrics: "dict | None" = None
+    training: "dict | None" = None  # how it was made: provenance, or the imported file and its sha256
+    reference: "dict | None" = None  # held-out statistics drift is measured against
+    extra: "dict | None" = None  # more top-level manifest keys
+    version: "str | None" = None  # default: the next integer
+
+    def manifest(self) -> dict:
+        return {
+            "preprocessing": self.preprocessing.to_dict(),
+            "classes": list(CLASSES),
+            "input": {"name": "input", "shape": ["N", 1, 28, 28], "dtype": "float32", "normalised": True},
+            "output": {"name": "logits", "shape": ["N", 10], "dtype": "float32"},
+            "metrics": self.metrics or {},
+            "training": self.training or {},
+            "reference": self.reference or {},
+            "libraries": library_versions(),
+            **(self.extra or {}),
+        }
 
 
-def save_artifact(
-    model,
-    *,
-    registry: "str | Path",
-    name: str,
-    arch: str,
-    model_kwargs: dict,
-    preprocessing: Preprocessing,
-    metrics: "dict | None" = None,
-    training: "dict | None" = None,
-    reference: "dict | None" = None,
-    extra: "dict | None" = None,
-    version: "str | None" = None,
-    check_inputs=None,
-) -> Artifact:
+def save_artifact(model, info: ArtifactInfo, *, arch: str, model_kwargs: dict, check_inputs=None) -> Artifact:
     """Write weights + ONNX + manifest of one of fmnist's architectures; return it verified."""
     from safetensors.torch import save_file
 
@@ -295,27 +290,14 @@ def save_artifact(
             "architecture": {"name": arch, "kwargs": model_kwargs, "params": count_parameters(model),
                              "flops_per_image": count_flops(model)},
             "onnx": {"opset": ONNX_OPSET, "max_abs_diff_vs_torch": onnx_diff},
-            **_common(preprocessing, metrics, training, reference, extra),
+            **info.manifest(),
         }
 
-    return _commit(registry, name, version, build)
+    return _commit(info.registry, info.name, info.version, build)
 
 
-def save_external_artifact(
-    onnx_file: Path,
-    *,
-    registry: "str | Path",
-    name: str,
-    source: Path,
-    architecture: dict,
-    preprocessing: Preprocessing,
-    onnx_info: dict,
-    metrics: "dict | None" = None,
-    training: "dict | None" = None,
-    reference: "dict | None" = None,
-    extra: "dict | None" = None,
-    version: "str | None" = None,
-) -> Artifact:
+def save_external_artifact(onnx_file: Path, info: ArtifactInfo, *, source: Path, architecture: dict,
+                           onnx_info: dict) -> Artifact:
     """An artifact of a model made elsewhere (Keras, ONNX): its standard-contract ONNX graph (already
     checked by the importer) and the source file kept beside it as `source<suffix>`. It has no
     torch weights: it is served with ONNX Runtime. architecture: {"name": "keras" | "onnx", ...}."""
@@ -323,9 +305,9 @@ def save_external_artifact(
         shutil.copyfile(onnx_file, tmp / ONNX)
         shutil.copyfile(source, tmp / f"source{source.suffix or '.bin'}")
         return {"architecture": {"kwargs": {}, "external": True, **architecture}, "onnx": onnx_info,
-                **_common(preprocessing, metrics, training, reference, extra)}
+                **info.manifest()}
 
-    return _commit(registry, name, version, build)
+    return _commit(info.registry, info.name, info.version, build)
 
 
 def export_state_dict(artifact: Artifact, out: Path) -> Path:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
 
@@ -68,14 +68,15 @@ class Settings:
     retention_days: float = 30.0
     drift_window: int = 1000  # most recent predictions compared with the reference
     feedback_window: int = 1000  # most recent labelled predictions for live accuracy
-    min_samples: int = 100
-    psi_warn: float = 0.1
+    # drift and live-accuracy thresholds (monitoring.drift.Thresholds reads these)
+    min_samples: int = 100  # fewer predictions in the window: scores are reported, status stays ok
+    psi_warn: float = 0.1  # the usual PSI reading: < 0.1 stable, 0.1-0.25 some shift, > 0.25 major shift
     psi_alert: float = 0.25
-    ks_warn: float = 0.1
+    ks_warn: float = 0.1  # max CDF distance; 1.36/sqrt(n) is the 5 % critical value (0.043 at n=1000)
     ks_alert: float = 0.2
-    dominance_warn: float = 0.4
+    dominance_warn: float = 0.4  # one class's share of predictions (balanced reference: 0.10)
     dominance_alert: float = 0.6
-    accuracy_drop_warn: float = 0.05
+    accuracy_drop_warn: float = 0.05  # live accuracy below the test accuracy by this much
     accuracy_drop_alert: float = 0.10
 
     @classmethod
@@ -128,9 +129,6 @@ class Settings:
             raise InvalidValue(f"heavy_nice must be 0-19 (how much lower the heavy threads' priority is), got {self.heavy_nice}")
         if self.max_batch_wait_ms < 0:
             raise InvalidValue("max_batch_wait_ms must be >= 0")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     @property
     def worker_count(self) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fmnist.checksum import file_digest
 from fmnist.errors import FmnistError
 from fmnist.labels import CLASSES, NUM_CLASSES
 
@@ -135,27 +136,19 @@ def _has_all(d: Path) -> bool:
     return all((d / f).is_file() for f in FILES.values())
 
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def download(dest: Path, mirror: str = MIRROR, timeout: float = 60.0) -> Path:
     """Download the four files from the official mirror into dest, checking each md5."""
     dest.mkdir(parents=True, exist_ok=True)
     for fname, md5 in GZ_MD5.items():
         target = dest / fname
-        if target.is_file() and _md5(target) == md5:
+        if target.is_file() and file_digest(target, "md5") == md5:
             continue
         url = mirror + fname
         fd, tmp = tempfile.mkstemp(dir=dest, suffix=".part")
         try:
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
                 shutil.copyfileobj(resp, out)
-            got = _md5(Path(tmp))
+            got = file_digest(Path(tmp), "md5")
             if got != md5:
                 raise DatasetError(f"{url}: md5 {got} does not match the published {md5}")
             os.replace(tmp, target)

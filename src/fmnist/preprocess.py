@@ -1,4 +1,12 @@
-"""One place for pixel scaling and normalisation, shared by training, evaluation and serving."""
+"""From what a user sends to what the model sees, shared by training, evaluation and serving.
+
+- `Preprocessing`: the artifact's normalisation, `(pixel / 255 - mean) / std`.
+- Decoding (`open_image`, `load_image`, `decode_image`): header checks before any pixel is decoded, EXIF
+  orientation, JPEGs decoded at a reduced scale when the conversion needs no more.
+- Conversion (`to_model_pixels`, `photo_to_dataset`): any picture -> a 28x28 in the dataset's polarity, the way
+  the dataset itself was made (trim, resize, centre, grayscale, negate, stretch), with a background plane and
+  line drawings filled; a 28x28 image as the dataset gives it passes unchanged.
+"""
 
 from __future__ import annotations
 
@@ -53,10 +61,6 @@ class Preprocessing:
         x = (x - np.float32(self.mean)) / np.float32(self.std)
         return x[:, None, :, :]
 
-    def denormalize(self, x: np.ndarray) -> np.ndarray:
-        """Inverse of normalize, back to uint8 (N, 28, 28) pixels (for pictures of inputs)."""
-        arr = np.asarray(x, dtype=np.float32).reshape(-1, *self.input_size)
-        return np.clip((arr * self.std + self.mean) * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
 def dataset_stats(images: np.ndarray) -> tuple[float, float]:

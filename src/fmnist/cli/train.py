@@ -29,7 +29,7 @@ def cmd_data(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from fmnist.artifact import save_artifact
+    from fmnist.artifact import ArtifactInfo, save_artifact
     from fmnist.models import list_models
     from fmnist.registry import registry_root
     from fmnist.training.config import TrainConfig, config_for
@@ -52,11 +52,9 @@ def cmd_train(args) -> int:
         teacher = partial(artifact_logits, resolve(cfg.distill, args.registry))
     result = train(cfg, checkpoint=checkpoint, resume=args.resume, quiet=args.quiet, teacher=teacher)
     training = provenance(cfg, result, "fmnist " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
-    art = save_artifact(
-        result.model, registry=root, name=cfg.name, arch=cfg.arch, model_kwargs=cfg.model_kwargs,
-        preprocessing=result.preprocessing, metrics={"test": result.test_report}, training=training,
-        reference=result.reference, version=args.version,
-    )
+    info = ArtifactInfo(root, cfg.name, result.preprocessing, metrics={"test": result.test_report},
+                        training=training, reference=result.reference, version=args.version)
+    art = save_artifact(result.model, info, arch=cfg.arch, model_kwargs=cfg.model_kwargs)
     print(f"saved {art.ref} to {art.path}: test accuracy {result.test_report['accuracy']:.4f}, "
           f"{result.train_seconds:.0f}s of training, ONNX parity {art.manifest['onnx']['max_abs_diff_vs_torch']:.1e}")
     return 0

@@ -16,25 +16,17 @@ registry unless everything succeeded (the artifact writer is atomic).
 
 from __future__ import annotations
 
-import hashlib
 import zipfile
 from pathlib import Path
 
-from fmnist.artifact import Artifact, ArtifactError, import_state_dict, save_artifact
+from fmnist.artifact import Artifact, ArtifactError, ArtifactInfo, import_state_dict, save_artifact
+from fmnist.checksum import file_digest
 from fmnist.labels import CLASSES
 from fmnist.preprocess import Preprocessing
 
 FORMATS = ("keras", "h5", "onnx", "pth")
 PARITY_TOLERANCE = 1e-4
 LESSON_PREPROCESSING = Preprocessing(mean=0.0, std=1.0)  # the lesson's `pixels / 255`, no mean/std
-
-
-def file_sha256(path: "str | Path") -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def detect_format(path: "str | Path") -> str:
@@ -139,11 +131,9 @@ def import_pth(path: "str | Path", arch: str, registry: Path, name: "str | None"
                 return model(torch.from_numpy(x)).numpy()
 
         metrics, reference = evaluate_probabilities(predict, pre, data_dir)
-    return save_artifact(
-        model, registry=registry, name=name or arch, arch=arch, model_kwargs=model_kwargs, preprocessing=pre,
-        metrics=metrics, reference=reference,
-        training={"imported_from": str(path), "source_sha256": file_sha256(path), "format": "pth"},
-    )
+    info = ArtifactInfo(registry, name or arch, pre, metrics=metrics, reference=reference,
+                        training={"imported_from": str(path), "source_sha256": file_digest(path), "format": "pth"})
+    return save_artifact(model, info, arch=arch, model_kwargs=model_kwargs)
 
 
 def parity_inputs(preprocessing: Preprocessing, n: int = 1000, data_dir=None):

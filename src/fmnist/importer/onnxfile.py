@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fmnist.artifact import Artifact, ArtifactError, save_external_artifact
-from fmnist.importer import PARITY_TOLERANCE, evaluate_probabilities, file_sha256, parity_inputs
+from fmnist.artifact import Artifact, ArtifactError, ArtifactInfo, save_external_artifact
+from fmnist.checksum import file_digest
+from fmnist.importer import PARITY_TOLERANCE, evaluate_probabilities, parity_inputs
 from fmnist.preprocess import Preprocessing
 
 LAYOUTS = {(1, 28, 28): "NCHW", (28, 28, 1): "NHWC", (28, 28): "HW", (784,): "flat"}
@@ -140,13 +141,14 @@ def save_standardized(source_onnx, source_file: Path, fmt: str, reference, regis
         onnx_info = {"opset": max(o.version for o in wrapped.opset_import if o.domain in ("", "ai.onnx")),
                      "max_abs_diff_vs_source": diff, "parity_images": len(x),
                      "compared": "probabilities" if probabilities else "logits"}
-        return save_external_artifact(
-            onnx_file, registry=registry, name=name, source=source_file, architecture=architecture,
-            preprocessing=preprocessing, onnx_info=onnx_info, metrics=metrics, reference=ref_stats,
-            training={"imported_from": str(source_file), "source_sha256": file_sha256(source_file), "format": fmt,
+        info = ArtifactInfo(
+            registry, name, preprocessing, metrics=metrics, reference=ref_stats,
+            training={"imported_from": str(source_file), "source_sha256": file_digest(source_file), "format": fmt,
                       "source_libraries": libraries},
             extra={"source": {"input_layout": layout, "output": "probabilities" if probabilities else "logits",
                               "class_order": permutation, "softmax_applied_once": True}})
+        return save_external_artifact(onnx_file, info, source=source_file, architecture=architecture,
+                                      onnx_info=onnx_info)
 
 
 def import_onnx(path: Path, registry: Path, *, name, preprocessing, permutation, evaluate, data_dir) -> Artifact:

@@ -31,7 +31,8 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class Predictor:
-    """setup (load once) -> predict_batch (normalised float32 (N,1,28,28) -> probabilities (N,10)).
+    """An artifact loaded once (the constructor), then normalize (uint8 pixels -> the model's input) and
+    predict_batch (normalised float32 (N,1,28,28) -> probabilities (N,10)).
 
     backend "onnx" runs the artifact's model.onnx with ONNX Runtime (no torch needed);
     "torch" rebuilds the torch model from safetensors.
@@ -41,7 +42,6 @@ class Predictor:
         self.artifact = artifact
         self.backend = backend
         self.preprocessing = artifact.preprocessing
-        self.intra_op_threads = intra_op_threads
         if backend == "onnx":
             import onnxruntime as ort
 

@@ -18,21 +18,25 @@ STATUS_ORDER = ("ok", "warn", "alert")
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Documented defaults; each can be set with FMNIST_<NAME> (e.g. FMNIST_PSI_ALERT=0.3)."""
+    """When a score is a warning or an alert. The values, their defaults and what they mean are the
+    config.Settings fields of the same names (FMNIST_PSI_ALERT=0.3, ...): stated there only."""
 
-    psi_warn: float = 0.1  # the usual PSI reading: < 0.1 stable, 0.1-0.25 some shift, > 0.25 major shift
-    psi_alert: float = 0.25
-    ks_warn: float = 0.1  # max CDF distance; 1.36/sqrt(n) is the 5 % critical value (0.043 at n=1000)
-    ks_alert: float = 0.2
-    dominance_warn: float = 0.4  # one class's share of predictions (balanced reference: 0.10)
-    dominance_alert: float = 0.6
-    accuracy_drop_warn: float = 0.05  # live accuracy below the test accuracy by this much
-    accuracy_drop_alert: float = 0.10
-    min_samples: int = 100  # fewer predictions in the window: scores are reported, status stays ok
+    psi_warn: float
+    psi_alert: float
+    ks_warn: float
+    ks_alert: float
+    dominance_warn: float
+    dominance_alert: float
+    accuracy_drop_warn: float
+    accuracy_drop_alert: float
+    min_samples: int
 
     @classmethod
-    def from_settings(cls, settings) -> "Thresholds":
-        """The same-named fields of a config.Settings."""
+    def from_settings(cls, settings=None) -> "Thresholds":
+        """The same-named fields of a config.Settings (its defaults when none is given)."""
+        from fmnist.config import Settings
+
+        settings = settings if settings is not None else Settings()
         return cls(**{k: getattr(settings, k) for k in cls.__dataclass_fields__})
 
 

@@ -34,10 +34,28 @@ LOW_FIELDS = ("request_id", "index", "ts", "replica", "model_version", "class_id
 LOW_COLUMNS = ("request_id", "idx", "ts", "replica", "model_version", "class_id", "confidence", "image")  # LOW_FIELDS' columns
 
 
-def low_confidence_sql(ph: str) -> str:
-    """The low-confidence query of both backends, with their placeholder (`?` or `%s`): (window, below, n)."""
-    return (f"SELECT * FROM (SELECT {', '.join(LOW_COLUMNS)} FROM predictions ORDER BY ts DESC LIMIT {ph}) AS latest "
-            f"WHERE confidence < {ph} AND image IS NOT NULL ORDER BY ts DESC LIMIT {ph}")
+class Queries:
+    """The read and feedback statements both backends run, written once with the backend's placeholder
+    (`?` for SQLite, `%s` for psycopg)."""
+
+    def __init__(self, ph: str):
+        self.get = ("SELECT request_id, idx, ts, replica, model_name, model_version, class_id, confidence, "
+                    f"mean_pixel, input_sha256, true_label FROM predictions WHERE request_id = {ph} AND idx = {ph}")
+        self.set_feedback = (f"UPDATE predictions SET true_label = {ph}, feedback_ts = {ph} "
+                             f"WHERE request_id = {ph} AND idx = {ph}")
+        recent = "SELECT class_id, confidence, mean_pixel, replica FROM predictions {}ORDER BY ts DESC LIMIT " + ph
+        self.recent = recent.format("")  # (n,)
+        self.recent_version = recent.format(f"WHERE model_version = {ph} ")  # (version, n)
+        self.recent_feedback = ("SELECT class_id, true_label FROM predictions WHERE feedback_ts IS NOT NULL "
+                                f"ORDER BY feedback_ts DESC LIMIT {ph}")
+        # (window, below, n): the latest `window` predictions, those under `below` with an image, newest n
+        self.low_confidence = (f"SELECT * FROM (SELECT {', '.join(LOW_COLUMNS)} FROM predictions ORDER BY ts DESC "
+                               f"LIMIT {ph}) AS latest WHERE confidence < {ph} AND image IS NOT NULL "
+                               f"ORDER BY ts DESC LIMIT {ph}")
+        self.count = "SELECT COUNT(*) FROM predictions"
+
+    def recent_args(self, n: int, model_version: "str | None") -> "tuple[str, tuple]":
+        return (self.recent_version, (model_version, n)) if model_version else (self.recent, (n,))
 
 
 def low_rows(rows: list) -> list:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from fmnist.errors import InvalidValue
-from fmnist.monitoring.store_common import READ_FIELDS, StoreUnavailable, labelled, low_confidence_sql, low_rows, window
+from fmnist.monitoring.store_common import READ_FIELDS, Queries, StoreUnavailable, labelled, low_rows, window
 
 MIGRATIONS = [
     """
@@ -54,8 +54,7 @@ _INSERT = ("INSERT INTO predictions (request_id, idx, ts, replica, model_name, m
            "model_name = EXCLUDED.model_name, model_version = EXCLUDED.model_version, class_id = EXCLUDED.class_id, "
            "confidence = EXCLUDED.confidence, mean_pixel = EXCLUDED.mean_pixel, "
            "input_sha256 = EXCLUDED.input_sha256, image = EXCLUDED.image")
-_SELECT = ("SELECT request_id, idx, ts, replica, model_name, model_version, class_id, confidence, mean_pixel, "
-           "input_sha256, true_label FROM predictions")
+_Q = Queries("%s")
 
 
 class PostgresBackend:
@@ -138,29 +137,26 @@ class PostgresBackend:
         return self._run(query)
 
     def get(self, request_id: str, idx: int) -> "dict | None":
-        rows = self._query(_SELECT + " WHERE request_id = %s AND idx = %s", (request_id, idx))
+        rows = self._query(_Q.get, (request_id, idx))
         return dict(zip(READ_FIELDS, rows[0])) if rows else None
 
     def set_feedback(self, request_id: str, idx: int, true_label: int, ts: float) -> bool:
         def update(conn):
             with conn.cursor() as cur:
-                cur.execute("UPDATE predictions SET true_label = %s, feedback_ts = %s WHERE request_id = %s AND idx = %s",
+                cur.execute(_Q.set_feedback,
                             (true_label, ts, request_id, idx))
                 return cur.rowcount > 0
 
         return self._run(update)
 
     def recent(self, n: int, model_version: "str | None") -> dict:
-        where, args = ("WHERE model_version = %s", (model_version, n)) if model_version else ("", (n,))
-        return window(self._query(f"SELECT class_id, confidence, mean_pixel, replica FROM predictions {where} "
-                                  "ORDER BY ts DESC LIMIT %s", args))
+        return window(self._query(*_Q.recent_args(n, model_version)))
 
     def recent_feedback(self, n: int) -> dict:
-        return labelled(self._query("SELECT class_id, true_label FROM predictions WHERE feedback_ts IS NOT NULL "
-                                    "ORDER BY feedback_ts DESC LIMIT %s", (n,)))
+        return labelled(self._query(_Q.recent_feedback, (n,)))
 
     def low_confidence(self, below: float, window: int, n: int) -> list:
-        return low_rows(self._query(low_confidence_sql("%s"), (window, below, n)))
+        return low_rows(self._query(_Q.low_confidence, (window, below, n)))
 
     def count(self) -> int:
-        return int(self._query("SELECT COUNT(*) FROM predictions")[0][0])
+        return int(self._query(_Q.count)[0][0])

@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from fmnist.monitoring.store_common import READ_FIELDS, StoreUnavailable, labelled, low_confidence_sql, low_rows, window
+from fmnist.monitoring.store_common import READ_FIELDS, Queries, StoreUnavailable, labelled, low_rows, window
 
 # each a list of statements, run with execute() inside the migration's transaction (executescript()
 # would COMMIT first and let another process migrate at the same time)
@@ -41,8 +41,7 @@ MIGRATIONS = [
 ]
 _INSERT = ("INSERT OR REPLACE INTO predictions (request_id, idx, ts, replica, model_name, model_version, class_id, "
            "confidence, mean_pixel, input_sha256, image) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-_SELECT = ("SELECT request_id, idx, ts, replica, model_name, model_version, class_id, confidence, mean_pixel, "
-           "input_sha256, true_label FROM predictions")
+_Q = Queries("?")
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -152,25 +151,21 @@ class SQLiteBackend:
         return self._run(lambda conn: conn.execute(sql, args).rowcount)
 
     def get(self, request_id: str, idx: int) -> "dict | None":
-        rows = self._query(_SELECT + " WHERE request_id = ? AND idx = ?", (request_id, idx))
+        rows = self._query(_Q.get, (request_id, idx))
         return dict(zip(READ_FIELDS, rows[0])) if rows else None
 
     def set_feedback(self, request_id: str, idx: int, true_label: int, ts: float) -> bool:
-        return self._execute("UPDATE predictions SET true_label = ?, feedback_ts = ? WHERE request_id = ? AND idx = ?",
+        return self._execute(_Q.set_feedback,
                              (true_label, ts, request_id, idx)) > 0
 
     def recent(self, n: int, model_version: "str | None") -> dict:
-        where, args = ("WHERE model_version = ?", (model_version, n)) if model_version else ("", (n,))
-        rows = self._query(f"SELECT class_id, confidence, mean_pixel, replica FROM predictions {where} "
-                           "ORDER BY ts DESC LIMIT ?", args)
-        return window(rows)
+        return window(self._query(*_Q.recent_args(n, model_version)))
 
     def recent_feedback(self, n: int) -> dict:
-        return labelled(self._query("SELECT class_id, true_label FROM predictions WHERE feedback_ts IS NOT NULL "
-                                    "ORDER BY feedback_ts DESC LIMIT ?", (n,)))
+        return labelled(self._query(_Q.recent_feedback, (n,)))
 
     def low_confidence(self, below: float, window: int, n: int) -> list:
-        return low_rows(self._query(low_confidence_sql("?"), (window, below, n)))
+        return low_rows(self._query(_Q.low_confidence, (window, below, n)))
 
     def count(self) -> int:
-        return int(self._query("SELECT COUNT(*) FROM predictions")[0][0])
+        return int(self._query(_Q.count)[0][0])
