@@ -27,6 +27,7 @@ run: setup-serve
 # Everything, the podman image and compose tests included (they skip, saying why, where podman
 # cannot run a container).
 test: setup-train data test-deps
+	$(BIN)/ruff check src tests bench tools
 	FMNIST_CONTAINER_TESTS=1 $(BIN)/python -m pytest -ra
 
 setup: setup-train

@@ -84,12 +84,12 @@ def cmd_stages(a) -> None:
     print("| format | bytes | decode whole | decode for work side | convert (work side) | total now | total before |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for fmt, data in files.items():
-        full = timed(lambda: pp.decode_image(data, work_side=None), a.repeat)
-        small = timed(lambda: pp.decode_image(data, work_side=pp.WORK_SIDE), a.repeat)
+        full = timed(lambda d=data: pp.decode_image(d, work_side=None), a.repeat)
+        small = timed(lambda d=data: pp.decode_image(d, work_side=pp.WORK_SIDE), a.repeat)
         im = pp.decode_image(data, work_side=pp.WORK_SIDE)
-        conv = timed(lambda: pp.to_model_pixels(im.copy(), "auto"), a.repeat)
-        total = timed(lambda: pp.to_model_pixels(pp.decode_image(data, work_side=pp.WORK_SIDE), "auto"), a.repeat)
-        before = timed(lambda: pp.to_model_pixels(pp.decode_image(data), "auto", work_side=1024), a.repeat)
+        conv = timed(lambda i=im: pp.to_model_pixels(i.copy(), "auto"), a.repeat)
+        total = timed(lambda d=data: pp.to_model_pixels(pp.decode_image(d, work_side=pp.WORK_SIDE), "auto"), a.repeat)
+        before = timed(lambda d=data: pp.to_model_pixels(pp.decode_image(d), "auto", work_side=1024), a.repeat)
         print(f"| {fmt} | {len(data):,} | {full * 1e3:.1f} ms | {small * 1e3:.1f} ms ({im.size[0]}x{im.size[1]}) | "
               f"{conv * 1e3:.1f} ms | {total * 1e3:.1f} ms | {before * 1e3:.1f} ms |")
 
@@ -97,7 +97,8 @@ def cmd_stages(a) -> None:
 def cmd_sizes(a) -> None:
     from PIL import Image
 
-    from fmnist import data, pictures, preprocess as pp
+    from fmnist import data, pictures
+    from fmnist import preprocess as pp
     from fmnist.inference.predictor import Predictor
     from fmnist.registry import resolve
 
@@ -226,9 +227,8 @@ def cmd_small(a) -> None:
     import os
     import tempfile
 
-    from PIL import Image
-
     import serve_bench as sb
+
     from fmnist import data, pictures
 
     ds = data.load(allow_download=False)

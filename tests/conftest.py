@@ -75,7 +75,7 @@ def needs(*keys: str):
     return pytest.mark.skipif(bool(problems), reason=f"needs {', '.join(problems)}: make test-deps installs it")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _find_program(key: str):
     from tools.testdeps import find
 
@@ -86,10 +86,23 @@ SHIPPED = REPO / "models" / "smallcnn" / "4"  # the shipped default: the latest 
 
 
 @pytest.fixture(scope="session")
-def app():
+def make_app(tmp_path_factory):
+    """create_app(...) the way the tests want it: the shipped model, no access log, no registry watcher,
+    and a prediction log of its own in a temporary directory (nothing written outside one); keyword
+    arguments set any other Settings field (prediction_log=... to share one between two apps)."""
     from fmnist.serving import create_app
 
-    return create_app({"model": str(SHIPPED), "log_requests": False, "max_content_length": 2_000_000})
+    def make(**settings):
+        base = {"model": str(SHIPPED), "log_requests": False, "reload_interval": 0,
+                "prediction_log": str(tmp_path_factory.mktemp("app") / "predictions.sqlite")}
+        return create_app({**base, **settings})
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def app(make_app):
+    return make_app(max_content_length=2_000_000)
 
 
 @pytest.fixture

@@ -49,7 +49,7 @@ def exchange(port: int, raw: "bytes | list[bytes]", timeout: float = 3.0, pause:
         while True:
             try:
                 chunk = s.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 break
             except OSError:
                 closed = True

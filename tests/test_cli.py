@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.integration  # starts real processes
+
 
 def fmnist(*args, env=None, check=True):
     proc = subprocess.run([sys.executable, "-m", "fmnist.cli", *args], capture_output=True, text=True,

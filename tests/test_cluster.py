@@ -11,13 +11,14 @@ import time
 import urllib.request
 
 import numpy as np
+import pytest
 
 from fmnist.cluster import nginx_config
 from tests.conftest import REPO, SHIPPED, free_port, needs, program
 from tests.wrk import pixels_script
 
 NGINX, WRK = program("nginx"), program("wrk")
-pytestmark = needs("nginx", "wrk")
+pytestmark = [pytest.mark.integration, needs("nginx", "wrk")]
 
 
 def cli(*args, check=True, timeout=180, cwd=None):

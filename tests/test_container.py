@@ -20,8 +20,8 @@ from fmnist.client import predict_bytes
 from tests.conftest import REPO, SHIPPED, free_port, wait_ready
 from tests.images import png
 
-pytestmark = pytest.mark.skipif(os.environ.get("FMNIST_CONTAINER_TESTS") != "1",
-                                reason="set FMNIST_CONTAINER_TESTS=1 (needs podman; minutes)")
+pytestmark = [pytest.mark.integration, pytest.mark.skipif(os.environ.get("FMNIST_CONTAINER_TESTS") != "1",
+                                reason="set FMNIST_CONTAINER_TESTS=1 (needs podman; minutes)")]
 IMAGE = "localhost/fmnist:serve-test"
 
 

@@ -10,6 +10,8 @@ import pytest
 from tests.conftest import SHIPPED, program, running_server
 from tests.images import png
 
+pytestmark = pytest.mark.integration  # starts real processes
+
 CHROMIUM, DRIVER = program("chromium"), program("chromedriver")
 
 

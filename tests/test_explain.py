@@ -46,6 +46,7 @@ def test_explain_as_one_png_and_its_refusals(client, real_data):
     assert bad.status_code == 400 and bad.get_json()["error"]["code"] == "bad_image"
 
 
+@pytest.mark.integration
 def test_explain_through_gunicorn_on_the_loop_worker(tmp_path, real_data):
     """Served by the real server: the loop worker hands /explain to its thread pool."""
     import urllib.request
@@ -62,12 +63,8 @@ def test_explain_through_gunicorn_on_the_loop_worker(tmp_path, real_data):
             assert Image.open(io.BytesIO(r.read())).size == (3 * 224, 224)
 
 
-def test_explain_is_bounded_per_worker_and_counted(tmp_path, real_data):
-    from fmnist.serving import create_app
-    from tests.conftest import SHIPPED
-
-    app = create_app({"model": str(SHIPPED), "log_requests": False, "prediction_log": str(tmp_path / "p.sqlite"),
-                      "explain_concurrency": 1})
+def test_explain_is_bounded_per_worker_and_counted(make_app, real_data):
+    app = make_app(explain_concurrency=1)
     c = app.test_client()
     img = real_data.test_images[0].tolist()
     assert c.post("/explain", json={"pixels": img}).status_code == 200

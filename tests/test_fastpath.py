@@ -6,16 +6,14 @@ import json
 
 import pytest
 
-from fmnist.serving import create_app
-from tests.conftest import SHIPPED
 from tests.images import png
 from tests.test_serving import GARMENT
 
 VOLATILE = ("request_id", "latency_ms")
 
 
-def _app(fast: bool):
-    app = create_app({"model": str(SHIPPED), "log_requests": False, "reload_interval": 0, "fast_path": fast})
+def _app(make_app, fast: bool):
+    app = make_app(fast_path=fast)
     calls = []
     view = app.view_functions["predict.predict"]
     app.view_functions["predict.predict"] = lambda: (calls.append(1), view())[1]
@@ -23,8 +21,8 @@ def _app(fast: bool):
 
 
 @pytest.fixture(scope="module")
-def apps():
-    return _app(True), _app(False)
+def apps(make_app):
+    return _app(make_app, True), _app(make_app, False)
 
 
 def _multipart(files: dict) -> dict:

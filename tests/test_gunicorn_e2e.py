@@ -14,6 +14,8 @@ from fmnist.client import predict_bytes
 from tests.conftest import SHIPPED, running_server
 from tests.images import png
 
+pytestmark = pytest.mark.integration  # starts real processes
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):

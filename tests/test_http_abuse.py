@@ -12,6 +12,8 @@ import pytest
 
 from tests.httpprobe import exchange, fd_targets, rss_kb, workers
 
+pytestmark = pytest.mark.integration  # starts real processes
+
 PIXELS = json.dumps({"pixels": [[0] * 28] * 28}).encode()
 
 

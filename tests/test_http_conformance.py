@@ -14,6 +14,8 @@ import pytest
 
 from tests.httpprobe import exchange
 
+pytestmark = pytest.mark.integration  # starts real processes
+
 PIXELS = json.dumps({"pixels": [[0] * 28] * 28}).encode()
 
 

@@ -16,7 +16,7 @@ from tests.conftest import REPO, running_server
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 keras = pytest.importorskip("keras", reason="needs keras and h5py (pip install .[keras]; make test installs them)")
-pytestmark = pytest.mark.realdata
+pytestmark = [pytest.mark.integration, pytest.mark.realdata]
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 

@@ -8,6 +8,8 @@ import yaml
 
 from tests.conftest import REPO, needs, program
 
+pytestmark = pytest.mark.integration  # starts real processes
+
 K8S = REPO / "deploy" / "k8s"
 KUBE_VERSION = "1.30.0"
 

@@ -7,15 +7,13 @@ import numpy as np
 import pytest
 
 from fmnist.monitoring.drift import Thresholds, ks_against_histogram, psi
-from fmnist.serving import create_app
-from tests.conftest import SHIPPED, program
+from tests.conftest import program
 from tests.images import png
 
 
 @pytest.fixture
-def mon_app(tmp_path):
-    return create_app({"model": str(SHIPPED), "log_requests": False, "prediction_log": str(tmp_path / "p.sqlite"),
-                       "drift_window": 300, "min_samples": 100})
+def mon_app(make_app):
+    return make_app(drift_window=300, min_samples=100)
 
 
 def predict(client, pixels):
@@ -113,16 +111,15 @@ def test_feedback_errors(mon_app):
     assert c.post("/feedback", data="nope", content_type="application/json").status_code == 400
 
 
-def test_prediction_log_survives_restart_and_is_bounded(tmp_path):
+def test_prediction_log_survives_restart_and_is_bounded(tmp_path, make_app):
     db = tmp_path / "p.sqlite"
-    app = create_app({"model": str(SHIPPED), "log_requests": False, "prediction_log": str(db),
-                      "retention_rows": 50})
+    app = make_app(prediction_log=str(db), retention_rows=50)
     c = app.test_client()
     rid = predict(c, np.zeros((28, 28), np.uint8))["request_id"]
     store = app.extensions["fmnist"].store
     store.flush()
     store.close()
-    again = create_app({"model": str(SHIPPED), "log_requests": False, "prediction_log": str(db)})
+    again = make_app(prediction_log=str(db))
     c2 = again.test_client()
     assert c2.post("/feedback", json={"request_id": rid, "label": 0}).status_code == 200
     st = again.extensions["fmnist"].store
@@ -136,6 +133,7 @@ def test_prediction_log_survives_restart_and_is_bounded(tmp_path):
     assert st.count() <= 50
 
 
+@pytest.mark.integration
 def test_metrics_names_and_promtool(mon_app):
     c = mon_app.test_client()
     predict(c, np.zeros((28, 28), np.uint8))
@@ -203,7 +201,9 @@ def test_bulk_histogram_writes_equal_one_observation_at_a_time():
     for v in values:
         h1.observe(v)
     _observe_many(h2, values)
-    lines = lambda reg: [line for line in generate_latest(reg).decode().splitlines() if "_sum" not in line and "_created" not in line]
+    def lines(reg):
+        return [line for line in generate_latest(reg).decode().splitlines() if "_sum" not in line and "_created" not in line]
+
     assert lines(one) == lines(bulk)
     assert h1._sum.get() == pytest.approx(h2._sum.get(), rel=1e-12)
 
@@ -235,13 +235,12 @@ def test_processes_opening_a_new_sqlite_log_together_all_come_up_healthy(tmp_pat
 
 
 @pytest.mark.realdata
-def test_low_confidence_inputs_as_the_model_saw_them(tmp_path, real_data):
+def test_low_confidence_inputs_as_the_model_saw_them(make_app, real_data):
     import base64
 
     from PIL import Image
 
-    app = create_app({"model": str(SHIPPED), "log_requests": False, "prediction_log": str(tmp_path / "p.sqlite"),
-                      "store_images": True, "drift_window": 500})
+    app = make_app(store_images=True, drift_window=500)
     c = app.test_client()
     x = real_data.test_images[:200]
     answers = {}
@@ -261,7 +260,7 @@ def test_low_confidence_inputs_as_the_model_saw_them(tmp_path, real_data):
     for bad in ("below=2", "limit=0", "limit=x"):
         r = c.get("/monitoring/low-confidence?" + bad)
         assert r.status_code == 400 and r.get_json()["error"]["code"] == "bad_parameter"
-    off = create_app({"model": str(SHIPPED), "log_requests": False, "prediction_log": str(tmp_path / "q.sqlite")})
+    off = make_app()
     body = off.test_client().get("/monitoring/low-confidence").get_json()
     assert body["items"] == [] and "store_images" in body["note"]
 

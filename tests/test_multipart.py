@@ -7,8 +7,7 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.formparser import parse_form_data
 from werkzeug.test import encode_multipart
 
-from fmnist.serving import create_app, multipart
-from tests.conftest import SHIPPED
+from fmnist.serving import multipart
 from tests.images import png
 from tests.test_serving import GARMENT, assert_error, assert_prediction
 
@@ -83,8 +82,8 @@ def test_unusual_bodies_are_left_to_werkzeug(why, body, ctype):
 
 
 @pytest.fixture(scope="module")
-def client():
-    return create_app({"model": str(SHIPPED), "log_requests": False, "reload_interval": 0}).test_client()
+def client(make_app):
+    return make_app().test_client()
 
 
 def test_predict_through_the_fallback_parser(client):

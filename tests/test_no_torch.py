@@ -3,7 +3,11 @@
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import SHIPPED
+
+pytestmark = pytest.mark.integration  # starts real processes
 
 SCRIPT = f"""
 import builtins, sys

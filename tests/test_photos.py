@@ -74,6 +74,7 @@ def _read_responses(sock: socket.socket, n: int) -> list:
     return out
 
 
+@pytest.mark.integration
 def test_photos_go_to_the_heavy_pool_in_order_and_answer_as_in_process(tmp_path, real_data):
     """Through a real Gunicorn loop worker: 28x28 pictures are decoded on the loop, a photo in the heavy
     pool (fmnist_pictures_total says where); pipelined [photo, 28x28, photo] on one connection come back
@@ -102,6 +103,7 @@ def test_photos_go_to_the_heavy_pool_in_order_and_answer_as_in_process(tmp_path,
         assert _metric(srv["url"], "fmnist_picture_decode_seconds_count", size="large") == 1
 
 
+@pytest.mark.integration
 def test_heavy_pool_full_answers_503_with_retry_after(tmp_path, real_data):
     """One heavy thread and room for one: photos sent together beyond that are refused at once (503 and
     Retry-After), the others answered; small pictures keep being answered meanwhile."""

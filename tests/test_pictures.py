@@ -99,6 +99,7 @@ def test_picture_benchmark_on_the_shipped_models(real_data, tmp_path):
 
 
 @pytest.mark.realdata
+@pytest.mark.integration
 def test_evaluate_pictures_from_the_command_line(real_data):
     out = subprocess.run([sys.executable, "-m", "fmnist.cli", "evaluate", str(REPO / "models" / "smallcnn" / "1"),
                           "--pictures", "--limit", "100", "--json"], capture_output=True, text=True, timeout=300)
@@ -138,6 +139,7 @@ def test_distillation_loss():
 
 
 @pytest.mark.realdata
+@pytest.mark.integration
 def test_picture_recipe_trains_through_the_cli(real_data, tmp_path):
     reg = tmp_path / "reg"
     out = subprocess.run([sys.executable, "-m", "fmnist.cli", "train", "--arch", "lenet", "--name", "pic",

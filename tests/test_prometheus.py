@@ -8,10 +8,13 @@ import urllib.parse
 import urllib.request
 
 import numpy as np
+import pytest
 
 from fmnist.client import predict_bytes
 from tests.conftest import REPO, SHIPPED, free_port, needs, program, running_server
 from tests.images import png
+
+pytestmark = pytest.mark.integration  # starts real processes
 
 PROM = REPO / "deploy" / "prometheus"
 PROMTOOL, PROMETHEUS = program("promtool"), program("prometheus")

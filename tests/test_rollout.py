@@ -18,6 +18,8 @@ from fmnist.registry import production_version, promote, read_aliases, resolve, 
 from tests.conftest import SHIPPED, needs, program, running_server
 from tests.wrk import pixels_script
 
+pytestmark = pytest.mark.integration  # starts real processes
+
 WRK = program("wrk")
 
 

@@ -9,7 +9,6 @@ import pytest
 from PIL import Image
 
 from fmnist.labels import CLASSES
-from fmnist.serving import create_app
 from tests.conftest import SHIPPED
 from tests.images import encode, png
 
@@ -197,8 +196,8 @@ def test_404_and_405_are_json(client):
     assert_error(client.delete("/health"), 405, "method_not_allowed")
 
 
-def test_not_ready_is_503_and_health_stays_up(tmp_path):
-    app = create_app({"model": str(tmp_path / "missing"), "log_requests": False})
+def test_not_ready_is_503_and_health_stays_up(tmp_path, make_app):
+    app = make_app(model=str(tmp_path / "missing"))
     c = app.test_client()
     assert c.get("/health").status_code == 200
     r = c.get("/ready")
@@ -221,10 +220,10 @@ def test_model_failure_is_a_json_500_not_a_crash(app, client, monkeypatch):
     assert_error(r, 500, "internal_error", "RuntimeError")
 
 
-def test_access_log_line():
+def test_access_log_line(make_app):
     import logging
 
-    app = create_app({"model": str(SHIPPED), "log_requests": True})
+    app = make_app(log_requests=True)
     records = []
     handler = logging.Handler()
     handler.emit = records.append

@@ -22,6 +22,7 @@ from tests.wrk import pixels_script
 
 WRK = program("wrk")
 pytestmark = [
+    pytest.mark.integration,
     needs("postgresql"),
     pytest.mark.skipif(__import__("importlib").util.find_spec("psycopg") is None,
                        reason="needs psycopg (pip install .[postgres])"),

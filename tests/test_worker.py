@@ -22,6 +22,8 @@ import pytest
 from tests.conftest import REPO, free_port, running_server
 from tests.images import png
 
+pytestmark = pytest.mark.integration  # starts real processes
+
 WORKER = "fmnist.serving.http.worker.LoopWorker"
 
 

@@ -47,7 +47,8 @@ class Settings:
     max_content_length: int = 10 * 1024 * 1024  # bytes per request body
     max_image_pixels: int = 25_000_000  # width x height, checked from the header before decoding
     default_top_k: int = 3
-    loop_max_pixels: int = 1_024  # the loop worker decodes pictures up to this many (header) pixels on its loop (28x28: 784); larger: in heavy_threads
+    # the loop worker decodes pictures up to this many (header) pixels on its loop (28x28: 784); larger: in heavy_threads
+    loop_max_pixels: int = 1_024
     heavy_threads: int = 1  # per loop worker: threads decoding larger pictures (off the event loop)
     heavy_queue: int = 32  # larger pictures waiting for them, per worker; beyond, 503 + Retry-After
     heavy_nice: int = 10  # their threads' CPU priority, lowered by this much: photos yield to small requests
@@ -121,7 +122,8 @@ class Settings:
         for name in ("threads", "timeout", "graceful_timeout", "keepalive"):
             if getattr(self, name) < 1:
                 raise InvalidValue(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("loop_max_pixels", "heavy_threads", "heavy_queue", "prediction_log_buffer_rows", "intra_op_threads", "max_batch_size", "max_images", "max_content_length", "max_image_pixels",
+        for name in ("loop_max_pixels", "heavy_threads", "heavy_queue", "prediction_log_buffer_rows", "intra_op_threads",
+                     "max_batch_size", "max_images", "max_content_length", "max_image_pixels",
                      "default_top_k", "retention_rows", "drift_window", "feedback_window", "min_samples"):
             if getattr(self, name) < 1:
                 raise InvalidValue(f"{name} must be at least 1, got {getattr(self, name)}")

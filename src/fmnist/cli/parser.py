@@ -16,7 +16,7 @@ def _json_arg(text: str) -> dict:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({e}); example: '{{\"hidden\": [512, 256]}}'")
+        raise argparse.ArgumentTypeError(f"not valid JSON ({e}); example: '{{\"hidden\": [512, 256]}}'") from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("expected a JSON object, e.g. '{\"cfg\": \"M\"}'")
     return value
@@ -45,8 +45,9 @@ def train_config_options(sp) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fmnist", description="A Fashion-MNIST classifier from training to production: data, train, evaluate, compare, explain, "
-                                "export, import, the registry, serve, predict, cluster.")
+    p = argparse.ArgumentParser(prog="fmnist", description="A Fashion-MNIST classifier from training to production: "
+                                "data, train, evaluate, compare, explain, export, import, the registry, serve, "
+                                "predict, cluster.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__import__('fmnist').__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

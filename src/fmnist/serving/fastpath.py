@@ -3,10 +3,12 @@
 A WSGI middleware in front of the Flask app (`app.wsgi_app`, as Flask's docs wrap middleware).
 It answers a multipart /predict whose files all decode and whose query is valid, using the same
 contract (`contract.PredictQuery`, `image_files`) and stages as the Flask view (`pipeline`: decode,
-preprocess, infer, record, encode) and the same request id, metrics and access log (`reqlog`). Anything else - another route, JSON,
-an unusual body, a bad parameter, an image that does not decode, an unexpected failure, a model
-not loaded yet - goes to the Flask app unchanged (with the body it already read), which then
-answers or refuses it exactly as before. `wsgi_batch` does the same for several requests at once
+preprocess, infer, record, encode) and the same request id, metrics and access log (`reqlog`).
+Anything else - another route, JSON, an unusual body, a bad parameter, an image that does not decode,
+an unexpected failure, a model not loaded yet - goes to the Flask app unchanged (with the body it
+already read), which then answers or refuses it exactly as before. On the loop worker's event loop it
+decodes only pictures up to `loop_max_pixels` (read from their headers); larger ones it leaves to the
+worker's heavy pool, where this same layer answers them in a thread. `wsgi_batch` does the same for several requests at once
 (the loop worker's batch, serving/http/worker.py), with one model call for all of their images.
 Flask's request context, routing, hooks and Response object cost ~100 µs per request, about a
 fifth of a whole request on gthread and more than that on the loop worker.

@@ -79,7 +79,8 @@ SCHEMAS = {
         "oneOf": [
             {"type": "object", "required": ["image"], "properties": {"image": {"type": "string", "contentEncoding": "base64"}}},
             {"type": "object", "required": ["images"],
-             "properties": {"images": {"type": "array", "minItems": 1, "items": {"type": "string", "contentEncoding": "base64"}}}},
+             "properties": {"images": {"type": "array", "minItems": 1,
+                                       "items": {"type": "string", "contentEncoding": "base64"}}}},
             {"type": "object", "required": ["pixels"],
              "properties": {"pixels": {"oneOf": [PIXELS_28, {"type": "array", "minItems": 1, "items": PIXELS_28}]}}},
         ],
@@ -93,10 +94,12 @@ SCHEMAS = {
     "V2InferRequest": {
         "type": "object", "required": ["inputs"],
         "properties": {"id": {"type": "string"}, "parameters": {"type": "object"},
-                       "inputs": {"type": "array", "minItems": 1, "maxItems": 1, "items": {"$ref": "#/components/schemas/V2Tensor"}},
-                       "outputs": {"type": "array", "items": {"type": "object", "required": ["name"],
-                                                              "properties": {"name": {"type": "string", "enum": ["probabilities", "labels"]},
-                                                                             "parameters": {"type": "object"}}}}},
+                       "inputs": {"type": "array", "minItems": 1, "maxItems": 1,
+                                  "items": {"$ref": "#/components/schemas/V2Tensor"}},
+                       "outputs": {"type": "array", "items": {
+                           "type": "object", "required": ["name"],
+                           "properties": {"name": {"type": "string", "enum": ["probabilities", "labels"]},
+                                          "parameters": {"type": "object"}}}}},
     },
     "V2InferResponse": {
         "type": "object", "required": ["model_name", "outputs"],

@@ -43,7 +43,7 @@ def picture_bank(images: np.ndarray, labels: np.ndarray, variants: int, seed: in
             continue
         t0 = time.perf_counter()
 
-        def progress(done, total, v=v):
+        def progress(done, total, v=v, t0=t0):
             if not quiet:
                 print(f"\rpicture bank {v + 1}/{variants}: {done:,}/{total:,} round trips "
                       f"({time.perf_counter() - t0:.0f}s)", end="", file=sys.stderr, flush=True)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Callable
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ def train_one_epoch(
     batch_size: int,
     gen: torch.Generator,
     augment: "Callable | None" = None,
-    device: torch.device = torch.device("cpu"),
+    device: torch.device = torch.device("cpu"),  # noqa: B008 (an immutable value)
     precision: str = "fp32",
     memory_format=torch.contiguous_format,
     progress=None,
@@ -89,7 +89,7 @@ def predict_logits(
     images: torch.Tensor,
     *,
     batch_size: int = 1000,
-    device: torch.device = torch.device("cpu"),
+    device: torch.device = torch.device("cpu"),  # noqa: B008 (an immutable value)
     precision: str = "fp32",
     memory_format=torch.contiguous_format,
 ) -> np.ndarray:
