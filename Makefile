@@ -54,7 +54,7 @@ $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 	  $(BIN)/pip install --quiet --index-url "$(TORCH_INDEX)" "torch==$(TORCH_VERSION)"; \
 	fi
 	$(BIN)/pip install --quiet "torch==$(TORCH_VERSION)"
-	$(BIN)/pip install --quiet -e ".[train,serve,postgres,keras,dev]"
+	$(BIN)/pip install --quiet -e ".[train,serve,postgres,keras,batch,dev]"
 	@$(BIN)/python -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda or 'none')"
 	touch $@ $(VENV)/.serve-installed
 

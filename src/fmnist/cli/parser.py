@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from fmnist.cli.batch import cmd_batch
 from fmnist.cli.evaluate import cmd_compare, cmd_evaluate, cmd_explain
 from fmnist.cli.registry import cmd_archs, cmd_export, cmd_import, cmd_models, cmd_promote, cmd_rollback
 from fmnist.cli.serve import cmd_cluster, cmd_predict, cmd_serve
@@ -173,6 +174,29 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--preprocess", choices=["auto", "raw", "photo"], default="auto")
     sp.add_argument("--json", action="store_true", help="one JSON object per file")
     sp.set_defaults(func=cmd_predict)
+
+    sp = sub.add_parser("batch", help="classify a whole catalogue offline (directory, glob, manifest, IDX or .npy), "
+                                      "resumable, with the server's preprocessing and model")
+    sp.add_argument("input", help="a directory tree, a glob, a manifest (.csv/.jsonl with path[,id][,label]) or an "
+                                  "array file (IDX, .gz or not, or .npy) of 28x28 images")
+    sp.add_argument("--model", default="smallcnn", help="artifact path or name[:version] (default: smallcnn)")
+    sp.add_argument("--out", required=True, help="results file: .jsonl, .csv or .parquet (pyarrow); beside it "
+                                                 ".errors.jsonl, .summary.json, .summary.png")
+    sp.add_argument("--labels", help="an IDX labels file for an IDX/.npy input: accuracy and confusion matrix")
+    sp.add_argument("--preprocess", choices=["auto", "raw", "photo"], default="auto")
+    sp.add_argument("--top-k", type=int, default=3, choices=range(1, 11), metavar="1-10")
+    sp.add_argument("--workers", type=int, default=0, help="decoding processes (default: one per CPU)")
+    sp.add_argument("--chunk", type=int, default=512, help="inputs per part (the unit of resume)")
+    sp.add_argument("--shard", help="i/N: only the inputs at positions i, i+N, ... (for N copies of the job)")
+    sp.add_argument("--engine", choices=["local", "dask"], default="local",
+                    help="local: this machine; dask: a Dask cluster (pip install 'fmnist[dask]')")
+    sp.add_argument("--scheduler", help="for --engine dask: the scheduler's address (default: a local cluster)")
+    sp.add_argument("--dask-workers", type=int, default=0, help="for a local Dask cluster: worker processes")
+    sp.add_argument("--restart", action="store_true", help="forget an unfinished run's parts and start over")
+    sp.add_argument("--json", action="store_true", help="also print the output paths as JSON")
+    sp.add_argument("--quiet", action="store_true", help="no progress line")
+    registry_opt(sp)
+    sp.set_defaults(func=cmd_batch)
 
     sp = sub.add_parser("import", help="turn a Keras .keras/.h5, an ONNX model or a .pth state dict into a "
                                        "verified artifact (the format is read from the file)")

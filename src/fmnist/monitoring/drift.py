@@ -62,18 +62,48 @@ def _status(score: float, warn: float, alert: float) -> str:
     return "alert" if score >= alert else "warn" if score >= warn else "ok"
 
 
+def window_histograms(window: dict, reference: dict) -> dict:
+    """A window of predictions (arrays class_id, confidence, mean_pixel) as the counts drift is scored on:
+    class counts, and confidence and mean-pixel counts on the reference's bin edges (values clipped to
+    them). Counts of several windows add up (fmnist batch sums them part by part)."""
+    conf_edges = np.asarray(reference["confidence_histogram"]["edges"], float)
+    px_edges = np.asarray(reference["mean_pixel_histogram"]["edges"], float)
+    conf = np.asarray(window["confidence"], float)
+    px = np.asarray(window["mean_pixel"], float)
+    return {
+        "n": int(len(window["class_id"])),
+        "class_counts": np.bincount(np.asarray(window["class_id"], int), minlength=NUM_CLASSES).tolist(),
+        "confidence_counts": np.histogram(np.clip(conf, conf_edges[0], conf_edges[-1]), bins=conf_edges)[0].tolist(),
+        "mean_pixel_counts": np.histogram(np.clip(px, px_edges[0], px_edges[-1]), bins=px_edges)[0].tolist(),
+        "confidence_sum": float(conf.sum()),
+        "mean_pixel_sum": float(px.sum()),
+    }
+
+
+def _ks_counts(live_counts, ref_counts) -> float:
+    live, ref = np.asarray(live_counts, float), np.asarray(ref_counts, float)
+    if live.sum() == 0 or ref.sum() == 0:
+        return 0.0
+    return float(np.max(np.abs(np.cumsum(live) / live.sum() - np.cumsum(ref) / ref.sum())))
+
+
 def drift_report(window: dict, reference: dict, th: Thresholds) -> dict:
     """window: arrays class_id, confidence, mean_pixel (most recent first)."""
-    n = int(len(window["class_id"]))
-    counts = np.bincount(window["class_id"], minlength=NUM_CLASSES) if n else np.zeros(NUM_CLASSES, int)
+    return drift_from_histograms(window_histograms(window, reference), reference, th)
+
+
+def drift_from_histograms(h: dict, reference: dict, th: Thresholds) -> dict:
+    """The drift checks of monitoring, from a window's counts (window_histograms, possibly summed)."""
+    n = int(h["n"])
+    counts = np.asarray(h["class_counts"], float)
     share = counts / max(n, 1)
     ref_share = np.asarray(reference.get("class_distribution") or [1 / NUM_CLASSES] * NUM_CLASSES, float)
-    conf_hist = np.histogram(window["confidence"], bins=reference["confidence_histogram"]["edges"])[0]
+    conf_hist = np.asarray(h["confidence_counts"], int)
     scores = {
         "class_psi": (psi(share, ref_share) if n else 0.0, th.psi_warn, th.psi_alert),
-        "confidence_ks": (ks_against_histogram(window["confidence"], reference["confidence_histogram"]),
+        "confidence_ks": (_ks_counts(h["confidence_counts"], reference["confidence_histogram"]["counts"]),
                           th.ks_warn, th.ks_alert),
-        "mean_pixel_ks": (ks_against_histogram(window["mean_pixel"], reference["mean_pixel_histogram"]),
+        "mean_pixel_ks": (_ks_counts(h["mean_pixel_counts"], reference["mean_pixel_histogram"]["counts"]),
                           th.ks_warn, th.ks_alert),
         "dominant_class_share": (float(share.max()) if n else 0.0, th.dominance_warn, th.dominance_alert),
     }
@@ -93,9 +123,9 @@ def drift_report(window: dict, reference: dict, th: Thresholds) -> dict:
         "checks": checks,
         "window": {
             "class_distribution": dict(zip(CLASSES, share.round(6).tolist())),
-            "confidence_mean": float(np.mean(window["confidence"])) if n else None,
+            "confidence_mean": h["confidence_sum"] / n if n else None,
             "confidence_histogram": conf_hist.tolist(),
-            "mean_pixel_mean": float(np.mean(window["mean_pixel"])) if n else None,
+            "mean_pixel_mean": h["mean_pixel_sum"] / n if n else None,
         },
         "reference": {
             "class_distribution": dict(zip(CLASSES, ref_share.round(6).tolist())),

@@ -1,0 +1,292 @@
+"""`fmnist batch` on one machine: a source's items classified in chunks, resumable, with exactly the server's
+preprocessing and model.
+
+Each chunk of `chunk` items is decoded and converted by `serving.pipeline` (the stages `/predict` runs) in a
+pool of processes, classified by ONNX Runtime in batches of 64, and written atomically as one part of the
+output (`<out>.parts/part-NNNNNN.*`: its errors and statistics first, then its results, each renamed into
+place). Parts already there are skipped on a rerun, so a run stopped by Ctrl-C or kill -9 resumes where it
+stopped, with no answer lost or repeated; when every part is there they are merged into `<out>` (and
+`<out>.errors.jsonl`, `<out>.summary.json`, `<out>.summary.png`). At most `2 x workers` chunks are in flight:
+memory does not grow with the input.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fmnist.batch import writers
+from fmnist.batch.sources import Source
+from fmnist.errors import InvalidValue
+
+CHUNK = 512  # items per part
+INFER_BATCH = 64
+
+
+@dataclass
+class Options:
+    model: str = "smallcnn"
+    registry: "str | None" = None
+    out: str = "results.jsonl"
+    preprocess: str = "auto"  # as /predict's ?preprocess
+    top_k: int = 3
+    workers: int = 0  # decoding processes; 0: one per CPU
+    chunk: int = CHUNK
+    shard: "tuple[int, int] | None" = None
+    max_image_pixels: int = 25_000_000
+    progress: bool = True
+
+
+@dataclass
+class Report:
+    total: int = 0
+    done: int = 0  # classified in this run
+    skipped: int = 0  # already in parts from an earlier run
+    errors: int = 0
+    seconds: float = 0.0
+    outputs: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.errors == 0
+
+
+# --------------------------------------------------------------------------- decoding (in worker processes)
+
+def decode_items(items: list, mode: str, max_image_pixels: int) -> tuple[np.ndarray, list, list]:
+    """Files -> (uint8 (m, 28, 28) of those that decoded, their positions in `items`, [(position, reason)])."""
+    from fmnist.config import Settings
+    from fmnist.serving import pipeline
+    from fmnist.serving.apierror import APIError
+
+    settings = Settings(max_image_pixels=max_image_pixels, max_images=1)
+    pixels, ok, errors = [], [], []
+    for k, it in enumerate(items):
+        try:
+            with open(it.path, "rb") as f:
+                data = f.read(settings.max_content_length + 1)
+            if len(data) > settings.max_content_length:
+                raise InvalidValue(f"the file is over {settings.max_content_length:,} bytes, the server's body limit")
+            pixels.append(pipeline.preprocess(pipeline.decode([(it.id, data)], settings), mode)[0])
+            ok.append(k)
+        except (APIError, InvalidValue, OSError) as e:
+            errors.append((k, getattr(e, "message", None) or str(e)))
+    return (np.stack(pixels) if pixels else np.zeros((0, 28, 28), np.uint8)), ok, errors
+
+
+def _decode_task(args):
+    return decode_items(*args)
+
+
+# --------------------------------------------------------------------------- classifying
+
+class Classifier:
+    """The artifact's model as the server runs it (ONNX Runtime), on every core."""
+
+    def __init__(self, model: str, registry: "str | None", threads: int):
+        from fmnist.inference import Predictor
+        from fmnist.registry import resolve
+
+        self.artifact = resolve(model, registry)
+        self.predictor = Predictor(self.artifact, "onnx", max(1, threads))
+
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        p = self.predictor
+        out = [p.predict_batch(p.normalize(pixels[k:k + INFER_BATCH])) for k in range(0, len(pixels), INFER_BATCH)]
+        return np.concatenate(out) if out else np.zeros((0, 10), np.float32)
+
+    def identity(self) -> dict:
+        m = self.artifact.manifest
+        onnx_sha = m.get("files", {}).get("model.onnx", {}).get("sha256")
+        return {"name": m["name"], "version": str(m["version"]), "model_onnx_sha256": onnx_sha,
+                "path": str(self.artifact.path)}
+
+
+def classify_chunk(clf: Classifier, items: list, pixels: np.ndarray, ok: list, errors: list, top_k: int):
+    """-> (result rows, error rows, statistics) of one chunk (pixels[i] is items[ok[i]])."""
+    from fmnist.monitoring.drift import window_histograms
+
+    probs = clf.probabilities(pixels)
+    rows = []
+    for k, pred in zip(ok, clf.predictor.to_predictions(probs)):
+        it = items[k]
+        rows.append({"id": it.id, "path": it.path, "label": pred.label, "class_id": pred.class_id,
+                     "confidence": pred.confidence, "top_k": pred.top_k(top_k), "true_label": it.label})
+    err_rows = [{"id": items[k].id, "path": items[k].path, "error": reason} for k, reason in errors]
+    ref = clf.artifact.manifest.get("reference") or {}
+    mean_px = pixels.reshape(len(pixels), -1).mean(axis=1) / 255.0 if len(pixels) else np.zeros(0)
+    window = {"class_id": probs.argmax(1), "confidence": probs.max(1) if len(probs) else np.zeros(0),
+              "mean_pixel": mean_px}
+    stats = window_histograms(window, ref) if ref else {"n": len(probs)}
+    stats["confusion"] = _confusion(rows)
+    stats["errors"] = len(err_rows)
+    return rows, err_rows, stats
+
+
+def _confusion(rows: list) -> list:
+    m = np.zeros((10, 10), np.int64)
+    for r in rows:
+        if r["true_label"] is not None:
+            m[r["true_label"], r["class_id"]] += 1
+    return m.tolist()
+
+
+# --------------------------------------------------------------------------- the job
+
+@dataclass
+class Plan:
+    """One job's chunks, its parts directory, what is left, and the model's identity (shared by the engines)."""
+
+    chunks: list
+    parts: Path
+    fmt: str
+    meta: dict
+    todo: list
+    report: Report
+    finished: bool = False
+
+
+def plan(source: Source, opts: Options, clf: Classifier) -> Plan:
+    out = Path(opts.out)
+    fmt = writers.format_of(out)
+    items = source.items(opts.shard)
+    chunks = [items[i:i + opts.chunk] for i in range(0, len(items), opts.chunk)]
+    parts = out.with_name(out.name + ".parts")
+    meta = {"input": source.description, "fingerprint": source.fingerprint(), "shard": opts.shard,
+            "chunk": opts.chunk, "preprocess": opts.preprocess, "top_k": opts.top_k, "format": fmt,
+            "model": clf.identity()}
+    done = _prepare(parts, meta)
+    report = Report(total=len(items))
+    if (parts / "complete.json").is_file():  # finished before: nothing left to do
+        report.skipped = len(items)
+        report.outputs = json.loads((parts / "complete.json").read_text())
+        report.errors = report.outputs["errors"]
+        return Plan(chunks, parts, fmt, meta, [], report, finished=True)
+    todo = [k for k in range(len(chunks)) if k not in done]
+    report.skipped = sum(len(chunks[k]) for k in done)
+    return Plan(chunks, parts, fmt, meta, todo, report)
+
+
+def finish(p: Plan, opts: Options, clf: Classifier, t0: float) -> Report:
+    """Merge the parts, write the summary, mark the job complete."""
+    p.report.outputs = writers.merge(p.parts, Path(opts.out), p.fmt, len(p.chunks), p.meta, clf.artifact.manifest)
+    p.report.errors = p.report.outputs["errors"]
+    writers.atomic_write(p.parts / "complete.json", json.dumps(p.report.outputs).encode())
+    writers.remove_parts(p.parts)
+    p.report.seconds = time.perf_counter() - t0
+    return p.report
+
+
+def run(source: Source, opts: Options) -> Report:
+    """Classify what is left of `source` into opts.out on this machine; merge and summarise once every part
+    is there."""
+    from fmnist.config import cpu_count
+
+    t0 = time.perf_counter()
+    workers = opts.workers or cpu_count()
+    pool = None
+    if source.kind == "files" and workers > 1:  # before ONNX Runtime's threads exist: fork a clean process
+        import multiprocessing
+
+        pool = multiprocessing.get_context("fork").Pool(workers)
+    try:
+        clf = Classifier(opts.model, opts.registry, cpu_count())
+        p = plan(source, opts, clf)
+        if p.finished:
+            return p.report
+        progress = Progress(p.report.total, p.report.skipped, opts.progress)
+        for k, (pixels, ok, errors) in _decoded(source, p.chunks, p.todo, opts, pool, workers):
+            rows, err_rows, stats = classify_chunk(clf, p.chunks[k], pixels, ok, errors, opts.top_k)
+            writers.write_part(p.parts, k, p.fmt, rows, err_rows, stats, p.meta["model"])
+            p.report.done += len(p.chunks[k])
+            progress.update(len(p.chunks[k]), len(err_rows))
+        progress.close()
+    finally:
+        if pool is not None:
+            pool.terminate()
+    return finish(p, opts, clf, t0)
+
+
+def _prepare(parts: Path, meta: dict) -> set:
+    """The parts directory for this job: the chunk indexes already done, or a new one. A directory left
+    by another input or other options is refused: mixing them would give wrong answers."""
+    job = parts / "job.json"
+    if job.is_file():
+        before = json.loads(job.read_text())
+        same = {k: before.get(k) for k in meta if k != "model"} == {k: v for k, v in meta.items() if k != "model"}
+        if not same or before["model"].get("model_onnx_sha256") != meta["model"]["model_onnx_sha256"]:
+            raise InvalidValue(f"{parts} holds an unfinished run of another input, model or options; remove it "
+                               "(or choose another --out) to start over")
+        return writers.done_parts(parts)
+    if parts.exists():
+        shutil.rmtree(parts)  # no job.json: nothing of value (a run stopped before its first write)
+    parts.mkdir(parents=True, exist_ok=True)
+    writers.atomic_write(job, json.dumps(meta, indent=1, default=list).encode())
+    return set()
+
+
+def _decoded(source: Source, chunks: list, todo: list, opts: Options, pool, workers: int):
+    """(chunk index, (pixels, ok positions, errors)) in order, decoding ahead in the pool (bounded)."""
+    if source.kind == "array":
+        for k in todo:
+            rows = [it.row for it in chunks[k]]
+            yield k, (np.asarray(source.array[rows[0]:rows[-1] + 1] if _contiguous(rows) else source.array[rows]),
+                      list(range(len(rows))), [])
+        return
+    if pool is None:
+        for k in todo:
+            yield k, decode_items(chunks[k], opts.preprocess, opts.max_image_pixels)
+        return
+    pending: list = []
+    queue = iter(todo)
+    for k in queue:
+        pending.append((k, pool.apply_async(_decode_task, ((chunks[k], opts.preprocess, opts.max_image_pixels),))))
+        if len(pending) >= 2 * workers:
+            break
+    while pending:
+        k, res = pending.pop(0)
+        nxt = next(queue, None)
+        if nxt is not None:
+            pending.append((nxt, pool.apply_async(_decode_task, ((chunks[nxt], opts.preprocess,
+                                                                  opts.max_image_pixels),))))
+        yield k, res.get()
+
+
+def _contiguous(rows: list) -> bool:
+    return rows == list(range(rows[0], rows[0] + len(rows)))
+
+
+class Progress:
+    """One line on stderr: images done, images/s, ETA, errors; at most 4 updates a second."""
+
+    def __init__(self, total: int, already: int, on: bool):
+        self.total, self.done, self.errors, self.on = total, already, 0, on and total > 0
+        self.t0, self.last, self.start_done = time.monotonic(), 0.0, already
+
+    def update(self, n: int, errors: int) -> None:
+        self.done += n
+        self.errors += errors
+        now = time.monotonic()
+        if self.on and (now - self.last > 0.25 or self.done == self.total):
+            self.last = now
+            rate = (self.done - self.start_done) / max(now - self.t0, 1e-9)
+            eta = (self.total - self.done) / rate if rate > 0 else 0
+            print(f"\rfmnist batch: {self.done:,}/{self.total:,} images  {rate:,.0f} images/s  ETA {eta:,.0f} s"
+                  f"  errors {self.errors:,}   ", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.on:
+            print(file=sys.stderr)
+
+
+def restart(out: "str | Path") -> None:
+    """Forget an unfinished run's parts (fmnist batch --restart)."""
+    parts = Path(out).with_name(Path(out).name + ".parts")
+    shutil.rmtree(parts, ignore_errors=True)
+

@@ -1,0 +1,37 @@
+"""`fmnist batch`: classify a directory, glob, manifest or array file offline (see fmnist.batch)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def cmd_batch(args) -> int:
+    from fmnist.batch import job
+    from fmnist.batch.sources import open_source, parse_shard
+
+    source = open_source(args.input, labels=args.labels)
+    opts = job.Options(model=args.model, registry=args.registry, out=args.out, preprocess=args.preprocess,
+                       top_k=args.top_k, workers=args.workers, chunk=args.chunk, shard=parse_shard(args.shard),
+                       progress=not args.quiet)
+    if args.restart:
+        job.restart(args.out)
+    if args.engine == "dask":
+        from fmnist.batch import dask_engine
+
+        report = dask_engine.run(source, opts, scheduler=args.scheduler, local_workers=args.dask_workers)
+    else:
+        report = job.run(source, opts)
+    o = report.outputs
+    print(f"{report.total:,} inputs ({source.description}): {report.done:,} classified now, {report.skipped:,} "
+          f"done before, {report.errors:,} unreadable; {report.seconds:.1f} s"
+          + (f" ({report.done / report.seconds:,.0f} images/s)" if report.done and report.seconds else ""))
+    print(f"results {o['results']}; errors {o['errors_file']}; summary {o['summary']}"
+          + (f"; figure {o['figure']}" if o.get("figure") else ""))
+    if args.json:
+        print(json.dumps(o))
+    if report.errors:
+        print(f"fmnist batch: {report.errors:,} inputs could not be classified (reasons in {o['errors_file']})",
+              file=sys.stderr)
+        return 1
+    return 0
