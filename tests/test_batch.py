@@ -1,0 +1,215 @@
+"""fmnist batch: the same answers as /predict, hostile files reported not fatal, resume after kill -9 and
+Ctrl-C with no gap or duplicate, shards, the output formats, the summary, and the Dask engine on a real
+local cluster (a worker killed mid-run)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fmnist import pictures
+from tests.conftest import REPO, SHIPPED
+from tests.images import encode, photo, png
+
+pytestmark = pytest.mark.realdata
+
+
+def _batch(*args, check=True, timeout=300) -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, "-m", "fmnist.cli", "batch", *map(str, args), "--quiet"],
+                         capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    if check:
+        assert out.returncode == 0, out.stderr[-2000:]
+    return out
+
+
+def _rows(path: Path) -> list:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory, real_data):
+    """Real pictures in a tree: test-set PNGs, pictures rendered in several styles (JPEG and PNG), phone
+    photos; and a manifest with their labels."""
+    d = tmp_path_factory.mktemp("catalogue")
+    labels = {}
+    for i in range(12):
+        x, y = real_data.test_images[i], int(real_data.test_labels[i])
+        (d / "raw").mkdir(exist_ok=True)
+        (d / "raw" / f"{i:03d}.png").write_bytes(png(x))
+        labels[f"raw/{i:03d}.png"] = y
+        style = pictures.TRAIN_STYLES[i % len(pictures.TRAIN_STYLES)]
+        pic = pictures.render(x, y, style, pictures.image_rng(5, i, style)).convert("RGB")
+        (d / "pictures").mkdir(exist_ok=True)
+        name = f"pictures/{i:03d}.{'jpg' if i % 2 else 'png'}"
+        (d / name).write_bytes(encode(pic, "JPEG" if i % 2 else "PNG"))
+        labels[name] = y
+    (d / "photos").mkdir()
+    (d / "photos" / "shirt.jpg").write_bytes(photo(real_data.test_images[20], (2400, 1800)))
+    labels["photos/shirt.jpg"] = int(real_data.test_labels[20])
+    manifest = d / "manifest.csv"
+    manifest.write_text("path,label\n" + "".join(f"{p},{y}\n" for p, y in labels.items()))
+    return d, manifest, labels
+
+
+def test_answers_are_predicts_answers(catalogue, make_app, tmp_path):
+    """Every file's answer is what POST /predict answers for the same bytes (label, top-k, confidence)."""
+    d, _, labels = catalogue
+    _batch(d, "--model", SHIPPED, "--out", tmp_path / "r.jsonl", "--workers", "2", "--chunk", "7")
+    rows = {r["id"]: r for r in _rows(tmp_path / "r.jsonl")}
+    assert sorted(rows) == sorted(labels)
+    client = make_app().test_client()
+    for rid, row in rows.items():
+        data = (d / rid).read_bytes()
+        ans = client.post("/predict", data={"image": (__import__("io").BytesIO(data), rid)}).get_json()
+        assert row["label"] == ans["label"] and row["class_id"] == ans["class_id"], rid
+        assert row["confidence"] == pytest.approx(ans["confidence"], abs=1e-6)
+        assert [t["label"] for t in row["top_k"]] == [t["label"] for t in ans["top_k"]]
+        assert row["model"] == ans["model"]
+
+
+def test_hostile_files_are_reported_and_never_stop_the_run(catalogue, tmp_path):
+    d, _, _ = catalogue
+    bad = tmp_path / "in"
+    bad.mkdir()
+    good = (d / "raw" / "000.png").read_bytes()
+    (bad / "good.png").write_bytes(good)
+    (bad / "truncated.png").write_bytes(good[:-40])
+    (bad / "text.jpg").write_bytes(b"this is not a picture at all")
+    (bad / "empty.png").write_bytes(b"")
+    (bad / "bomb.png").write_bytes(encode(Image.new("L", (8000, 8000))))  # 64 MP in a few kB
+    (bad / "big.jpg").write_bytes(encode(Image.new("RGB", (5472, 3648), (200, 190, 180)), "JPEG", quality=70))  # 20 MP
+    out = _batch(bad, "--model", SHIPPED, "--out", tmp_path / "r.csv", check=False)
+    assert out.returncode == 1 and "4 inputs could not be classified" in out.stderr
+    errors = {e["id"]: e["error"] for e in _rows(tmp_path / "r.csv.errors.jsonl")}
+    assert sorted(errors) == ["bomb.png", "empty.png", "text.jpg", "truncated.png"]
+    assert "limit is 25,000,000" in errors["bomb.png"] and "empty" in errors["empty.png"]
+    assert "truncated or corrupt" in errors["truncated.png"] and "could not be decoded" in errors["text.jpg"]
+    lines = (tmp_path / "r.csv").read_text().splitlines()
+    assert lines[0].startswith("id,path,label,class_id,confidence") and len(lines) == 3  # header + good + big
+
+
+def _killed_run(tmp_path: Path, sig: int, extra=()) -> tuple:
+    npy = tmp_path / "x.npy"
+    out = tmp_path / f"r-{sig}.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "fmnist.cli", "batch", str(npy), "--model", str(SHIPPED), "--out",
+                             str(out), "--chunk", "50", "--quiet", *extra], cwd=REPO, stderr=subprocess.PIPE)
+    parts = out.with_name(out.name + ".parts")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if parts.exists() and len(list(parts.glob("part-??????.jsonl"))) >= 5:
+            break
+        time.sleep(0.005)
+    proc.send_signal(sig)
+    rc = proc.wait(timeout=60)
+    return out, parts, rc
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_interrupted_and_rerun_does_only_what_is_left(real_data, tmp_path, sig):
+    np.save(tmp_path / "x.npy", real_data.test_images[:4000])
+    out, parts, rc = _killed_run(tmp_path, sig)
+    done_before = len(list(parts.glob("part-??????.jsonl")))
+    assert 5 <= done_before < 80, done_before  # stopped mid-run
+    assert rc == (-9 if sig == signal.SIGKILL else 130)
+    again = _batch(tmp_path / "x.npy", "--model", SHIPPED, "--out", out, "--chunk", "50")
+    assert f"{done_before * 50:,} done before" in again.stdout
+    rows = _rows(out)
+    ids = [r["id"] for r in rows]
+    assert ids == [f"x.npy#{i}" for i in range(4000)]  # no gap, no duplicate, in order
+    whole = _batch(tmp_path / "x.npy", "--model", SHIPPED, "--out", tmp_path / "whole.jsonl", "--chunk", "50")
+    assert "4,000 classified now" in whole.stdout
+    assert [(r["label"], r["confidence"]) for r in rows] == [(r["label"], r["confidence"]) for r in _rows(tmp_path / "whole.jsonl")]
+    third = _batch(tmp_path / "x.npy", "--model", SHIPPED, "--out", out, "--chunk", "50")
+    assert "0 classified now, 4,000 done before" in third.stdout
+
+
+def test_shards_split_the_input_and_a_changed_input_is_refused(real_data, tmp_path):
+    np.save(tmp_path / "x.npy", real_data.test_images[:300])
+    for i in range(3):
+        _batch(tmp_path / "x.npy", "--model", SHIPPED, "--out", tmp_path / f"s{i}.jsonl", "--shard", f"{i}/3")
+    ids = sorted(r["id"] for i in range(3) for r in _rows(tmp_path / f"s{i}.jsonl"))
+    assert ids == sorted(f"x.npy#{k}" for k in range(300))
+    bad = _batch(tmp_path / "x.npy", "--model", SHIPPED, "--out", tmp_path / "s0.jsonl", "--shard", "5/3", check=False)
+    assert bad.returncode == 2 and "index must be 0..N-1" in bad.stderr
+    # an unfinished run of another input in the same place is refused, not mixed in
+    parts = tmp_path / "s1.jsonl.parts"
+    (parts / "complete.json").unlink()
+    np.save(tmp_path / "x.npy", real_data.test_images[300:600])
+    mixed = _batch(tmp_path / "x.npy", "--model", SHIPPED, "--out", tmp_path / "s1.jsonl", "--shard", "1/3", check=False)
+    assert mixed.returncode == 2 and "another input, model or options" in mixed.stderr
+
+
+def test_idx_with_labels_summary_and_parquet(tmp_path):
+    pa = pytest.importorskip("pyarrow.parquet", reason="Parquet needs pyarrow (the batch extra; make test installs it)")
+    d = Path("/usr/share/datasets/fashion-mnist")
+    images, labels = d / "t10k-images-idx3-ubyte.gz", d / "t10k-labels-idx1-ubyte.gz"
+    if not images.exists():
+        from fmnist import data
+
+        images = data.load(allow_download=False).directory / "t10k-images-idx3-ubyte.gz"
+        labels = images.with_name("t10k-labels-idx1-ubyte.gz")
+    _batch(images, "--labels", labels, "--model", SHIPPED, "--out", tmp_path / "r.parquet")
+    table = pa.read_table(tmp_path / "r.parquet")
+    assert table.num_rows == 10_000 and json.loads(table.schema.metadata[b"fmnist_model"])["version"] == "4"
+    summary = json.loads((tmp_path / "r.parquet.summary.json").read_text())
+    manifest = json.loads((SHIPPED / "manifest.json").read_text())
+    assert summary["accuracy"]["accuracy"] == pytest.approx(manifest["metrics"]["test"]["accuracy"], abs=1e-4)
+    assert set(summary["drift"]["checks"]) == {"class_psi", "confidence_ks", "mean_pixel_ks", "dominant_class_share"}
+    assert summary["drift"]["status"] == "ok"  # the test set is what the reference was measured on
+    assert (tmp_path / "r.parquet.summary.png").stat().st_size > 10_000
+
+
+@pytest.mark.integration
+def test_dask_engine_same_answers_and_a_worker_killed_mid_run(real_data, tmp_path):
+    """A real local Dask cluster (2 worker processes): the same answers as one machine; one worker killed
+    while tasks run: no answer lost or written twice."""
+    distributed = pytest.importorskip("distributed", reason="needs dask[distributed] (the batch extra)")
+    import threading
+
+    from fmnist.batch import dask_engine, job
+    from fmnist.batch.sources import open_source
+
+    np.save(tmp_path / "x.npy", real_data.test_images[:3000])
+    _batch(tmp_path / "x.npy", "--model", SHIPPED, "--out", tmp_path / "one.jsonl", "--chunk", "100")
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    client = distributed.Client(cluster)
+    try:
+        pids = list(client.run(os.getpid).values())
+        killed = threading.Event()
+
+        def kill_one():
+            time.sleep(0.3)
+            os.kill(pids[0], signal.SIGKILL)
+            killed.set()
+
+        threading.Thread(target=kill_one, daemon=True).start()
+        opts = job.Options(model=str(SHIPPED), out=str(tmp_path / "dask.jsonl"), chunk=100, progress=False)
+        report = dask_engine.run(open_source(str(tmp_path / "x.npy")), opts, client=client)
+        assert killed.is_set() and report.done == 3000 and report.errors == 0
+    finally:
+        client.close()
+        cluster.close()
+    one, dask = _rows(tmp_path / "one.jsonl"), _rows(tmp_path / "dask.jsonl")
+    assert [r["id"] for r in dask] == [f"x.npy#{i}" for i in range(3000)]
+    assert [(r["label"], round(r["confidence"], 6)) for r in dask] == [(r["label"], round(r["confidence"], 6)) for r in one]
+
+
+def test_kubernetes_indexed_job_renders_and_validates():
+    yaml = pytest.importorskip("yaml")
+    kv = pytest.importorskip("kubernetes_validate")
+    docs = [d for d in yaml.safe_load_all((REPO / "deploy" / "k8s-batch" / "job.yaml").read_text()) if d]
+    job = next(d for d in docs if d["kind"] == "Job")
+    for d in docs:
+        kv.validate(d, "1.30", strict=True)
+    spec = job["spec"]
+    assert spec["completionMode"] == "Indexed" and spec["completions"] == spec["parallelism"]
+    args = " ".join(job["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert f"--shard $(JOB_COMPLETION_INDEX)/{spec['completions']}" in args
