@@ -126,7 +126,8 @@ def test_interrupted_and_rerun_does_only_what_is_left(real_data, tmp_path, sig):
     assert ids == [f"x.npy#{i}" for i in range(4000)]  # no gap, no duplicate, in order
     whole = _batch(tmp_path / "x.npy", "--model", SHIPPED, "--out", tmp_path / "whole.jsonl", "--chunk", "50")
     assert "4,000 classified now" in whole.stdout
-    assert [(r["label"], r["confidence"]) for r in rows] == [(r["label"], r["confidence"]) for r in _rows(tmp_path / "whole.jsonl")]
+    whole_rows = _rows(tmp_path / "whole.jsonl")
+    assert [(r["label"], r["confidence"]) for r in rows] == [(r["label"], r["confidence"]) for r in whole_rows]
     third = _batch(tmp_path / "x.npy", "--model", SHIPPED, "--out", out, "--chunk", "50")
     assert "0 classified now, 4,000 done before" in third.stdout
 
