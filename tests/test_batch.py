@@ -116,6 +116,7 @@ def _killed_run(tmp_path: Path, sig: int, extra=()) -> tuple:
 def test_interrupted_and_rerun_does_only_what_is_left(real_data, tmp_path, sig):
     np.save(tmp_path / "x.npy", real_data.test_images[:4000])
     out, parts, rc = _killed_run(tmp_path, sig)
+    time.sleep(0.3)  # the run's workers die with it (a part they were writing is renamed whole or not at all)
     done_before = len(list(parts.glob("part-??????.jsonl")))
     assert 5 <= done_before < 80, done_before  # stopped mid-run
     assert rc == (-9 if sig == signal.SIGKILL else 130)
@@ -214,3 +215,20 @@ def test_kubernetes_indexed_job_renders_and_validates():
     assert spec["completionMode"] == "Indexed" and spec["completions"] == spec["parallelism"]
     args = " ".join(job["spec"]["template"]["spec"]["containers"][0]["args"])
     assert f"--shard $(JOB_COMPLETION_INDEX)/{spec['completions']}" in args
+
+
+def test_jsonl_columns_are_json_dumps_of_the_answer_rows():
+    """The column-wise JSONL writer gives byte for byte json.dumps of each answer row (ties, odd ids)."""
+    from fmnist.batch import writers
+    from fmnist.batch.job import Answers
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(10), 50).astype(np.float32)
+    probs[3] = np.float32(0.1)  # a ten-way tie: the first class wins, as argmax and the server say
+    ids = [f"img-{i}" for i in range(48)] + ['quote"and\\backslash', "ünïcode/щ"]
+    answers = Answers(ids, [None if i % 2 else f"dir/{i}.png" for i in range(50)], [i % 10 if i % 3 else None
+                                                                                  for i in range(50)], probs)
+    model = {"name": "m", "version": "7", "model_onnx_sha256": "x", "path": "/p"}
+    got = writers.rows_bytes(answers, "jsonl", model, 3)
+    want = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in answers.rows(3, model)).encode()
+    assert got == want

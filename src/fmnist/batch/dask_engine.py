@@ -12,26 +12,9 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
 from fmnist.batch import job, writers
 from fmnist.batch.sources import Source
 from fmnist.errors import InvalidValue
-
-_MODELS: dict = {}  # per worker process: model path -> job.Classifier
-
-
-def classify_task(model_path: str, items: list, pixels: "np.ndarray | None", preprocess: str, top_k: int,
-                  max_image_pixels: int):
-    """On a worker: one chunk decoded (files) or taken as given (array rows), then classified."""
-    clf = _MODELS.get(model_path)
-    if clf is None:
-        clf = _MODELS[model_path] = job.Classifier(model_path, None, 1)  # one thread: a worker per core
-    if pixels is None:
-        pixels, ok, errors = job.decode_items(items, preprocess, max_image_pixels)
-    else:
-        ok, errors = list(range(len(items))), []
-    return job.classify_chunk(clf, items, pixels, ok, errors, top_k)
 
 
 def run(source: Source, opts: job.Options, scheduler: "str | None" = None, local_workers: int = 0,
@@ -43,7 +26,7 @@ def run(source: Source, opts: job.Options, scheduler: "str | None" = None, local
     from fmnist.config import cpu_count
 
     t0 = time.perf_counter()
-    clf = job.Classifier(opts.model, opts.registry, 1)
+    clf = job.Identity(opts.model, opts.registry)
     p = job.plan(source, opts, clf)
     if p.finished:
         return p.report
@@ -62,13 +45,8 @@ def run(source: Source, opts: job.Options, scheduler: "str | None" = None, local
         progress = job.Progress(p.report.total, p.report.skipped, opts.progress)
 
         def submit(k):
-            chunk = p.chunks[k]
-            pixels = None
-            if source.kind == "array":
-                pixels = np.asarray(source.array[[it.row for it in chunk]])
-            fut = client.submit(classify_task, model_path, chunk, pixels, opts.preprocess, opts.top_k,
-                                opts.max_image_pixels, key=f"fmnist-batch-{p.meta['fingerprint']}-{k}", retries=3,
-                                pure=False)
+            fut = client.submit(job.process_chunk, *job.task_args(source, p, opts, k, model_path),
+                                key=f"fmnist-batch-{p.meta['fingerprint']}-{k}", retries=3, pure=False)
             fut.chunk_index = k
             return fut
 
@@ -76,8 +54,8 @@ def run(source: Source, opts: job.Options, scheduler: "str | None" = None, local
         futures = as_completed([submit(k) for k in _take(queue, in_flight)])
         for fut in futures:
             k = fut.chunk_index
-            rows, err_rows, stats = fut.result()
-            writers.write_part(p.parts, k, p.fmt, rows, err_rows, stats, p.meta["model"])
+            data, err_rows, stats = fut.result()
+            writers.write_part(p.parts, k, p.fmt, data, err_rows, stats)
             p.report.done += len(p.chunks[k])
             progress.update(len(p.chunks[k]), len(err_rows))
             fut.release()

@@ -25,7 +25,8 @@ from fmnist.batch import writers
 from fmnist.batch.sources import Source
 from fmnist.errors import InvalidValue
 
-CHUNK = 512  # items per part
+CHUNK = {"array": 1024, "files": 128}  # items per part by default: arrays are fast (per-part costs amortised,
+# measured 512 / 1024 / 2048), files are slow to decode (parts small enough to keep every process busy)
 INFER_BATCH = 64
 
 
@@ -37,7 +38,7 @@ class Options:
     preprocess: str = "auto"  # as /predict's ?preprocess
     top_k: int = 3
     workers: int = 0  # decoding processes; 0: one per CPU
-    chunk: int = CHUNK
+    chunk: int = 0  # items per part; 0: CHUNK for the source's kind
     shard: "tuple[int, int] | None" = None
     max_image_pixels: int = 25_000_000
     progress: bool = True
@@ -50,6 +51,7 @@ class Report:
     skipped: int = 0  # already in parts from an earlier run
     errors: int = 0
     seconds: float = 0.0
+    loop_seconds: float = 0.0  # producing the parts (without the start, the merge and the summary)
     outputs: dict = field(default_factory=dict)
 
     @property
@@ -80,8 +82,57 @@ def decode_items(items: list, mode: str, max_image_pixels: int) -> tuple[np.ndar
     return (np.stack(pixels) if pixels else np.zeros((0, 28, 28), np.uint8)), ok, errors
 
 
-def _decode_task(args):
-    return decode_items(*args)
+_WORKER: dict = {}  # in each worker process: the Classifier (loaded once by _init_worker or on first use)
+
+
+def _init_worker(model_path: str, threads: int) -> None:
+    _die_with_parent()
+    _WORKER["clf"] = Classifier(model_path, None, threads)
+
+
+def _die_with_parent() -> None:
+    """Linux: this worker is killed when the run's process dies (kill -9 included), not left writing parts."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def process_chunk(model_path: str, items: list, pixels: "np.ndarray | None", preprocess: str, top_k: int,
+                  max_image_pixels: int, fmt: str, model: dict, threads: int = 1) -> tuple:
+    """One chunk, whole, where it runs (a worker process of the local pool, or a Dask worker): files decoded
+    and converted (or array rows taken as given), classified, and the part encoded ->
+    (part bytes, error rows, statistics)."""
+    from fmnist.batch import writers
+
+    clf = _WORKER.get("clf")
+    if clf is None or str(clf.artifact.path) != model_path:
+        clf = _WORKER["clf"] = Classifier(model_path, None, threads)
+    if pixels is None:
+        pixels, ok, errors = decode_items(items, preprocess, max_image_pixels)
+    else:
+        ok, errors = list(range(len(items))), []
+    answers, err_rows, stats = classify_chunk(clf, items, pixels, ok, errors)
+    return writers.rows_bytes(answers, fmt, model, top_k), err_rows, stats
+
+
+def _loaded(_) -> bool:
+    return "clf" in _WORKER
+
+
+def _chunk_task(k: int) -> int:
+    """In a local worker: chunk k processed and its part written here, from the source and the plan this
+    process inherited at fork (nothing but k passes through the pipe). -> its number of errors."""
+    source, p, opts, model_path = _WORKER["job"]
+    args = task_args(source, p, opts, k, model_path)
+    data, err_rows, stats = process_chunk(*args)
+    from fmnist.batch import writers
+
+    writers.write_part(p.parts, k, p.fmt, data, err_rows, stats)
+    return len(err_rows)
 
 
 # --------------------------------------------------------------------------- classifying
@@ -108,33 +159,58 @@ class Classifier:
                 "path": str(self.artifact.path)}
 
 
-def classify_chunk(clf: Classifier, items: list, pixels: np.ndarray, ok: list, errors: list, top_k: int):
-    """-> (result rows, error rows, statistics) of one chunk (pixels[i] is items[ok[i]])."""
+class Identity:
+    """The artifact and what identifies it, without loading the model (the driver of a run)."""
+
+    def __init__(self, model: str, registry: "str | None"):
+        from fmnist.registry import resolve
+
+        self.artifact = resolve(model, registry)
+
+    identity = Classifier.identity
+
+
+@dataclass
+class Answers:
+    """One chunk's answers, by column: what the writers encode (the rows of /predict's answer, plus id,
+    path and true_label)."""
+
+    ids: list
+    paths: list
+    true_labels: list  # int or None each
+    probs: np.ndarray  # (n, 10) float32
+
+    def rows(self, top_k: int, model: dict) -> list:
+        """As dicts, the way POST /predict answers (Predictor.to_predictions): for tests and small runs."""
+        from fmnist.inference import Predictor
+
+        out = []
+        for rid, path, true, pred in zip(self.ids, self.paths, self.true_labels, Predictor.to_predictions(self.probs)):
+            out.append({"id": rid, "path": path, "label": pred.label, "class_id": pred.class_id,
+                        "confidence": pred.confidence, "top_k": pred.top_k(top_k), "true_label": true,
+                        "model": {"name": model["name"], "version": model["version"]}})
+        return out
+
+
+def classify_chunk(clf: Classifier, items: list, pixels: np.ndarray, ok: list, errors: list) -> tuple:
+    """-> (Answers, error rows, statistics) of one chunk (pixels[i] is items[ok[i]])."""
     from fmnist.monitoring.drift import window_histograms
 
     probs = clf.probabilities(pixels)
-    rows = []
-    for k, pred in zip(ok, clf.predictor.to_predictions(probs)):
-        it = items[k]
-        rows.append({"id": it.id, "path": it.path, "label": pred.label, "class_id": pred.class_id,
-                     "confidence": pred.confidence, "top_k": pred.top_k(top_k), "true_label": it.label})
+    answers = Answers([items[k].id for k in ok], [items[k].path for k in ok], [items[k].label for k in ok], probs)
     err_rows = [{"id": items[k].id, "path": items[k].path, "error": reason} for k, reason in errors]
     ref = clf.artifact.manifest.get("reference") or {}
     mean_px = pixels.reshape(len(pixels), -1).mean(axis=1) / 255.0 if len(pixels) else np.zeros(0)
-    window = {"class_id": probs.argmax(1), "confidence": probs.max(1) if len(probs) else np.zeros(0),
-              "mean_pixel": mean_px}
+    predicted = probs.argmax(1)
+    window = {"class_id": predicted, "confidence": probs.max(1) if len(probs) else np.zeros(0), "mean_pixel": mean_px}
     stats = window_histograms(window, ref) if ref else {"n": len(probs)}
-    stats["confusion"] = _confusion(rows)
+    confusion = np.zeros((10, 10), np.int64)
+    for true, pred in zip(answers.true_labels, predicted.tolist()):
+        if true is not None:
+            confusion[true, pred] += 1
+    stats["confusion"] = confusion.tolist()
     stats["errors"] = len(err_rows)
-    return rows, err_rows, stats
-
-
-def _confusion(rows: list) -> list:
-    m = np.zeros((10, 10), np.int64)
-    for r in rows:
-        if r["true_label"] is not None:
-            m[r["true_label"], r["class_id"]] += 1
-    return m.tolist()
+    return answers, err_rows, stats
 
 
 # --------------------------------------------------------------------------- the job
@@ -152,10 +228,11 @@ class Plan:
     finished: bool = False
 
 
-def plan(source: Source, opts: Options, clf: Classifier) -> Plan:
+def plan(source: Source, opts: Options, clf: "Classifier | Identity") -> Plan:
     out = Path(opts.out)
     fmt = writers.format_of(out)
     items = source.items(opts.shard)
+    opts.chunk = opts.chunk or CHUNK[source.kind]
     chunks = [items[i:i + opts.chunk] for i in range(0, len(items), opts.chunk)]
     parts = out.with_name(out.name + ".parts")
     meta = {"input": source.description, "fingerprint": source.fingerprint(), "shard": opts.shard,
@@ -173,7 +250,7 @@ def plan(source: Source, opts: Options, clf: Classifier) -> Plan:
     return Plan(chunks, parts, fmt, meta, todo, report)
 
 
-def finish(p: Plan, opts: Options, clf: Classifier, t0: float) -> Report:
+def finish(p: Plan, opts: Options, clf: "Classifier | Identity", t0: float) -> Report:
     """Merge the parts, write the summary, mark the job complete."""
     p.report.outputs = writers.merge(p.parts, Path(opts.out), p.fmt, len(p.chunks), p.meta, clf.artifact.manifest)
     p.report.errors = p.report.outputs["errors"]
@@ -184,33 +261,76 @@ def finish(p: Plan, opts: Options, clf: Classifier, t0: float) -> Report:
 
 
 def run(source: Source, opts: Options) -> Report:
-    """Classify what is left of `source` into opts.out on this machine; merge and summarise once every part
-    is there."""
+    """Classify what is left of `source` into opts.out on this machine: `workers` processes (one per CPU by
+    default) each decode, classify and encode whole chunks (processes, not threads: the decoding and the
+    encoding are Python and would serialise on the GIL), this process writes the parts in order; merge and
+    summarise once every part is there."""
     from fmnist.config import cpu_count
 
     t0 = time.perf_counter()
     workers = opts.workers or cpu_count()
+    clf = Identity(opts.model, opts.registry)
+    p = plan(source, opts, clf)
+    if p.finished:
+        return p.report
+    model_path = str(clf.artifact.path)
     pool = None
-    if source.kind == "files" and workers > 1:  # before ONNX Runtime's threads exist: fork a clean process
+    if workers > 1 and len(p.todo) > 1:
         import multiprocessing
 
-        pool = multiprocessing.get_context("fork").Pool(workers)
+        _WORKER["job"] = (source, p, opts, model_path)  # inherited by the forked workers: only chunk indexes
+        pool = multiprocessing.get_context("fork").Pool(workers, _init_worker, (model_path, 1))
+        pool.map(_loaded, range(workers), chunksize=1)  # every worker has its model before the clock starts
     try:
-        clf = Classifier(opts.model, opts.registry, cpu_count())
-        p = plan(source, opts, clf)
-        if p.finished:
-            return p.report
         progress = Progress(p.report.total, p.report.skipped, opts.progress)
-        for k, (pixels, ok, errors) in _decoded(source, p.chunks, p.todo, opts, pool, workers):
-            rows, err_rows, stats = classify_chunk(clf, p.chunks[k], pixels, ok, errors, opts.top_k)
-            writers.write_part(p.parts, k, p.fmt, rows, err_rows, stats, p.meta["model"])
+        threads = 1 if pool is not None else cpu_count()
+        t_loop = time.perf_counter()
+        for k, n_errors in _results(source, p, opts, pool, workers, model_path, threads):
             p.report.done += len(p.chunks[k])
-            progress.update(len(p.chunks[k]), len(err_rows))
+            progress.update(len(p.chunks[k]), n_errors)
         progress.close()
+        p.report.loop_seconds = time.perf_counter() - t_loop
     finally:
         if pool is not None:
             pool.terminate()
     return finish(p, opts, clf, t0)
+
+
+def task_args(source: Source, p: "Plan", opts: Options, k: int, model_path: str, threads: int = 1) -> tuple:
+    """process_chunk's arguments for chunk k (with the array rows' pixels)."""
+    chunk = p.chunks[k]
+    pixels = None
+    if source.kind == "array":
+        rows = [it.row for it in chunk]
+        pixels = np.asarray(source.array[rows[0]:rows[-1] + 1] if _contiguous(rows) else source.array[rows])
+    return (model_path, chunk, pixels, opts.preprocess, opts.top_k, opts.max_image_pixels, p.fmt, p.meta["model"],
+            threads)
+
+
+def _results(source: Source, p: "Plan", opts: Options, pool, workers: int, model_path: str, threads: int):
+    """(chunk index, its number of errors) as each part is written, at most 2 x workers chunks in flight."""
+    if pool is None:
+        for k in p.todo:
+            data, err_rows, stats = process_chunk(*task_args(source, p, opts, k, model_path, threads))
+            writers.write_part(p.parts, k, p.fmt, data, err_rows, stats)
+            yield k, len(err_rows)
+        return
+
+    def submit(k):
+        return k, pool.apply_async(_chunk_task, (k,))
+
+    pending: list = []
+    queue = iter(p.todo)
+    for k in queue:
+        pending.append(submit(k))
+        if len(pending) >= 2 * workers:
+            break
+    while pending:
+        k, res = pending.pop(0)
+        nxt = next(queue, None)
+        if nxt is not None:
+            pending.append(submit(nxt))
+        yield k, res.get()
 
 
 def _prepare(parts: Path, meta: dict) -> set:
@@ -229,33 +349,6 @@ def _prepare(parts: Path, meta: dict) -> set:
     parts.mkdir(parents=True, exist_ok=True)
     writers.atomic_write(job, json.dumps(meta, indent=1, default=list).encode())
     return set()
-
-
-def _decoded(source: Source, chunks: list, todo: list, opts: Options, pool, workers: int):
-    """(chunk index, (pixels, ok positions, errors)) in order, decoding ahead in the pool (bounded)."""
-    if source.kind == "array":
-        for k in todo:
-            rows = [it.row for it in chunks[k]]
-            yield k, (np.asarray(source.array[rows[0]:rows[-1] + 1] if _contiguous(rows) else source.array[rows]),
-                      list(range(len(rows))), [])
-        return
-    if pool is None:
-        for k in todo:
-            yield k, decode_items(chunks[k], opts.preprocess, opts.max_image_pixels)
-        return
-    pending: list = []
-    queue = iter(todo)
-    for k in queue:
-        pending.append((k, pool.apply_async(_decode_task, ((chunks[k], opts.preprocess, opts.max_image_pixels),))))
-        if len(pending) >= 2 * workers:
-            break
-    while pending:
-        k, res = pending.pop(0)
-        nxt = next(queue, None)
-        if nxt is not None:
-            pending.append((nxt, pool.apply_async(_decode_task, ((chunks[nxt], opts.preprocess,
-                                                                  opts.max_image_pixels),))))
-        yield k, res.get()
 
 
 def _contiguous(rows: list) -> bool:

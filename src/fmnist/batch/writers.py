@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from fmnist.errors import InvalidValue
+from fmnist.labels import CLASSES
 
 FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 CSV_COLUMNS = ("id", "path", "label", "class_id", "confidence", "true_label", "model_name", "model_version", "top_k")
+_encode_str = json.encoder.encode_basestring_ascii  # json.dumps' own string encoder (C)
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 _PART = re.compile(r"part-(\d{6})\.(jsonl|csv|parquet)$")
@@ -35,14 +37,18 @@ def format_of(out: Path) -> str:
     return fmt
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
+    """`data` as `path`, whole or not at all (a temporary file renamed). durable: fsync before the rename,
+    so that an operating-system crash cannot leave the new name on an empty file (a killed process cannot
+    anyway)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600: the results are as readable as any file made here
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -61,40 +67,61 @@ def remove_parts(parts: Path) -> None:
             p.unlink()
 
 
-def _rows_bytes(rows: list, fmt: str, model: dict) -> bytes:
-    for r in rows:
-        r["model"] = {"name": model["name"], "version": model["version"]}
+_LABELS = tuple(json.dumps(c) for c in CLASSES)
+
+
+def rows_bytes(answers, fmt: str, model: dict, top_k: int) -> bytes:
+    """One part's answers (job.Answers) in the output format. JSONL lines are byte for byte what
+    json.dumps(row, separators=(",", ":")) gives for the row dict of Answers.rows(), written column-wise:
+    per-row dicts and the JSON encoder cost more than the model does."""
+    probs = answers.probs
+    n = len(probs)
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k] if n else np.zeros((0, top_k), int)
+    top_p = np.take_along_axis(probs, order, axis=1).tolist() if n else []
+    order = order.tolist()
+    conf = [p[0] for p in top_p]  # the argmax comes first (stable sort: the first maximum, as argmax)
+    cls = [o[0] for o in order]
+    true = ["null" if t is None else str(t) for t in answers.true_labels]
     if fmt == "jsonl":
-        return "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows).encode()
+        enc = _encode_str
+        model_json = json.dumps({"name": model["name"], "version": model["version"]}, separators=(",", ":"))
+        lines = []
+        for i in range(n):
+            tk = ",".join(f'{{"label":{_LABELS[c]},"class_id":{c},"probability":{p!r}}}' for c, p in zip(order[i], top_p[i]))
+            path = "null" if answers.paths[i] is None else enc(answers.paths[i])
+            lines.append(f'{{"id":{enc(answers.ids[i])},"path":{path},"label":{_LABELS[cls[i]]},"class_id":{cls[i]},'
+                         f'"confidence":{conf[i]!r},"top_k":[{tk}],"true_label":{true[i]},"model":{model_json}}}\n')
+        return "".join(lines).encode()
+    top_json = [json.dumps([{"label": CLASSES[c], "class_id": c, "probability": p} for c, p in zip(o, tp)],
+                           separators=(",", ":")) for o, tp in zip(order, top_p)]
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        for r in rows:
-            w.writerow([r["id"], r["path"] or "", r["label"], r["class_id"], repr(r["confidence"]),
-                        "" if r["true_label"] is None else r["true_label"], model["name"], model["version"],
-                        json.dumps(r["top_k"], separators=(",", ":"))])
+        for i in range(n):
+            w.writerow([answers.ids[i], answers.paths[i] or "", CLASSES[cls[i]], cls[i], repr(conf[i]),
+                        "" if answers.true_labels[i] is None else answers.true_labels[i], model["name"],
+                        model["version"], top_json[i]])
         return buf.getvalue().encode()
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     table = pa.table({
-        "id": [r["id"] for r in rows], "path": [r["path"] for r in rows], "label": [r["label"] for r in rows],
-        "class_id": pa.array([r["class_id"] for r in rows], pa.int8()),
-        "confidence": pa.array([r["confidence"] for r in rows], pa.float64()),
-        "true_label": pa.array([r["true_label"] for r in rows], pa.int8()),
-        "model_name": [model["name"]] * len(rows), "model_version": [model["version"]] * len(rows),
-        "top_k": [json.dumps(r["top_k"], separators=(",", ":")) for r in rows],
+        "id": answers.ids, "path": answers.paths, "label": [CLASSES[c] for c in cls],
+        "class_id": pa.array(cls, pa.int8()), "confidence": pa.array(conf, pa.float64()),
+        "true_label": pa.array(answers.true_labels, pa.int8()),
+        "model_name": [model["name"]] * n, "model_version": [model["version"]] * n, "top_k": top_json,
     }).replace_schema_metadata({"fmnist_model": json.dumps(model)})
     buf = pa.BufferOutputStream()
     pq.write_table(table, buf)
     return buf.getvalue().to_pybytes()
 
 
-def write_part(parts: Path, k: int, fmt: str, rows: list, errors: list, stats: dict, model: dict) -> None:
-    """One chunk's errors and statistics, then its results (whose presence marks the chunk done)."""
+def write_part(parts: Path, k: int, fmt: str, data: bytes, errors: list, stats: dict) -> None:
+    """One chunk's errors and statistics, then its results (rows_bytes; their presence marks the chunk
+    done)."""
     atomic_write(parts / f"part-{k:06d}.errors.jsonl", "".join(json.dumps(e) + "\n" for e in errors).encode())
     atomic_write(parts / f"part-{k:06d}.stats.json", json.dumps(stats).encode())
-    atomic_write(parts / f"part-{k:06d}.{fmt}", _rows_bytes(rows, fmt, model))
+    atomic_write(parts / f"part-{k:06d}.{fmt}", data)
 
 
 def merge(parts: Path, out: Path, fmt: str, n_parts: int, meta: dict, manifest: dict) -> dict:

@@ -186,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--preprocess", choices=["auto", "raw", "photo"], default="auto")
     sp.add_argument("--top-k", type=int, default=3, choices=range(1, 11), metavar="1-10")
     sp.add_argument("--workers", type=int, default=0, help="decoding processes (default: one per CPU)")
-    sp.add_argument("--chunk", type=int, default=512, help="inputs per part (the unit of resume)")
+    sp.add_argument("--chunk", type=int, default=0, help="inputs per part, the unit of resume (default: 1024 for "
+                    "arrays, 128 for files)")
     sp.add_argument("--shard", help="i/N: only the inputs at positions i, i+N, ... (for N copies of the job)")
     sp.add_argument("--engine", choices=["local", "dask"], default="local",
                     help="local: this machine; dask: a Dask cluster (pip install 'fmnist[dask]')")
