@@ -33,3 +33,20 @@ print("ok")
 def test_serving_needs_no_torch(tmp_path):
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "p.sqlite")], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
+
+
+def test_batch_needs_no_torch(tmp_path):
+    """fmnist batch runs on the serve extra alone (torch blocked): the same ONNX Runtime model as serving."""
+    import numpy as np
+
+    np.save(tmp_path / "x.npy", np.zeros((5, 28, 28), np.uint8))
+    script = SCRIPT.split("from fmnist.serving import create_app")[0] + f"""
+from fmnist.cli import main
+rc = main(["batch", sys.argv[1], "--model", "{SHIPPED}", "--out", sys.argv[2], "--quiet", "--workers", "1"])
+assert rc == 0 and "torch" not in sys.modules
+print("ok")
+"""
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "x.npy"), str(tmp_path / "r.jsonl")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
+    assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 5
