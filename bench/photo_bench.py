@@ -188,8 +188,22 @@ def mixed_run(name: str, cmd: list, port: int, env: dict, script: Path, jpeg: by
             "photo_p99_ms": 1e3 * ok[min(len(ok) - 1, int(len(ok) * 0.99))] if ok else None}
 
 
-def cmd_mixed(a) -> None:
+def server_command(tree: Path, name: str, model: str, tmp: Path) -> tuple:
+    """(port, command, environment) of `fmnist serve` (2 workers) from the checkout `tree`'s own src/."""
     import os
+
+    import serve_bench as sb
+
+    port = sb.free_port()
+    env = {**os.environ, "PYTHONPATH": str(tree / "src"), "FMNIST_MODELS": str(REPO / "models"),
+           "FMNIST_PREDICTION_LOG": str(tmp / f"{name}.sqlite")}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    cmd = [sys.executable, "-m", "fmnist.cli", "serve", "--model", model, "--host", "127.0.0.1", "--port", str(port),
+           "--workers", "2"]
+    return port, cmd, env
+
+
+def cmd_mixed(a) -> None:
     import tempfile
 
     import serve_bench as sb
@@ -201,12 +215,7 @@ def cmd_mixed(a) -> None:
     trees = ([("before", Path(a.before))] if a.before else []) + [("now", REPO)]
     rows = []
     for name, tree in trees:
-        port = sb.free_port()
-        env = {**os.environ, "PYTHONPATH": str(tree / "src"), "FMNIST_MODELS": str(REPO / "models"),
-               "FMNIST_PREDICTION_LOG": str(tmp / f"{name}.sqlite")}
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        cmd = [sys.executable, "-m", "fmnist.cli", "serve", "--model", a.model, "--host", "127.0.0.1", "--port",
-               str(port), "--workers", "2"]
+        port, cmd, env = server_command(tree, name, a.model, tmp)
         rows.append(mixed_run(name, cmd, port, env, script, jpeg, a.duration))
     print(f"2 workers; wrk -c 16 posting a 28x28 PNG for {a.duration} s, quiet then beside 2 clients each "
           f"posting a 12 MP JPEG ({len(jpeg):,} bytes) back to back\n")
@@ -224,7 +233,6 @@ def cmd_mixed(a) -> None:
 
 def cmd_small(a) -> None:
     """Throughput on small pictures alone (no photos), before and now: the fast path must keep it."""
-    import os
     import tempfile
 
     import serve_bench as sb
@@ -244,12 +252,7 @@ def cmd_small(a) -> None:
     print("| server | " + " | ".join(bodies) + " |")
     print("|---|" + "---:|" * len(bodies))
     for name, tree in trees:
-        port = sb.free_port()
-        env = {**os.environ, "PYTHONPATH": str(tree / "src"), "FMNIST_MODELS": str(REPO / "models"),
-               "FMNIST_PREDICTION_LOG": str(tmp / f"{name}.sqlite")}
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        cmd = [sys.executable, "-m", "fmnist.cli", "serve", "--model", a.model, "--host", "127.0.0.1", "--port",
-               str(port), "--workers", "2"]
+        port, cmd, env = server_command(tree, name, a.model, tmp)
         proc, _ = sb.start(cmd, port, env)
         try:
             url = f"http://127.0.0.1:{port}"
