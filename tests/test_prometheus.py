@@ -78,11 +78,13 @@ def test_real_prometheus_scrapes_the_server(tmp_path):
                     continue
             assert info, (tmp_path / "prom.log").read_text()[-2000:]
             assert info[0]["metric"]["name"] == "smallcnn" and info[0]["metric"]["version"] == SHIPPED.name
-            # recording rules evaluate once two scrapes give rates
+            # recording rules evaluate once two scrapes give rates; until a prediction has fallen between two
+            # scrapes the rates (and so every share) are 0
             share = []
-            while time.monotonic() < deadline and not share:
+            while time.monotonic() < deadline and not sum(float(s["value"][1]) for s in share):
                 time.sleep(1)
-                predict_bytes(png(np.zeros((28, 28), np.uint8)), srv["url"])
+                for _ in range(3):
+                    predict_bytes(png(np.zeros((28, 28), np.uint8)), srv["url"])
                 share = _query(base, "fmnist:class_share:ratio_rate5m")["data"]["result"]
             assert len(share) == 10
             assert abs(sum(float(s["value"][1]) for s in share) - 1) < 1e-6
