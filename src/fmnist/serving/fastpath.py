@@ -8,8 +8,9 @@ Anything else - another route, JSON, an unusual body, a bad parameter, an image 
 an unexpected failure, a model not loaded yet - goes to the Flask app unchanged (with the body it
 already read), which then answers or refuses it exactly as before. On the loop worker's event loop it
 decodes only pictures up to `loop_max_pixels` (read from their headers); larger ones it leaves to the
-worker's heavy pool, where this same layer answers them in a thread. `wsgi_batch` does the same for several requests at once
-(the loop worker's batch, serving/http/worker.py), with one model call for all of their images.
+worker's heavy pool, where this same layer answers them in a thread. `wsgi_batch` does the same for
+several requests at once (the loop worker's batch, serving/http/worker.py), with one model call for all
+of their images.
 Flask's request context, routing, hooks and Response object cost ~100 µs per request, about a
 fifth of a whole request on gthread and more than that on the loop worker.
 """
