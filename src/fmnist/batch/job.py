@@ -1,13 +1,14 @@
 """`fmnist batch` on one machine: a source's items classified in chunks, resumable, with exactly the server's
 preprocessing and model.
 
-Each chunk of `chunk` items is decoded and converted by `serving.pipeline` (the stages `/predict` runs) in a
-pool of processes, classified by ONNX Runtime in batches of 64, and written atomically as one part of the
-output (`<out>.parts/part-NNNNNN.*`: its errors and statistics first, then its results, each renamed into
+One worker process per CPU (processes: decoding and encoding the answers are Python and would serialise on
+the GIL) takes whole chunks: decodes and converts them with `serving.pipeline` (the stages `/predict` runs),
+classifies them with ONNX Runtime in batches of 64, encodes the answers and writes the chunk as one part of
+the output (`<out>.parts/part-NNNNNN.*`: its errors and statistics first, then its results, each renamed into
 place). Parts already there are skipped on a rerun, so a run stopped by Ctrl-C or kill -9 resumes where it
 stopped, with no answer lost or repeated; when every part is there they are merged into `<out>` (and
-`<out>.errors.jsonl`, `<out>.summary.json`, `<out>.summary.png`). At most `2 x workers` chunks are in flight:
-memory does not grow with the input.
+`<out>.errors.jsonl`, `<out>.summary.json`, `<out>.summary.png`). At most `2 x workers` chunks are in flight
+and array inputs are memory-mapped: pixels in memory do not grow with the input (its index of ids does).
 """
 
 from __future__ import annotations
@@ -106,8 +107,6 @@ def process_chunk(model_path: str, items: list, pixels: "np.ndarray | None", pre
     """One chunk, whole, where it runs (a worker process of the local pool, or a Dask worker): files decoded
     and converted (or array rows taken as given), classified, and the part encoded ->
     (part bytes, error rows, statistics)."""
-    from fmnist.batch import writers
-
     clf = _WORKER.get("clf")
     if clf is None or str(clf.artifact.path) != model_path:
         clf = _WORKER["clf"] = Classifier(model_path, None, threads)
@@ -129,8 +128,6 @@ def _chunk_task(k: int) -> int:
     source, p, opts, model_path = _WORKER["job"]
     args = task_args(source, p, opts, k, model_path)
     data, err_rows, stats = process_chunk(*args)
-    from fmnist.batch import writers
-
     writers.write_part(p.parts, k, p.fmt, data, err_rows, stats)
     return len(err_rows)
 
