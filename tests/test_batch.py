@@ -18,7 +18,8 @@ from fmnist import pictures
 from tests.conftest import REPO, SHIPPED
 from tests.images import encode, photo, png
 
-pytestmark = pytest.mark.realdata
+# the tests that run `fmnist batch` or a Dask cluster are integration tests; the real dataset is needed by all
+# but the last two
 
 
 def _batch(*args, check=True, timeout=300) -> subprocess.CompletedProcess:
@@ -58,6 +59,8 @@ def catalogue(tmp_path_factory, real_data):
     return d, manifest, labels
 
 
+@pytest.mark.integration
+@pytest.mark.realdata
 def test_answers_are_predicts_answers(catalogue, make_app, tmp_path):
     """Every file's answer is what POST /predict answers for the same bytes (label, top-k, confidence)."""
     d, _, labels = catalogue
@@ -74,6 +77,8 @@ def test_answers_are_predicts_answers(catalogue, make_app, tmp_path):
         assert row["model"] == ans["model"]
 
 
+@pytest.mark.integration
+@pytest.mark.realdata
 def test_hostile_files_are_reported_and_never_stop_the_run(catalogue, tmp_path):
     d, _, _ = catalogue
     bad = tmp_path / "in"
@@ -112,6 +117,7 @@ def _killed_run(tmp_path: Path, sig: int, extra=()) -> tuple:
 
 
 @pytest.mark.integration
+@pytest.mark.realdata
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_interrupted_and_rerun_does_only_what_is_left(real_data, tmp_path, sig):
     np.save(tmp_path / "x.npy", real_data.test_images[:4000])
@@ -133,6 +139,8 @@ def test_interrupted_and_rerun_does_only_what_is_left(real_data, tmp_path, sig):
     assert "0 classified now, 4,000 done before" in third.stdout
 
 
+@pytest.mark.integration
+@pytest.mark.realdata
 def test_shards_split_the_input_and_a_changed_input_is_refused(real_data, tmp_path):
     np.save(tmp_path / "x.npy", real_data.test_images[:300])
     for i in range(3):
@@ -149,6 +157,8 @@ def test_shards_split_the_input_and_a_changed_input_is_refused(real_data, tmp_pa
     assert mixed.returncode == 2 and "another input, model or options" in mixed.stderr
 
 
+@pytest.mark.integration
+@pytest.mark.realdata
 def test_idx_with_labels_summary_and_parquet(tmp_path):
     pa = pytest.importorskip("pyarrow.parquet", reason="Parquet needs pyarrow (the batch extra; make test installs it)")
     d = Path("/usr/share/datasets/fashion-mnist")
@@ -170,6 +180,7 @@ def test_idx_with_labels_summary_and_parquet(tmp_path):
 
 
 @pytest.mark.integration
+@pytest.mark.realdata
 def test_dask_engine_same_answers_and_a_worker_killed_mid_run(real_data, tmp_path):
     """A real local Dask cluster (2 worker processes): the same answers as one machine; one worker killed
     while tasks run: no answer lost or written twice."""
