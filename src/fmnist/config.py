@@ -54,6 +54,7 @@ class Settings:
     heavy_nice: int = 10  # their threads' CPU priority, lowered by this much: photos yield to small requests
     explain_concurrency: int = 2  # POST /explain computations at once per worker (145 images each); more: 503
     log_requests: bool = True
+    api_keys: str = ""  # a key file (fmnist keys create; a mounted Secret): every route but the probes needs a key
     fast_path: bool = True  # serve the common multipart POST /predict before Flask (serving/fastpath.py)
     reload_interval: float = 2.0  # seconds between checks of the registry for a promotion (0: never)
     # monitoring

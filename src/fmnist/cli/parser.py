@@ -7,6 +7,7 @@ import json
 
 from fmnist.cli.batch import cmd_batch
 from fmnist.cli.evaluate import cmd_compare, cmd_evaluate, cmd_explain
+from fmnist.cli.keys import cmd_keys
 from fmnist.cli.registry import cmd_archs, cmd_export, cmd_import, cmd_models, cmd_promote, cmd_rollback
 from fmnist.cli.serve import cmd_cluster, cmd_predict, cmd_serve
 from fmnist.cli.train import cmd_data, cmd_train
@@ -147,9 +148,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--max-batch-size", type=int)
     sp.add_argument("--max-batch-wait-ms", type=float)
     sp.add_argument("--quiet", action="store_true", help="no per-request log lines")
+    sp.add_argument("--api-keys", help="key file (fmnist keys create): every route but /health and /ready then "
+                    "needs an API key of the right scope")
     prediction_log_opt(sp)
     registry_opt(sp)
     sp.set_defaults(func=cmd_serve)
+
+    sp = sub.add_parser("keys", help="API keys: create (shown once), list, revoke; the server rereads the file")
+    sp.add_argument("action", choices=["create", "list", "revoke"])
+    sp.add_argument("id", nargs="?", help="for revoke: the key's id")
+    sp.add_argument("--file", help="the key file (default: $FMNIST_API_KEYS)")
+    sp.add_argument("--name", default="", help="for create: who or what the key is for")
+    sp.add_argument("--scopes", default="predict", help="for create: comma-separated, among predict, feedback, "
+                    "monitor (default predict)")
+    sp.set_defaults(func=cmd_keys)
 
     sp = sub.add_parser("cluster", help="N replicas behind nginx on this machine: up, down, status")
     sp.add_argument("action", choices=["up", "down", "status"])

@@ -30,7 +30,8 @@ def cmd_serve(args) -> int:
     env["FMNIST_BIND"] = f"{args.host}:{args.port}"
     for key, value in (("MODEL", args.model), ("MODELS", args.registry), ("PREDICTION_LOG", args.prediction_log),
                        ("WORKERS", args.workers), ("WORKER", args.worker), ("THREADS", args.threads), ("BACKEND", args.backend),
-                       ("MAX_BATCH_SIZE", args.max_batch_size), ("MAX_BATCH_WAIT_MS", args.max_batch_wait_ms)):
+                       ("MAX_BATCH_SIZE", args.max_batch_size), ("MAX_BATCH_WAIT_MS", args.max_batch_wait_ms),
+                       ("API_KEYS", args.api_keys)):
         if value is not None:
             env[f"FMNIST_{key}"] = str(value)
     if args.no_batching:

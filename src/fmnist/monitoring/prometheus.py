@@ -118,6 +118,8 @@ class Metrics:
         self.picture_convert = h("fmnist_picture_convert_seconds",
                                  "Time to convert one decoded picture to the model's 28x28", ["size"],
                                  buckets=PICTURE_BUCKETS, registry=None)
+        self.auth_failures = c("fmnist_auth_failures_total", "Requests refused for their API key, by reason: missing, "
+                               "malformed, unknown, revoked, scope, unavailable", ["reason"], registry=None)
         self.model_info = g("fmnist_model_info", "The model in service (value 1)", ["name", "version"],
                             multiprocess_mode="liveall", registry=None)
         self._pending: "collections.deque[tuple]" = collections.deque()  # append/popleft are thread-safe
@@ -129,7 +131,7 @@ class Metrics:
         return (self.http_requests, self.http_duration, self.http_in_progress, self.inference_duration,
                 self.batch_size, self.predictions, self.confidence, self.mean_pixel, self.feedback,
                 self.model_info, self.model_reload_failures, self.log_dropped, self.explanations,
-                self.explain_duration, self.pictures, self.picture_decode, self.picture_convert)
+                self.explain_duration, self.pictures, self.picture_decode, self.picture_convert, self.auth_failures)
 
     def _forked(self) -> None:
         self._flush_lock = threading.Lock()  # a lock held by the parent's flusher at fork time stays held here

@@ -26,6 +26,25 @@ def _configure_logging() -> None:
             logger.propagate = False
 
 
+def _require_keys(app: Flask, state) -> None:
+    """Every route but the probes needs an API key of the right scope (serving/auth.py); the fast path asks
+    the same KeyStore before it reads a body, and leaves a refused request to this hook."""
+    from flask import g, request
+
+    from fmnist.serving.apierror import APIError
+    from fmnist.serving.auth import Denied
+
+    @app.before_request
+    def _authenticate():
+        result = state.auth.check_environ(request.environ)
+        if isinstance(result, Denied):
+            state.metrics.auth_failures.labels(reason=result.code).inc()
+            raise APIError(result.status, "unauthorized" if result.status == 401 else "forbidden", result.message,
+                           result.headers)
+        if result is not None:
+            g.key_id = result.id
+
+
 def create_app(config: "dict | Settings | None" = None) -> Flask:
     """Settings: defaults < $FMNIST_CONFIG file < FMNIST_* variables < `config`. Loads the model once."""
     settings = config if isinstance(config, Settings) else Settings.load(config)
@@ -44,6 +63,8 @@ def create_app(config: "dict | Settings | None" = None) -> Flask:
     state = WorkerState(settings)
     app.extensions["fmnist"] = state
     init_request_logging(app, settings.log_requests, state.metrics)
+    if state.auth is not None:
+        _require_keys(app, state)
     state.load()
     if settings.fast_path:
         from fmnist.serving.fastpath import PredictFastPath

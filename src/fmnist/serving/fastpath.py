@@ -43,6 +43,12 @@ class PredictFastPath:
         takes it in a thread: decoding and converting a photo must not hold the event loop."""
         if environ.get("PATH_INFO") != "/predict" or environ.get("REQUEST_METHOD") != "POST":
             return None
+        key_id = None
+        if self.state.auth is not None:  # before the body is read: a refused request costs nothing more
+            key = self.state.auth.check_environ(environ)
+            if not hasattr(key, "scopes"):
+                return None  # Flask refuses it (401/403) with the same KeyStore, and counts it
+            key_id = key.id
         ctype = environ.get("CONTENT_TYPE", "")
         served = self.state.current
         try:
@@ -77,10 +83,14 @@ class PredictFastPath:
                 environ["fmnist.heavy"] = True
                 return None
         request_id = reqlog.request_id_from(environ.get("HTTP_X_REQUEST_ID", ""))
-        return _Job(served, images, selected[1], query.top_k, query.preprocess, request_id, t0)
+        job = _Job(served, images, selected[1], query.top_k, query.preprocess, request_id, t0)
+        job.key_id = key_id
+        return job
 
     def _answer(self, job: "_Job", probs, start_response) -> list:
         out, extra = pipeline.encode(job.served, job.request_id, probs, job.many, job.top_k, job.t0)
+        if job.key_id:
+            extra["key_id"] = job.key_id
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(out))),
                                   ("X-Request-ID", job.request_id)])
         reqlog.finish(self.state.metrics, "POST", "/predict", 200, time.perf_counter() - job.t0, job.request_id,
@@ -167,8 +177,8 @@ class PredictFastPath:
 
 
 class _Job:
-    __slots__ = ("served", "images", "many", "top_k", "mode", "request_id", "t0", "pixels")
+    __slots__ = ("served", "images", "many", "top_k", "mode", "request_id", "t0", "pixels", "key_id")
 
     def __init__(self, served, images, many, top_k, mode, request_id, t0):
         self.served, self.images, self.many, self.top_k, self.mode = served, images, many, top_k, mode
-        self.request_id, self.t0, self.pixels = request_id, t0, None
+        self.request_id, self.t0, self.pixels, self.key_id = request_id, t0, None, None

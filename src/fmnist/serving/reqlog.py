@@ -54,5 +54,8 @@ def init_request_logging(app: Flask, enabled: bool, metrics) -> None:
         response.headers["X-Request-ID"] = g.get("request_id", "")
         rule = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
         elapsed = time.perf_counter() - g.get("t0", time.perf_counter())
-        finish(metrics, request.method, rule, response.status_code, elapsed, g.get("request_id"), g.get("log_extra"), enabled)
+        extra = g.get("log_extra")
+        if g.get("key_id"):
+            extra = {**(extra or {}), "key_id": g.key_id}  # which key, never the secret
+        finish(metrics, request.method, rule, response.status_code, elapsed, g.get("request_id"), extra, enabled)
         return response

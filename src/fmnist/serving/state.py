@@ -19,6 +19,7 @@ from fmnist.config import Settings
 from fmnist.inference import MicroBatcher, Predictor
 from fmnist.monitoring.prometheus import Metrics
 from fmnist.monitoring.store import open_store
+from fmnist.serving.auth import KeyStore
 
 log = logging.getLogger("fmnist.serving")
 
@@ -68,6 +69,7 @@ class WorkerState:
                                 password_file=settings.prediction_log_password_file or None)
         self._swap_lock = threading.Lock()
         self.explain_slots = threading.BoundedSemaphore(max(1, settings.explain_concurrency))
+        self.auth = KeyStore(settings.api_keys) if settings.api_keys else None  # serving/auth.py
 
     @property
     def ready(self) -> bool:

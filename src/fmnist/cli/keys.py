@@ -1,0 +1,32 @@
+"""`fmnist keys`: the API key file the server reads (serving/auth.py): create, list, revoke."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+
+from fmnist.cli.errors import CLIError
+
+
+def cmd_keys(args) -> int:
+    from fmnist.serving import auth
+
+    path = args.file or os.environ.get("FMNIST_API_KEYS")
+    if not path:
+        raise CLIError("which key file? give --file PATH (or set FMNIST_API_KEYS)")
+    if args.action == "create":
+        key = auth.create(path, args.name, [s.strip() for s in args.scopes.split(",") if s.strip()])
+        print(key)
+        print(f"(shown once: {path} keeps only its sha256; send it as 'Authorization: Bearer <key>')",
+              file=sys.stderr)
+    elif args.action == "revoke":
+        if not args.id:
+            raise CLIError("revoke which key? give its id (fmnist keys list)")
+        auth.revoke(path, args.id)
+        print(f"revoked {args.id}; servers reading {path} refuse it within a second")
+    else:
+        for k in auth.listing(path):
+            when = datetime.datetime.fromtimestamp(k.created, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+            print(f"{k.id}  {'revoked' if k.revoked else 'active ':7}  {','.join(k.scopes):24}  {when}  {k.name}")
+    return 0

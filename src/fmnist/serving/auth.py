@@ -1,0 +1,232 @@
+"""API keys with scopes, for both request paths (the fast path and Flask); no Flask here.
+
+A key is `fmk_<id>_<secret>` (id: 8 hex digits, secret: 32 URL-safe characters, 190 bits). The key file
+(`api_keys` setting, FMNIST_API_KEYS; a mounted Kubernetes Secret works as it is) keeps, per key, its id,
+name, scopes and the sha256 of its secret - never the secret. A request sends the key as
+`Authorization: Bearer <key>` (what Open Inference Protocol clients send with a header option) or
+`X-API-Key: <key>`; the id selects the record and the secret's hash is compared in constant time.
+
+Scopes: `predict` (/predict, /explain, /v2 inference and metadata, /model, /openapi.json), `feedback`
+(/feedback), `monitor` (/metrics, /monitoring*, /dashboard). The probes (/health, /ready,
+/v2/health/*) stay open. Any other path needs a `predict` key too, so nothing is learnt without one.
+
+The file is read again when it changes (checked at most once a second): keys are added, rotated and
+revoked without a restart. A file that is missing or unreadable at start refuses every request that needs
+a key (401, saying why) until it appears; a file that turns bad later keeps the last good keys (and logs
+why). Nothing ever opens the server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fmnist.errors import InvalidValue
+
+log = logging.getLogger("fmnist.serving")
+SCOPES = ("predict", "feedback", "monitor")
+OPEN_PATHS = frozenset({"/health", "/ready", "/v2/health/live", "/v2/health/ready"})
+_KEY = re.compile(r"^fmk_([0-9a-f]{8})_([A-Za-z0-9_-]{32})$")
+_DUMMY = hashlib.sha256(b"no such key").hexdigest()
+RELOAD_EVERY = 1.0  # seconds between looks at the key file
+
+
+def scope_for(path: str) -> "str | None":
+    """The scope a path needs; None for the open probes."""
+    if path in OPEN_PATHS:
+        return None
+    if path == "/feedback":
+        return "feedback"
+    if path in ("/metrics", "/dashboard") or path == "/monitoring" or path.startswith("/monitoring/"):
+        return "monitor"
+    return "predict"
+
+
+@dataclass(frozen=True)
+class Key:
+    id: str
+    name: str
+    sha256: str
+    scopes: tuple
+    created: float
+    revoked: bool = False
+
+
+@dataclass(frozen=True)
+class Denied:
+    status: int
+    code: str  # missing | malformed | unknown | revoked | scope | unavailable (fmnist_auth_failures_total{reason})
+    message: str
+
+    @property
+    def headers(self) -> dict:
+        return {"WWW-Authenticate": 'Bearer realm="fmnist"'} if self.status == 401 else {}
+
+
+def new_key() -> "tuple[str, str, str]":
+    """-> (the key to hand out, its id, the sha256 of its secret to store)."""
+    kid, secret = secrets.token_hex(4), secrets.token_urlsafe(24)  # 24 bytes: 32 characters
+    return f"fmk_{kid}_{secret}", kid, hashlib.sha256(secret.encode()).hexdigest()
+
+
+def parse_file(text: str, path: str) -> dict:
+    """The key file's text -> {id: Key}; InvalidValue saying what is wrong."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InvalidValue(f"{path}: not a JSON key file ({e}); make one with `fmnist keys create`") from None
+    if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
+        raise InvalidValue(f'{path}: expected {{"keys": [...]}} (made by `fmnist keys create`)')
+    keys = {}
+    for n, k in enumerate(data["keys"]):
+        try:
+            scopes = tuple(k["scopes"])
+            if not (re.fullmatch(r"[0-9a-f]{8}", k["id"]) and re.fullmatch(r"[0-9a-f]{64}", k["sha256"])
+                    and scopes and set(scopes) <= set(SCOPES)):
+                raise ValueError
+            keys[k["id"]] = Key(k["id"], str(k.get("name", "")), k["sha256"], scopes, float(k.get("created", 0)),
+                                bool(k.get("revoked", False)))
+        except (KeyError, TypeError, ValueError):
+            raise InvalidValue(f"{path}: key #{n} is malformed: it needs an 8-hex-digit id, a 64-hex-digit sha256 "
+                               f"and scopes among {', '.join(SCOPES)}") from None
+    return keys
+
+
+class KeyStore:
+    """The keys of one key file, read again when it changes."""
+
+    def __init__(self, path: "str | Path"):
+        self.path = Path(path)
+        self._keys: dict = {}
+        self._stamp = None
+        self._checked = 0.0
+        self._lock = threading.Lock()
+        self.problem: "str | None" = None
+        if self.path.exists():
+            self._keys = parse_file(self.path.read_text(), str(self.path))  # bad at start: refuse to start
+            self._stamp = self._stat()
+        else:
+            self.problem = f"no API key file at {self.path} yet"
+            log.error("api keys: %s; every request that needs a key is refused until it appears", self.problem)
+
+    def _stat(self):
+        st = self.path.stat()
+        return st.st_mtime_ns, st.st_size, st.st_ino
+
+    def _refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._checked < RELOAD_EVERY:
+            return
+        with self._lock:
+            if now - self._checked < RELOAD_EVERY:
+                return
+            self._checked = now
+            try:
+                stamp = self._stat()
+                if stamp == self._stamp:
+                    return
+                keys = parse_file(self.path.read_text(), str(self.path))
+            except FileNotFoundError:
+                if self._stamp is None:
+                    return  # still not there
+                self.problem = f"the API key file {self.path} disappeared; keeping the keys read before"
+                log.error("api keys: %s", self.problem)
+                return
+            except (OSError, InvalidValue) as e:
+                self.problem = f"{e}; keeping the keys read before"
+                log.error("api keys: %s", self.problem)
+                return
+            self._keys, self._stamp, self.problem = keys, stamp, None
+            log.info("api keys: %d keys from %s", len(keys), self.path)
+
+    def check(self, header_authorization: str, header_api_key: str, scope: str) -> "Key | Denied":
+        """The key a request presents (Authorization: Bearer, or X-API-Key), if it may use `scope`."""
+        self._refresh()
+        raw = header_api_key.strip()
+        if header_authorization:
+            kind, _, value = header_authorization.strip().partition(" ")
+            if kind.lower() != "bearer" or not value.strip():
+                return Denied(401, "malformed", "Authorization must be 'Bearer <API key>'")
+            raw = value.strip()
+        if not raw:
+            if not self._keys and self.problem:
+                return Denied(401, "unavailable", f"this server needs an API key and has none loaded ({self.problem})")
+            return Denied(401, "missing", "this route needs an API key: send 'Authorization: Bearer <key>' "
+                                          "or 'X-API-Key: <key>'")
+        m = _KEY.match(raw)
+        if m is None:
+            return Denied(401, "malformed", "not an fmnist API key (expected fmk_<8 hex digits>_<32 characters>)")
+        kid, secret = m.groups()
+        key = self._keys.get(kid)
+        digest = hashlib.sha256(secret.encode()).hexdigest()
+        if not hmac.compare_digest(digest, key.sha256 if key else _DUMMY) or key is None:
+            return Denied(401, "unknown", "unknown API key")
+        if key.revoked:
+            return Denied(401, "revoked", f"API key {kid} has been revoked")
+        if scope not in key.scopes:
+            return Denied(403, "scope", f"API key {kid} may not use this route: it needs the '{scope}' scope, the key "
+                                        f"has {', '.join(key.scopes)}")
+        return key
+
+    def check_environ(self, environ: dict) -> "Key | Denied | None":
+        """None when the path is open; else check()."""
+        scope = scope_for(environ.get("PATH_INFO", ""))
+        if scope is None:
+            return None
+        return self.check(environ.get("HTTP_AUTHORIZATION", ""), environ.get("HTTP_X_API_KEY", ""), scope)
+
+
+# --------------------------------------------------------------------------- the key file (fmnist keys)
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {"keys": []}
+
+
+def _write(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # hashes only, but nobody else's business
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def create(path: "str | Path", name: str, scopes: "list[str]") -> str:
+    """Add a key to the file (made if absent); -> the key, shown once."""
+    bad = set(scopes) - set(SCOPES)
+    if not scopes or bad:
+        raise InvalidValue(f"scopes must be among {', '.join(SCOPES)}, got {', '.join(scopes) or 'none'}")
+    path = Path(path)
+    data = _read(path)
+    parse_file(json.dumps(data), str(path))
+    key, kid, digest = new_key()
+    data["keys"].append({"id": kid, "name": name, "sha256": digest, "scopes": sorted(set(scopes)),
+                         "created": round(time.time(), 3), "revoked": False})
+    _write(path, data)
+    return key
+
+
+def revoke(path: "str | Path", kid: str) -> None:
+    path = Path(path)
+    data = _read(path)
+    for k in data["keys"]:
+        if k["id"] == kid:
+            k["revoked"] = True
+            _write(path, data)
+            return
+    raise InvalidValue(f"{path}: no key with id {kid!r}")
+
+
+def listing(path: "str | Path") -> list:
+    path = Path(path)
+    return list(parse_file(json.dumps(_read(path)), str(path)).values())

@@ -1,0 +1,181 @@
+"""API keys with scopes (serving/auth.py): the key file, and every route x request path x key kind, in-process
+(the fast path and Flask) and through a real Gunicorn loop worker: no bypass."""
+
+import json
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from fmnist.errors import InvalidValue
+from fmnist.serving import auth
+from tests.conftest import running_server
+from tests.images import png
+
+PIXELS = np.zeros((28, 28), np.uint8)
+
+
+@pytest.fixture
+def keyfile(tmp_path, monkeypatch):
+    monkeypatch.setattr(auth, "RELOAD_EVERY", 0.0)  # reread at once (the server: at most once a second)
+    path = tmp_path / "keys.json"
+    keys = {"predict": auth.create(path, "app", ["predict"]), "monitor": auth.create(path, "prometheus", ["monitor"]),
+            "feedback": auth.create(path, "labeller", ["feedback"]),
+            "all": auth.create(path, "admin", ["predict", "feedback", "monitor"])}
+    revoked = auth.create(path, "old", ["predict", "feedback", "monitor"])
+    auth.revoke(path, revoked.split("_")[1])
+    keys["revoked"] = revoked
+    keys["unknown"] = "fmk_0badc0de_" + "x" * 32
+    return path, keys
+
+
+def test_key_file_and_checks(keyfile):
+    path, keys = keyfile
+    text = path.read_text()
+    assert keys["all"].split("_", 2)[2] not in text  # only hashes at rest
+    store = auth.KeyStore(path)
+    assert store.check(f"Bearer {keys['predict']}", "", "predict").name == "app"
+    assert store.check("", keys["predict"], "predict").name == "app"  # X-API-Key
+    assert store.check(f"Bearer {keys['predict']}", "", "monitor").status == 403
+    for header, code in ((f"Bearer {keys['revoked']}", "revoked"), (f"Bearer {keys['unknown']}", "unknown"),
+                         ("Bearer nonsense", "malformed"), ("Basic dXNlcjpwYXNz", "malformed"), ("", "missing"),
+                         ("Bearer " + keys["predict"][:-1] + "!", "malformed")):
+        d = store.check(header, "", "predict")
+        assert isinstance(d, auth.Denied) and d.status == 401 and d.code == code, header
+        assert d.headers["WWW-Authenticate"].startswith("Bearer")
+    # revoked and rotated without a restart: the file is reread when it changes
+    kid = keys["predict"].split("_")[1]
+    auth.revoke(path, kid)
+    assert store.check(f"Bearer {keys['predict']}", "", "predict").code == "revoked"
+    newer = auth.create(path, "app v2", ["predict"])
+    assert store.check(f"Bearer {newer}", "", "predict").name == "app v2"
+    # a file that turns bad keeps the last good keys; one that is bad at start refuses to start
+    path.write_text("{not json")
+    assert store.check(f"Bearer {newer}", "", "predict").name == "app v2" and "not a JSON key file" in store.problem
+    with pytest.raises(InvalidValue, match="not a JSON key file"):
+        auth.KeyStore(path)
+    path.write_text(json.dumps({"keys": [{"id": "zz", "sha256": "0", "scopes": ["root"]}]}))
+    with pytest.raises(InvalidValue, match="key #0 is malformed"):
+        auth.KeyStore(path)
+
+
+def test_a_key_file_mounted_late(tmp_path, monkeypatch):
+    """No file yet (a Secret not mounted): every keyed request is refused, saying why, until it appears."""
+    monkeypatch.setattr(auth, "RELOAD_EVERY", 0.0)
+    path = tmp_path / "later" / "keys.json"
+    store = auth.KeyStore(path)
+    d = store.check("", "", "predict")
+    assert d.status == 401 and d.code == "unavailable" and "no API key file" in d.message
+    key = auth.create(path, "late", ["predict"])
+    assert store.check(f"Bearer {key}", "", "predict").name == "late"
+
+
+def _routes():
+    """(method, path, body kind, scope); body kinds are built by the callers."""
+    return [
+        ("GET", "/health", None, None), ("GET", "/ready", None, None), ("GET", "/v2/health/live", None, None),
+        ("GET", "/v2/health/ready", None, None),
+        ("POST", "/predict", "multipart", "predict"), ("POST", "/predict", "json", "predict"),
+        ("POST", "/explain", "json", "predict"), ("GET", "/model", None, "predict"),
+        ("GET", "/openapi.json", None, "predict"), ("GET", "/v2", None, "predict"),
+        ("GET", "/v2/models/smallcnn", None, "predict"), ("POST", "/v2/models/smallcnn/infer", "v2", "predict"),
+        ("POST", "/feedback", "feedback", "feedback"), ("GET", "/metrics", None, "monitor"),
+        ("GET", "/monitoring", None, "monitor"), ("GET", "/monitoring/low-confidence", None, "monitor"),
+        ("GET", "/dashboard", None, "monitor"), ("GET", "/no-such-route", None, "predict"),
+    ]
+
+
+WRONG_SCOPE = {"predict": "monitor", "monitor": "feedback", "feedback": "predict"}
+
+
+def _body(kind):
+    if kind == "multipart":
+        b = "authboundary"
+        data = (f"--{b}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"x.png\"\r\n"
+                "Content-Type: image/png\r\n\r\n").encode() + png(PIXELS) + f"\r\n--{b}--\r\n".encode()
+        return data, f"multipart/form-data; boundary={b}"
+    if kind == "json":
+        return json.dumps({"pixels": PIXELS.tolist()}).encode(), "application/json"
+    if kind == "v2":
+        return json.dumps({"inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 28, 28],
+                                       "data": PIXELS.ravel().tolist()}]}).encode(), "application/json"
+    if kind == "feedback":
+        return json.dumps({"request_id": "nobody", "label": 1}).encode(), "application/json"
+    return None, None
+
+
+def _matrix(send, keys) -> list:
+    """Every route x key kind: -> the cases that got through without the right key (must be none)."""
+    bypasses, checked = [], 0
+    for method, path, kind, scope in _routes():
+        for who in ("none", "unknown", "revoked", "wrong scope", "right"):
+            headers = {}
+            if who != "none":
+                key = keys[{"unknown": "unknown", "revoked": "revoked", "right": scope or "all",
+                            "wrong scope": WRONG_SCOPE.get(scope, "predict")}[who]]
+                headers["Authorization"] = f"Bearer {key}"
+            data, ctype = _body(kind)
+            if ctype:
+                headers["Content-Type"] = ctype
+            status, body = send(method, path, data, headers)
+            checked += 1
+            if scope is None or who == "right":
+                assert status not in (401, 403), (method, path, who, status, body[:200])
+                continue
+            expected = 403 if who == "wrong scope" else 401
+            if status != expected:
+                bypasses.append((method, path, who, status))
+            elif not path.startswith("/v2"):
+                assert json.loads(body)["error"]["code"] == ("forbidden" if expected == 403 else "unauthorized")
+    assert checked == len(_routes()) * 5
+    return bypasses
+
+
+def test_every_route_and_key_in_process(keyfile, make_app):
+    """Flask's test client goes through app.wsgi_app, the fast path first: both request paths are covered."""
+    path, keys = keyfile
+    app = make_app(api_keys=str(path))
+    client = app.test_client()
+
+    def send(method, route, data, headers):
+        r = client.open(route, method=method, data=data, headers=headers)
+        return r.status_code, r.get_data()
+
+    assert _matrix(send, keys) == []
+    text = client.get("/metrics", headers={"Authorization": f"Bearer {keys['monitor']}"}).get_data(as_text=True)
+    assert 'fmnist_auth_failures_total{reason="scope"}' in text and 'fmnist_auth_failures_total{reason="missing"}' in text
+
+
+@pytest.mark.integration
+def test_every_route_and_key_through_gunicorn(keyfile, tmp_path):
+    """The loop worker: its batched fast path on the event loop, the pool for the rest; the key id (never
+    the secret) in the access log."""
+    path, keys = keyfile
+    with running_server(tmp_path, "--api-keys", str(path), workers=1) as srv:
+        def send(method, route, data, headers):
+            req = urllib.request.Request(srv["url"] + route, data=data, headers=headers, method=method)
+            try:
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    return r.status, r.read()
+            except urllib.error.HTTPError as e:
+                return e.code, e.read()
+
+        assert _matrix(send, keys) == []
+        log = srv["log"].read_text()
+    kid = keys["predict"].split("_")[1]
+    assert f'"key_id":"{kid}"' in log and keys["predict"] not in log and keys["predict"].split("_", 2)[2] not in log
+
+
+def test_keys_command(tmp_path, capsys):
+    from fmnist.cli import main
+
+    path = tmp_path / "k.json"
+    assert main(["keys", "create", "--file", str(path), "--name", "ci", "--scopes", "predict,monitor"]) == 0
+    key = capsys.readouterr().out.strip()
+    assert key.startswith("fmk_")
+    assert main(["keys", "list", "--file", str(path)]) == 0
+    assert "monitor,predict" in capsys.readouterr().out
+    assert main(["keys", "revoke", key.split("_")[1], "--file", str(path)]) == 0
+    assert main(["keys", "create", "--file", str(path), "--scopes", "root"]) == 2
+    assert "scopes must be among" in capsys.readouterr().err
