@@ -179,3 +179,34 @@ def test_keys_command(tmp_path, capsys):
     assert main(["keys", "revoke", key.split("_")[1], "--file", str(path)]) == 0
     assert main(["keys", "create", "--file", str(path), "--scopes", "root"]) == 2
     assert "scopes must be among" in capsys.readouterr().err
+
+
+def test_rate_limit_per_key_answers_429_with_retry_after(tmp_path, make_app, monkeypatch):
+    """A key of 2 requests a second (burst 2) on a 1-worker server: the third at once is 429 with Retry-After,
+    on the fast path and through Flask alike, counted once; after the wait it may go again. Keys without a
+    rate are not limited; the limit is shared out over the workers (2 workers: 1 a second each)."""
+    monkeypatch.setattr(auth, "RELOAD_EVERY", 0.0)
+    path = tmp_path / "keys.json"
+    slow = auth.create(path, "slow", ["predict", "monitor"], rate=2, burst=2)
+    free = auth.create(path, "free", ["predict"])
+    app = make_app(api_keys=str(path), workers=1)
+    client = app.test_client()
+    body, ctype = _body("multipart")
+    headers = {"Authorization": f"Bearer {slow}", "Content-Type": ctype}
+    statuses = [client.post("/predict", data=body, headers=headers).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    r = client.post("/predict", json={"pixels": PIXELS.tolist()}, headers={"Authorization": f"Bearer {slow}"})
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+    err = r.get_json()["error"]
+    assert err["code"] == "rate_limited" and "rate of 2 requests a second" in err["message"]
+    free_headers = {"Authorization": f"Bearer {free}", "Content-Type": ctype}
+    assert all(client.post("/predict", data=body, headers=free_headers).status_code == 200 for _ in range(10))
+    import time
+
+    time.sleep(0.6)
+    assert client.post("/predict", data=body, headers=headers).status_code == 200
+    failures = app.extensions["fmnist"].metrics.auth_failures
+    assert failures.labels(reason="rate")._value.get() == 2  # the fast path's refusal is not counted again
+    buckets = auth.Buckets(workers=2)
+    key = auth.Key("0000abcd", "", "", ("predict",), 0.0, rate=2, burst=2)
+    assert [buckets.take(key) == 0 for _ in range(2)] == [True, False]  # burst 2 over 2 workers: 1 each

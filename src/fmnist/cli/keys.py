@@ -16,7 +16,8 @@ def cmd_keys(args) -> int:
     if not path:
         raise CLIError("which key file? give --file PATH (or set FMNIST_API_KEYS)")
     if args.action == "create":
-        key = auth.create(path, args.name, [s.strip() for s in args.scopes.split(",") if s.strip()])
+        key = auth.create(path, args.name, [s.strip() for s in args.scopes.split(",") if s.strip()], args.rate,
+                          args.burst)
         print(key)
         print(f"(shown once: {path} keeps only its sha256; send it as 'Authorization: Bearer <key>')",
               file=sys.stderr)
@@ -28,5 +29,6 @@ def cmd_keys(args) -> int:
     else:
         for k in auth.listing(path):
             when = datetime.datetime.fromtimestamp(k.created, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
-            print(f"{k.id}  {'revoked' if k.revoked else 'active ':7}  {','.join(k.scopes):24}  {when}  {k.name}")
+            rate = f"{k.rate:g}/s" if k.rate else "no limit"
+            print(f"{k.id}  {'revoked' if k.revoked else 'active ':7}  {','.join(k.scopes):24}  {rate:10}  {when}  {k.name}")
     return 0

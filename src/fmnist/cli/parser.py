@@ -161,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--name", default="", help="for create: who or what the key is for")
     sp.add_argument("--scopes", default="predict", help="for create: comma-separated, among predict, feedback, "
                     "monitor (default predict)")
+    sp.add_argument("--rate", type=float, default=0.0, help="for create: requests per second of one server "
+                    "(shared out over its workers; 0: no limit)")
+    sp.add_argument("--burst", type=int, default=0, help="for create: requests at once above the rate "
+                    "(default: one second's worth)")
     sp.set_defaults(func=cmd_keys)
 
     sp = sub.add_parser("cluster", help="N replicas behind nginx on this machine: up, down, status")

@@ -39,8 +39,8 @@ def _require_keys(app: Flask, state) -> None:
         result = state.auth.check_environ(request.environ)
         if isinstance(result, Denied):
             state.metrics.auth_failures.labels(reason=result.code).inc()
-            raise APIError(result.status, "unauthorized" if result.status == 401 else "forbidden", result.message,
-                           result.headers)
+            code = {401: "unauthorized", 403: "forbidden", 429: "rate_limited"}[result.status]
+            raise APIError(result.status, code, result.message, result.headers)
         if result is not None:
             g.key_id = result.id
 

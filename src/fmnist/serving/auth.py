@@ -59,16 +59,50 @@ class Key:
     scopes: tuple
     created: float
     revoked: bool = False
+    rate: float = 0.0  # requests per second this key may make of one server (0: no limit)
+    burst: int = 0  # requests it may make at once above the rate
+
+
+class Buckets:
+    """Token buckets per key, in one worker process. A key's rate is shared out over the server's workers
+    (each allows rate / workers, burst / workers, at least 1): a server never answers a key more than its
+    rate; a client whose connections all reach one worker gets that worker's share. Replicas do not share
+    buckets: N replicas allow N times the rate."""
+
+    def __init__(self, workers: int):
+        self.workers = max(1, workers)
+        self._state: dict = {}  # key id -> (tokens, last time)
+        self._lock = threading.Lock()
+
+    def take(self, key: Key) -> float:
+        """0 when the request may go; else the seconds until it may (Retry-After)."""
+        if key.rate <= 0:
+            return 0.0
+        rate = key.rate / self.workers
+        cap = max(1.0, (key.burst or key.rate) / self.workers)
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._state.get(key.id, (cap, now))
+            tokens = min(cap, tokens + (now - last) * rate)
+            if tokens >= 1.0:
+                self._state[key.id] = (tokens - 1.0, now)
+                return 0.0
+            self._state[key.id] = (tokens, now)
+            return (1.0 - tokens) / rate
 
 
 @dataclass(frozen=True)
 class Denied:
     status: int
-    code: str  # missing | malformed | unknown | revoked | scope | unavailable (fmnist_auth_failures_total{reason})
+    code: str  # missing | malformed | unknown | revoked | scope | unavailable | rate (fmnist_auth_failures_total)
     message: str
+
+    retry_after: float = 0.0
 
     @property
     def headers(self) -> dict:
+        if self.status == 429:
+            return {"Retry-After": str(max(1, int(self.retry_after + 0.999)))}
         return {"WWW-Authenticate": 'Bearer realm="fmnist"'} if self.status == 401 else {}
 
 
@@ -93,8 +127,11 @@ def parse_file(text: str, path: str) -> dict:
             if not (re.fullmatch(r"[0-9a-f]{8}", k["id"]) and re.fullmatch(r"[0-9a-f]{64}", k["sha256"])
                     and scopes and set(scopes) <= set(SCOPES)):
                 raise ValueError
+            rate, burst = float(k.get("rate", 0)), int(k.get("burst", 0))
+            if rate < 0 or burst < 0:
+                raise ValueError
             keys[k["id"]] = Key(k["id"], str(k.get("name", "")), k["sha256"], scopes, float(k.get("created", 0)),
-                                bool(k.get("revoked", False)))
+                                bool(k.get("revoked", False)), rate, burst)
         except (KeyError, TypeError, ValueError):
             raise InvalidValue(f"{path}: key #{n} is malformed: it needs an 8-hex-digit id, a 64-hex-digit sha256 "
                                f"and scopes among {', '.join(SCOPES)}") from None
@@ -104,8 +141,9 @@ def parse_file(text: str, path: str) -> dict:
 class KeyStore:
     """The keys of one key file, read again when it changes."""
 
-    def __init__(self, path: "str | Path"):
+    def __init__(self, path: "str | Path", workers: int = 1):
         self.path = Path(path)
+        self.buckets = Buckets(workers)
         self._keys: dict = {}
         self._stamp = None
         self._checked = 0.0
@@ -178,11 +216,21 @@ class KeyStore:
         return key
 
     def check_environ(self, environ: dict) -> "Key | Denied | None":
-        """None when the path is open; else check()."""
+        """None when the path is open; else check(), then the key's rate. The answer is kept in the environ:
+        a request the fast path passes on to Flask is not checked (or counted against its rate) twice."""
+        if "fmnist.key" in environ:
+            return environ["fmnist.key"]
         scope = scope_for(environ.get("PATH_INFO", ""))
         if scope is None:
             return None
-        return self.check(environ.get("HTTP_AUTHORIZATION", ""), environ.get("HTTP_X_API_KEY", ""), scope)
+        result = self.check(environ.get("HTTP_AUTHORIZATION", ""), environ.get("HTTP_X_API_KEY", ""), scope)
+        if isinstance(result, Key):
+            wait = self.buckets.take(result)
+            if wait > 0:
+                result = Denied(429, "rate", f"API key {result.id} is over its rate of {result.rate:g} requests a "
+                                             f"second on this server; retry in {wait:.2f} s", wait)
+        environ["fmnist.key"] = result
+        return result
 
 
 # --------------------------------------------------------------------------- the key file (fmnist keys)
@@ -201,8 +249,9 @@ def _write(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def create(path: "str | Path", name: str, scopes: "list[str]") -> str:
-    """Add a key to the file (made if absent); -> the key, shown once."""
+def create(path: "str | Path", name: str, scopes: "list[str]", rate: float = 0.0, burst: int = 0) -> str:
+    """Add a key to the file (made if absent); -> the key, shown once. rate: requests per second of one
+    server (0: no limit), burst: how many at once above it (default: one second's worth)."""
     bad = set(scopes) - set(SCOPES)
     if not scopes or bad:
         raise InvalidValue(f"scopes must be among {', '.join(SCOPES)}, got {', '.join(scopes) or 'none'}")
@@ -210,8 +259,10 @@ def create(path: "str | Path", name: str, scopes: "list[str]") -> str:
     data = _read(path)
     parse_file(json.dumps(data), str(path))
     key, kid, digest = new_key()
+    if rate < 0 or burst < 0:
+        raise InvalidValue("rate and burst must be >= 0 (0: no limit)")
     data["keys"].append({"id": kid, "name": name, "sha256": digest, "scopes": sorted(set(scopes)),
-                         "created": round(time.time(), 3), "revoked": False})
+                         "created": round(time.time(), 3), "revoked": False, "rate": rate, "burst": burst})
     _write(path, data)
     return key
 

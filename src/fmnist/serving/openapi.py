@@ -140,7 +140,7 @@ def build_spec() -> dict:
             "400": _v2err("Bad tensor"), "404": _v2err("Unknown model or version"), "503": _v2err("Not ready"),
         },
     }
-    return {
+    spec = {
         "openapi": "3.1.0",
         "info": {"title": "fmnist", "version": __version__,
                  "description": "Fashion-MNIST classifier: predict, health, model card and Open Inference Protocol v2."},
@@ -224,8 +224,26 @@ def build_spec() -> dict:
             "/v2/models/{name}/infer": {"post": {**v2_infer, "parameters": [MODEL_PARAM]}},
             "/v2/models/{name}/versions/{version}/infer": {"post": {**v2_infer, "parameters": [MODEL_PARAM, VERSION_PARAM]}},
         },
-        "components": {"schemas": SCHEMAS},
+        "components": {"schemas": SCHEMAS, "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "fmk_<id>_<secret>",
+                       "description": "An API key (fmnist keys create), when the server has a key file"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}},
     }
+    _secure(spec)
+    return spec
+
+
+def _secure(spec: dict) -> None:
+    """Which key scope each operation needs (serving/auth.py); the probes need none."""
+    from fmnist.serving.auth import scope_for
+
+    for path, ops in spec["paths"].items():
+        scope = scope_for(path)
+        for op in ops.values():
+            op["security"] = [] if scope is None else [{"bearer": []}, {"apiKey": []}]
+            if scope is not None:
+                op["description"] = (op.get("description", "") + f" Needs an API key with the '{scope}' scope when "
+                                     "the server has a key file.").strip()
 
 
 @bp.get("/openapi.json")

@@ -69,7 +69,7 @@ class WorkerState:
                                 password_file=settings.prediction_log_password_file or None)
         self._swap_lock = threading.Lock()
         self.explain_slots = threading.BoundedSemaphore(max(1, settings.explain_concurrency))
-        self.auth = KeyStore(settings.api_keys) if settings.api_keys else None  # serving/auth.py
+        self.auth = KeyStore(settings.api_keys, settings.worker_count) if settings.api_keys else None  # serving/auth.py
 
     @property
     def ready(self) -> bool:
