@@ -12,7 +12,7 @@ bad image, an app without `wsgi_batch`) goes to a small thread pool (`POOL_THREA
 `POOL_QUEUE` waiting; beyond that a 503 with Retry-After): a slow view (/feedback waiting for the
 prediction log, /monitoring, /metrics) costs its own connection time, never the loop's. A request the
 app marks heavy (`environ["fmnist.heavy"]`: a big picture, known from its header before decoding) goes
-to a second pool of its own (the app's `HEAVY_POOL` config: threads, queue; 503 beyond), so photos
+to a second pool of its own (the app's `HEAVY_POOL` config: threads, queue, nice; 503 beyond), so photos
 neither hold the loop nor crowd out the other slow views. Answers on one connection leave in request
 order; a connection whose request is in a pool waits for it.
 
