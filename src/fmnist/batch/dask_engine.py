@@ -10,6 +10,7 @@ the resume, the merge and the summary are the single-machine job's (`job.plan`, 
 
 from __future__ import annotations
 
+import itertools
 import time
 
 from fmnist.batch import job, writers
@@ -51,7 +52,7 @@ def run(source: Source, opts: job.Options, scheduler: "str | None" = None, local
             return fut
 
         queue = iter(p.todo)
-        futures = as_completed([submit(k) for k in _take(queue, in_flight)])
+        futures = as_completed([submit(k) for k in itertools.islice(queue, in_flight)])
         for fut in futures:
             k = fut.chunk_index
             data, err_rows, stats = fut.result()
@@ -70,12 +71,3 @@ def run(source: Source, opts: job.Options, scheduler: "str | None" = None, local
             cluster.close()
     return job.finish(p, opts, clf, t0)
 
-
-def _take(it, n: int) -> list:
-    out = []
-    for _ in range(n):
-        v = next(it, None)
-        if v is None:
-            break
-        out.append(v)
-    return out

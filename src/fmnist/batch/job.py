@@ -13,6 +13,7 @@ and array inputs are memory-mapped: pixels in memory do not grow with the input 
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import sys
@@ -260,8 +261,8 @@ def finish(p: Plan, opts: Options, clf: "Classifier | Identity", t0: float) -> R
 def run(source: Source, opts: Options) -> Report:
     """Classify what is left of `source` into opts.out on this machine: `workers` processes (one per CPU by
     default) each decode, classify and encode whole chunks (processes, not threads: the decoding and the
-    encoding are Python and would serialise on the GIL), this process writes the parts in order; merge and
-    summarise once every part is there."""
+    encoding are Python and would serialise on the GIL) and write their parts; this process hands out chunk
+    indexes, at most 2 x workers at a time, then merges and summarises once every part is there."""
     from fmnist.config import cpu_count
 
     t0 = time.perf_counter()
@@ -316,12 +317,8 @@ def _results(source: Source, p: "Plan", opts: Options, pool, workers: int, model
     def submit(k):
         return k, pool.apply_async(_chunk_task, (k,))
 
-    pending: list = []
     queue = iter(p.todo)
-    for k in queue:
-        pending.append(submit(k))
-        if len(pending) >= 2 * workers:
-            break
+    pending = [submit(k) for k in itertools.islice(queue, 2 * workers)]
     while pending:
         k, res = pending.pop(0)
         nxt = next(queue, None)

@@ -25,6 +25,7 @@ import numpy as np
 
 from fmnist.serving import multipart, pipeline, reqlog
 from fmnist.serving.apierror import APIError
+from fmnist.serving.auth import Denied
 from fmnist.serving.contract import PredictQuery, image_files
 
 log = logging.getLogger("fmnist.serving")
@@ -46,8 +47,8 @@ class PredictFastPath:
         key_id = None
         if self.state.auth is not None:  # before the body is read: a refused request costs nothing more
             key = self.state.auth.check_environ(environ)
-            if not hasattr(key, "scopes"):
-                return None  # Flask refuses it (401/403) with the same KeyStore, and counts it
+            if isinstance(key, Denied):
+                return None  # Flask refuses it (401/403/429) with the same KeyStore's answer, and counts it
             key_id = key.id
         ctype = environ.get("CONTENT_TYPE", "")
         served = self.state.current
