@@ -52,6 +52,8 @@ class Settings:
     heavy_threads: int = 1  # per loop worker: threads decoding larger pictures (off the event loop)
     heavy_queue: int = 32  # larger pictures waiting for them, per worker; beyond, 503 + Retry-After
     heavy_nice: int = 10  # their threads' CPU priority, lowered by this much: photos yield to small requests
+    # the loop worker answers 503 + Retry-After, without starting it, a request that waited longer than this (0: never)
+    queue_wait_ms: float = 50.0
     explain_concurrency: int = 2  # POST /explain computations at once per worker (145 images each); more: 503
     log_requests: bool = True
     api_keys: str = ""  # a key file (fmnist keys create; a mounted Secret): every route but the probes needs a key
@@ -128,6 +130,8 @@ class Settings:
                      "default_top_k", "retention_rows", "drift_window", "feedback_window", "min_samples"):
             if getattr(self, name) < 1:
                 raise InvalidValue(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.queue_wait_ms <= 60_000:
+            raise InvalidValue(f"queue_wait_ms must be 0-60000 (0: never shed by waiting), got {self.queue_wait_ms}")
         if not 0 <= self.heavy_nice <= 19:
             raise InvalidValue(f"heavy_nice must be 0-19 (how much lower the heavy threads' priority is), got {self.heavy_nice}")
         if self.max_batch_wait_ms < 0:

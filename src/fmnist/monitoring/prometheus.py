@@ -120,6 +120,13 @@ class Metrics:
                                  buckets=PICTURE_BUCKETS, registry=None)
         self.auth_failures = c("fmnist_auth_failures_total", "Requests refused for their API key, by reason: missing, "
                                "malformed, unknown, revoked, scope, unavailable", ["reason"], registry=None)
+        self.shed = c("fmnist_shed_total", "Requests answered at once (503) or dropped without being started, by reason: "
+                      "queue (waited over queue_wait_ms for its worker), pool_full / heavy_full (the worker's thread "
+                      "or heavy-picture queue was full), client_gone (its client closed first: dropped)", ["reason"],
+                      registry=None)
+        self.deadline_expired = c("fmnist_deadline_expired_total", "Requests whose own timeout (X-Request-Timeout-Ms) "
+                                  "would pass before their work finished: answered 504, never started; by where they "
+                                  "waited (loop, app_pool, heavy_pool)", ["where"], registry=None)
         self.model_info = g("fmnist_model_info", "The model in service (value 1)", ["name", "version"],
                             multiprocess_mode="liveall", registry=None)
         self._pending: "collections.deque[tuple]" = collections.deque()  # append/popleft are thread-safe
@@ -131,7 +138,8 @@ class Metrics:
         return (self.http_requests, self.http_duration, self.http_in_progress, self.inference_duration,
                 self.batch_size, self.predictions, self.confidence, self.mean_pixel, self.feedback,
                 self.model_info, self.model_reload_failures, self.log_dropped, self.explanations,
-                self.explain_duration, self.pictures, self.picture_decode, self.picture_convert, self.auth_failures)
+                self.explain_duration, self.pictures, self.picture_decode, self.picture_convert, self.auth_failures,
+                self.shed, self.deadline_expired)
 
     def _forked(self) -> None:
         self._flush_lock = threading.Lock()  # a lock held by the parent's flusher at fork time stays held here
@@ -150,6 +158,11 @@ class Metrics:
     def observe_pictures(self, where: str, timings: list) -> None:
         """timings: (header pixels, decode seconds, convert seconds) per picture of one request."""
         self._pending.append(("pictures", where, timings))
+        self._ensure_flusher()
+
+    def observe_dropped(self, reason: str, where: str, method: str, route: str) -> None:
+        """A request the worker refused or dropped before starting it (serving/http/admission.py)."""
+        self._pending.append(("dropped", reason, where, method, route))
         self._ensure_flusher()
 
     def observe_batch(self, size: int, seconds: float) -> None:
@@ -195,6 +208,7 @@ class Metrics:
             conf, mean_px, sizes, seconds = [], [], [], []
             pictures: dict = collections.Counter()
             stage_times: dict = collections.defaultdict(lambda: ([], []))
+            dropped: dict = collections.Counter()
             for kind, *rest in items:
                 if kind == "request":
                     method, route, status, elapsed = rest
@@ -206,6 +220,11 @@ class Metrics:
                     counts += np.bincount(np.asarray(ids, dtype=np.int64), minlength=len(CLASSES))
                     conf.append(np.asarray(c, dtype=np.float64))
                     mean_px.append(np.asarray(px, dtype=np.float64))
+                elif kind == "dropped":
+                    reason, where, method, route = rest
+                    dropped[(reason, where)] += 1
+                    if reason != "client_gone":  # answered: 504 for a deadline, else 503
+                        requests[(method, route, "504" if reason == "deadline" else "503")] += 1
                 elif kind == "pictures":
                     where, timings = rest
                     for pixels, decode_s, convert_s in timings:
@@ -228,6 +247,11 @@ class Metrics:
                 _observe_many(self.mean_pixel, np.concatenate(mean_px))
             _observe_many(self.batch_size, sizes)
             _observe_many(self.inference_duration, seconds)
+            for (reason, where), n in dropped.items():
+                if reason == "deadline":
+                    self.deadline_expired.labels(where).inc(n)
+                else:
+                    self.shed.labels(reason).inc(n)
             for (size, where), n in pictures.items():
                 self.pictures.labels(size, where).inc(n)
             for size, (decode_s, convert_s) in stage_times.items():

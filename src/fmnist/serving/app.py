@@ -45,6 +45,17 @@ def _require_keys(app: Flask, state) -> None:
             g.key_id = result.id
 
 
+def _dropped_counter(app: Flask, metrics):
+    """The loop worker's FMNIST_DROPPED hook: requests it refused or dropped without starting them
+    (serving/http/admission.py), counted by reason and in fmnist_http_requests_total by route."""
+    routes = {rule.rule for rule in app.url_map.iter_rules() if "<" not in rule.rule}
+
+    def dropped(reason: str, where: str, method: str, path: str) -> None:
+        metrics.observe_dropped(reason, where, method, path if path in routes else "<unmatched>")
+
+    return dropped
+
+
 def create_app(config: "dict | Settings | None" = None) -> Flask:
     """Settings: defaults < $FMNIST_CONFIG file < FMNIST_* variables < `config`. Loads the model once."""
     settings = config if isinstance(config, Settings) else Settings.load(config)
@@ -62,6 +73,8 @@ def create_app(config: "dict | Settings | None" = None) -> Flask:
         app.register_blueprint(bp)
     state = WorkerState(settings)
     app.extensions["fmnist"] = state
+    # QUEUE_WAIT, FMNIST_DROPPED: the loop worker's admission (serving/http/admission.py) and its counter
+    app.config.update(QUEUE_WAIT=settings.queue_wait_ms / 1000.0, FMNIST_DROPPED=_dropped_counter(app, state.metrics))
     init_request_logging(app, settings.log_requests, state.metrics)
     if state.auth is not None:
         _require_keys(app, state)

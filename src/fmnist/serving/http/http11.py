@@ -99,7 +99,7 @@ class Body:
 
 class Request:
     __slots__ = ("method", "url", "headers", "body", "version", "keep_alive", "too_large", "expect_continue",
-                 "head_done", "chunked", "trailers", "started")
+                 "head_done", "chunked", "trailers", "started", "ready_at", "timeout")
 
     def __init__(self, spool: int):
         self.method = ""
@@ -113,7 +113,9 @@ class Request:
         self.head_done = False
         self.chunked = False
         self.trailers = 0
-        self.started = time.monotonic()
+        self.started = time.monotonic()  # its first byte: a client's deadline counts from here
+        self.ready_at = 0.0  # when it was complete: its wait for the worker counts from here
+        self.timeout = 0.0  # seconds the client will wait (X-Request-Timeout-Ms); 0: not said
 
 
 class RequestReader:
@@ -237,6 +239,7 @@ class RequestReader:
         self._since_progress = self._head_bytes = 0
         check_head(req, self.limits)  # raises HttpError
         if req.too_large:  # answered now (the app says 413 from Content-Length); the body is never kept
+            req.ready_at = time.monotonic()
             self.ready.append(req)
             self.closing = True
         elif req.expect_continue:
@@ -263,6 +266,7 @@ class RequestReader:
         if self.continue_owed is req:
             self.continue_owed = None  # the body came without waiting for it
         if not req.too_large:
+            req.ready_at = time.monotonic()
             self.ready.append(req)
 
 
@@ -285,6 +289,8 @@ def check_head(req: Request, limits: Limits) -> None:
                 raise HttpError("417 Expectation Failed", "expectation_failed",
                                 f"Expect: {value.decode('latin-1')!r} is not supported (only 100-continue)")
             req.expect_continue = req.version == "1.1"
+        elif lname in TIMEOUT_FIELDS:
+            req.timeout = parse_timeout(name, value)
     if len(hosts) > 1:
         raise HttpError("400 Bad Request", "bad_request", "more than one Host header field (RFC 9112 §3.2)")
     if not hosts and req.version == "1.1":
@@ -294,6 +300,21 @@ def check_head(req: Request, limits: Limits) -> None:
     if req.chunked and req.version == "1.0":
         raise HttpError("400 Bad Request", "bad_request", "Transfer-Encoding in an HTTP/1.0 request (RFC 9112 §6.1)")
     target_path(req.method, req.url)
+
+
+TIMEOUT_FIELDS = (b"x-request-timeout-ms", b"x-envoy-expected-rq-timeout-ms")  # ours, and what Envoy/Istio send
+MAX_TIMEOUT_MS = 3_600_000
+
+
+def parse_timeout(name: bytes, value: bytes) -> float:
+    """A request's own timeout field -> seconds; HttpError (400) unless a whole number of milliseconds
+    1..3,600,000. With several such fields the last one counts."""
+    text = value.strip()
+    if not text.isdigit() or not 1 <= int(text) <= MAX_TIMEOUT_MS:
+        raise HttpError("400 Bad Request", "bad_timeout",
+                        f"{name.decode('latin-1')}: {text[:40].decode('latin-1')!r} is not a timeout: expected a whole "
+                        f"number of milliseconds from 1 to {MAX_TIMEOUT_MS:,} (how long the client will wait)")
+    return int(text) / 1000.0
 
 
 def target_path(method: str, url: bytes) -> "tuple[bytes, bytes]":

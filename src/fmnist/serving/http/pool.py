@@ -32,8 +32,9 @@ def _lower_priority(nice: int) -> None:
 
 
 class AppPool:
-    def __init__(self, app, threads: int, max_waiting: int, name: str = "app_pool", nice: int = 0):
+    def __init__(self, app, threads: int, max_waiting: int, name: str = "app_pool", nice: int = 0, admit=None):
         self.app = app
+        self.admit = admit  # admit(key, environ, name) -> None (run it) or the answer instead, in the thread
         self.name = name  # told to the app as environ["fmnist.pool"] (where its work ran, for metrics)
         self.max_waiting = max_waiting
         self.waiting = 0  # submitted, result not collected yet (touched by the loop thread only)
@@ -56,7 +57,9 @@ class AppPool:
 
     def _run(self, key, environ: dict) -> None:
         try:
-            result = Responder().call(self.app, environ)
+            result = self.admit(key, environ, self.name) if self.admit is not None else None
+            if result is None:
+                result = Responder().call(self.app, environ)
         except Exception:
             log.exception("Error handling request %s", environ.get("RAW_URI"))
             result = ("500 Internal Server Error", [("Content-Type", "application/json")],

@@ -38,6 +38,7 @@ from gunicorn.workers import base
 
 from fmnist.serving.apierror import error_json
 from fmnist.serving.http import http11
+from fmnist.serving.http.admission import Admission, path_of, too_late
 from fmnist.serving.http.connection import Conn, Responder
 from fmnist.serving.http.pool import AppPool
 
@@ -49,7 +50,8 @@ LINGER_TIMEOUT = 2.0  # seconds a half-closed connection is read (and discarded)
 POOL_THREADS = 4  # per worker, for everything but the batched fast path
 POOL_QUEUE = 64  # requests waiting for a pool thread; beyond, 503
 HEAVY_POOL = (1, 32, 10)  # threads, queue and nice for heavy requests, unless the app's config says HEAVY_POOL
-STEP_REQUESTS = 256  # requests answered per loop turn (then the loop polls and beats again)
+STEP_REQUESTS = 256  # requests answered per loop turn at most (then the loop polls and beats again)
+QUEUE_WAIT = 0.05  # seconds a complete request may wait to be started, unless the app's config says QUEUE_WAIT
 
 
 def _raise_open_files(wanted: int) -> None:
@@ -91,6 +93,9 @@ class LoopWorker(base.Worker):
             body=config.get("MAX_CONTENT_LENGTH") or 10 * 1024 * 1024)
         self.batch_app = getattr(getattr(app, "wsgi_app", None), "wsgi_batch", None)
         self.heavy_pool = tuple(config.get("HEAVY_POOL") or HEAVY_POOL)
+        wait = config.get("QUEUE_WAIT")
+        self.admission = Admission(QUEUE_WAIT if wait is None else float(wait), STEP_REQUESTS,
+                                   config.get("FMNIST_DROPPED"))  # the app's counter of what was not started
         host, port = self._server_name()
         self.base_environ = {
             "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr,
@@ -115,10 +120,10 @@ class LoopWorker(base.Worker):
             listener.setblocking(False)
             sel.register(listener, _READ, _LISTENER)
         sel.register(self.PIPE[0], _READ, _WAKEUP)  # signals wake the loop (set_wakeup_fd)
-        self.pool = AppPool(self.wsgi, POOL_THREADS, POOL_QUEUE, "app_pool")
+        self.pool = AppPool(self.wsgi, POOL_THREADS, POOL_QUEUE, "app_pool", admit=self._admit_in_pool)
         sel.register(self.pool.wakeup, _READ, _POOL)
         threads, queue, nice = self.heavy_pool
-        self.heavy = AppPool(self.wsgi, threads, queue, "heavy_pool", nice)
+        self.heavy = AppPool(self.wsgi, threads, queue, "heavy_pool", nice, admit=self._admit_in_pool)
         sel.register(self.heavy.wakeup, _READ, _HEAVY)
         accepting = True
         while self.alive:
@@ -170,18 +175,41 @@ class LoopWorker(base.Worker):
                 if mask & _READ and conn.sock is not None:
                     self._read(conn)
                 touched.append(conn)
-        budget = STEP_REQUESTS
+        # What arrived now first, then what was left over (oldest first): when the worker is behind, the
+        # requests it starts are fresh ones, and the old ones are refused at once (admission.py), not
+        # started late after everyone else has waited behind them.
+        budget = self.admission.turn_requests()
         batch: list = []
-        while self.runnable and budget > 0:  # left over from the last turn, oldest first
+        for conn in touched:
+            budget -= self._advance(conn, batch, budget)
+        while self.runnable and budget > 0:
             conn = self.runnable.popleft()
             conn.queued = False
-            budget -= self._advance(conn, batch, budget)
-        for conn in touched:
             budget -= self._advance(conn, batch, budget)
         if batch:
             self._answer(batch)
             for conn, _ in batch:
                 self._advance(conn, None, 0)
+        if self.runnable:
+            self._refuse_stale(time.monotonic())
+
+    def _refuse_stale(self, now: float) -> None:
+        """Answer at once, without starting them, the waiting requests admission refuses (waited too long,
+        deadline passed), oldest first, up to the first it would still start."""
+        admission, runnable = self.admission, self.runnable
+        while runnable:
+            conn = runnable[0]
+            ready = conn.reader.ready
+            if conn.sock is not None and ready:
+                refusal = admission.verdict(ready[0], now)
+                if refusal is None:
+                    return
+                while ready and refusal is not None:
+                    conn.pending.append((ready.popleft(), None, refusal))
+                    refusal = admission.verdict(ready[0], now) if ready else None
+            runnable.popleft()
+            conn.queued = False
+            self._advance(conn, None, 0)  # sends the refusals; queued again if it still has requests waiting
 
     @staticmethod
     def _drain(fd: int) -> None:
@@ -192,7 +220,9 @@ class LoopWorker(base.Worker):
             pass
 
     def _accept(self, listener) -> None:
-        for _ in range(64):
+        # every connection waiting (up to worker_connections): one left in the backlog would wait a whole turn
+        # unseen by admission, its request aging where no deadline or queue limit can see it
+        for _ in range(max(0, self.max_conns - len(self.conns))):
             try:
                 sock, addr = listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -215,7 +245,9 @@ class LoopWorker(base.Worker):
             return
         except OSError:
             data = b""
-        if not data:  # the client closed (or reset) the connection
+        if not data:  # the client closed (or reset) the connection: what it sent and is waiting is never started
+            for req in conn.reader.ready:
+                self.admission.count("client_gone", "loop", req.method, path_of(req))
             self.close(conn)
             return
         conn.last = time.monotonic()
@@ -266,21 +298,32 @@ class LoopWorker(base.Worker):
         return 0
 
     def _answer(self, batch: list) -> None:
-        """Answer the complete requests of these connections: the fast path's now, the rest in the pool."""
+        """Answer the complete requests of these connections: refused at once if admission says so
+        (admission.py), the fast path's now, the rest in the pool."""
         jobs = []
+        now = time.monotonic()
+        admission = self.admission
         for conn, reqs in batch:
             for req in reqs:
-                try:
-                    env = http11.environ(self.base_environ, req, conn.addr)
-                except http11.HttpError as e:  # checked at the head already; kept as a guard
-                    env = e
+                refusal = admission.verdict(req, now)
+                if refusal is not None:
+                    env = refusal
+                else:
+                    try:
+                        env = http11.environ(self.base_environ, req, conn.addr)
+                    except http11.HttpError as e:  # checked at the head already; kept as a guard
+                        env = (e.status, [("Content-Type", "application/json")], error_json(e.code, e.message))
                 jobs.append((conn, req, env))
-        results = self._call_batch([env for _, _, env in jobs if isinstance(env, dict)])
+        environs = [env for _, _, env in jobs if isinstance(env, dict)]
+        t0 = time.perf_counter()
+        results = self._call_batch(environs)
+        admission.measured(len(environs), time.perf_counter() - t0)
         it = iter(results)
         for conn, req, env in jobs:
-            result = next(it) if isinstance(env, dict) else (env.status, [("Content-Type", "application/json")],
-                                                               error_json(env.code, env.message))
-            conn.pending.append((req, env, result))
+            if isinstance(env, dict):
+                conn.pending.append((req, env, next(it)))
+            else:
+                conn.pending.append((req, None, env))
         self.nr += len(jobs)
         if self.nr >= self.max_requests:
             self.log.info("Autorestarting worker after current request.")
@@ -314,6 +357,7 @@ class LoopWorker(base.Worker):
         heavy = env.get("fmnist.heavy", False)
         pool = self.heavy if heavy else self.pool
         if pool.full:
+            self.admission.count("heavy_full" if heavy else "pool_full", pool.name, req.method, path_of(req))
             conn.pending.popleft()
             body = error_json("server_busy", "too many large pictures waiting for this worker; retry shortly" if heavy
                               else "too many requests waiting for this worker; retry shortly")
@@ -322,6 +366,20 @@ class LoopWorker(base.Worker):
             return
         conn.busy = True
         pool.submit((conn, req), env)
+
+    def _admit_in_pool(self, key, environ: dict, where: str) -> "tuple | None":
+        """In a pool thread, before the app gets the request: None to run it; else the answer instead (a client
+        gone is dropped: its answer is never sent; a deadline passed while it waited is a 504)."""
+        conn, req = key
+        if conn.sock is None:
+            self.admission.count("client_gone", where, req.method, path_of(req))
+            return "499 Client Closed Request", [], b""
+        if req.timeout:
+            now = time.monotonic()
+            if now >= req.started + req.timeout:
+                self.admission.count("deadline", where, req.method, path_of(req))
+                return too_late(req, now)
+        return None
 
     def _pool_results(self, pool: AppPool) -> list:
         """Answers from a pool: sent in their connection's order; -> the connections to move on."""
@@ -342,6 +400,9 @@ class LoopWorker(base.Worker):
         req.body.close()
         if conn.finished:
             return  # pipelined behind a response that closes the connection: never answered
+        if result is self.admission.busy and req.keep_alive and req.version == "1.1" and req.method != "HEAD":
+            conn.write(self.admission.busy_bytes)  # shedding costs as little as it can: the bytes are made once
+            return
         keep = req.keep_alive and not conn.reader.closing and self.alive and not http11.wants_close(headers)
         conn.write(http11.response_bytes(status, headers, body, keep, req.version, req.method == "HEAD",
                                          http11.http_date()))
