@@ -36,6 +36,12 @@ http {{
     uwsgi_temp_path {state}/uwsgi;
     scgi_temp_path {state}/scgi;
     client_max_body_size {max_body};
+    # its own limits in front (a ceiling against one abusive address, far above a real client's needs;
+    # per-key rates are the replicas'): answered 429 + Retry-After in the API's error shape
+    limit_conn_zone $binary_remote_addr zone=fmnist_conns:10m;
+    limit_req_zone $binary_remote_addr zone=fmnist_reqs:10m rate={ip_rate}r/s;
+    limit_conn_status 429;
+    limit_req_status 429;
 
     upstream fmnist {{
         least_conn;
@@ -52,9 +58,13 @@ http {{
             proxy_set_header Connection "";
             proxy_set_header Host $host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            # a replica that refuses, resets or answers 502/503 (not ready, restarting) is skipped;
-            # POST /predict is safe to retry (it changes nothing but the prediction log)
-            proxy_next_upstream error timeout http_502 http_503 non_idempotent;
+            limit_conn fmnist_conns {ip_conns};
+            limit_req zone=fmnist_reqs burst={ip_burst} nodelay;
+            # retried on another replica: only a replica that refuses, resets or never answers (it died or
+            # is restarting). An answer is final, 503 and 429 included: a replica that sheds load or a key
+            # over its rate must not send the same work to the next replica (that multiplies overload).
+            # POST /predict is safe to resend after a reset (it changes nothing but the prediction log).
+            proxy_next_upstream error timeout non_idempotent;
             proxy_next_upstream_tries 3;
             proxy_next_upstream_timeout 10s;
             proxy_connect_timeout 1s;
@@ -62,6 +72,12 @@ http {{
             proxy_read_timeout 30s;
         }}
         location = /nginx-health {{ return 200 "ok\\n"; }}
+        error_page 429 = @limited;
+        location @limited {{
+            default_type application/json;
+            add_header Retry-After 1 always;
+            return 429 '{{"error": {{"code": "rate_limited", "message": "too many requests or connections from this address (a limit of the load balancer); retry after Retry-After seconds"}}, "request_id": null}}';
+        }}
     }}
 }}
 """
@@ -79,9 +95,14 @@ def find_nginx() -> str:
     raise ClusterError("nginx not found: install it (Debian/Ubuntu: apt-get install nginx)")
 
 
-def nginx_config(state: Path, host: str, port: int, replica_ports: list[int], max_body: str = "10m") -> str:
+IP_LIMITS = {"ip_conns": 1024, "ip_rate": 20000, "ip_burst": 40000}  # per client address, at the load balancer
+
+
+def nginx_config(state: Path, host: str, port: int, replica_ports: list[int], max_body: str = "10m",
+                 **limits) -> str:
     servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;" for p in replica_ports)
-    return NGINX_CONF.format(state=state, host=host, port=port, servers=servers, max_body=max_body)
+    return NGINX_CONF.format(state=state, host=host, port=port, servers=servers, max_body=max_body,
+                             **{**IP_LIMITS, **limits})
 
 
 def _ready(url: str, timeout: float = 5.0) -> "dict | None":
