@@ -46,6 +46,8 @@ EXPOSE 5000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
   CMD ["python3", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:5000/ready', timeout=2).status == 200 else 1)"]
 STOPSIGNAL SIGTERM
+# every interface, so it refuses to start without API keys: mount a key file (fmnist keys create) and set
+# FMNIST_API_KEYS to its path, or run with FMNIST_OPEN=true to serve open on purpose
 CMD ["fmnist", "serve", "--host", "0.0.0.0", "--port", "5000"]
 
 # ---------------------------------------------------------------- training image

@@ -56,6 +56,25 @@ def open_loop(port: int, rate: float, duration: float, timeout: float, headers: 
     return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
 
 
+def scrape_flood(port: int, n: int) -> float:
+    """Seconds until n GET /metrics pipelined in one write are all answered."""
+    import socket
+    import time
+
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=300) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n" * n)
+        f = s.makefile("rb")
+        for _ in range(n):
+            assert f.readline().startswith(b"HTTP/1.1 200")
+            length = 0
+            while (line := f.readline()) != b"\r\n":
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            f.read(length)
+    return time.monotonic() - t0
+
+
 def row(name: str, mult: float, cap: float, r: dict) -> str:
     ok = r["latency_ms"].get("2xx", {})
     st = r["status"]
@@ -75,13 +94,14 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=1.0, help="seconds a client waits before giving up")
     p.add_argument("--multipliers", default="1,2,4")
     p.add_argument("--header", action="append", default=[], help="NAME:VALUE sent with every open-loop request")
+    p.add_argument("--scrapes", type=int, default=1000, help="GET /metrics pipelined in one write, after the load")
     a = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="overload-bench-"))
     script = sb.wrk_script(sb.test_png(), tmp / "png.lua")
     trees = ([("before", Path(a.before))] if a.before else []) + [("now", REPO)]
     mults = [float(m) for m in a.multipliers.split(",")]
     cap = None
-    lines = []
+    lines, scrapes = [], []
     for name, tree in trees:
         proc, port = start_server(tree, name, a.model, tmp, [])
         try:
@@ -94,6 +114,10 @@ def main() -> None:
                 lines.append(row(name, m, cap, r))
                 print(lines[-1], flush=True)
                 print("   ", json.dumps({k: r[k] for k in ("status", "timeout", "error", "unsent", "opened")}), flush=True)
+            if a.scrapes:
+                took = scrape_flood(port, a.scrapes)
+                scrapes.append(f"| {name} | {a.scrapes:,} | {took:.2f} s | {1000 * took / a.scrapes:.2f} ms |")
+                print(scrapes[-1], flush=True)
         finally:
             sb.stop(proc)
     print(f"\n1 worker on CPU {SERVER_CPU}, the generator on CPU {CLIENT_CPU}; capacity {cap:,.0f} req/s; "
@@ -102,6 +126,9 @@ def main() -> None:
           "timeouts | other failures | generator late p99 |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     print("\n".join(lines))
+    if scrapes:
+        print("\n| server | GET /metrics pipelined in one write | all answered after | per scrape |\n|---|---:|---:|---:|")
+        print("\n".join(scrapes))
 
 
 if __name__ == "__main__":

@@ -141,7 +141,8 @@ def running_server(workdir: Path, *extra: str, workers: int = 2, model: str = st
     port = free_port()
     log = workdir / "server.log"
     env = {**os.environ, "FMNIST_MODELS": str(REPO / "models"),
-           "FMNIST_PREDICTION_LOG": str(workdir / "predictions.sqlite")}
+           "FMNIST_PREDICTION_LOG": str(workdir / "predictions.sqlite"),
+           "FMNIST_METRICS_REUSE": "0"}  # tests read /metrics right after what they count (test_metrics_cost: the default)
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     env.update(extra_env or {})
     with open(log, "wb") as out:

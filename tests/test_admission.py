@@ -132,3 +132,26 @@ def test_a_worker_behind_refuses_at_once_what_waited_too_long(tmp_path, real_dat
             s.close()
         assert statuses.count(200) >= 8 and statuses.count(503) >= 1 and len(statuses) == 320, statuses
         assert _metric(srv["url"], "fmnist_shed_total", reason="queue") == statuses.count(503)
+
+
+@pytest.mark.integration
+def test_a_flood_of_scrapes_costs_a_bounded_number_of_renders(tmp_path):
+    """200 GET /metrics pipelined in one write, with the default metrics_reuse: all answered, and the merged
+    text rendered about once per reuse window (at least 50 ms), not 200 times."""
+    with running_server(tmp_path, "--worker", "loop", workers=2, extra_env={"FMNIST_METRICS_REUSE": "-1"}) as srv:
+        before = _total(srv["url"], "fmnist_metrics_renders_total")
+        t0 = time.monotonic()
+        with socket.create_connection(("127.0.0.1", srv["port"]), timeout=60) as s:
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n" * 200)
+            f = s.makefile("rb")
+            for _ in range(200):
+                assert f.readline().startswith(b"HTTP/1.1 200")
+                length = 0
+                while (line := f.readline()) != b"\r\n":
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                assert b"fmnist_metrics_renders_total" in f.read(length)
+        took = time.monotonic() - t0
+        time.sleep(1.1)  # past the longest reuse window: the next scrape renders again
+        renders = _total(srv["url"], "fmnist_metrics_renders_total") - before
+        assert 1 <= renders <= 2 + took / 0.05 and renders < 100, (renders, took)

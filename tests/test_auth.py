@@ -2,6 +2,9 @@
 (the fast path and Flask) and through a real Gunicorn loop worker: no bypass."""
 
 import json
+import os
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 
@@ -10,7 +13,7 @@ import pytest
 
 from fmnist.errors import InvalidValue
 from fmnist.serving import auth
-from tests.conftest import running_server
+from tests.conftest import REPO, running_server
 from tests.images import png
 
 PIXELS = np.zeros((28, 28), np.uint8)
@@ -210,3 +213,25 @@ def test_rate_limit_per_key_answers_429_with_retry_after(tmp_path, make_app, mon
     buckets = auth.Buckets(workers=2)
     key = auth.Key("0000abcd", "", "", ("predict",), 0.0, rate=2, burst=2)
     assert [buckets.take(key) == 0 for _ in range(2)] == [True, False]  # burst 2 over 2 workers: 1 each
+
+
+def test_serving_beyond_loopback_without_keys_is_refused_unless_said_open(tmp_path):
+    from fmnist.config import Settings, is_loopback
+
+    assert all(is_loopback(b) for b in ("127.0.0.1:5000", "localhost:80", "[::1]:5000", "127.9.9.9:1", "unix:/tmp/s"))
+    assert not any(is_loopback(b) for b in ("0.0.0.0:5000", ":5000", "[::]:5000", "10.0.0.5:5000", "example.com:80"))
+    assert Settings(bind="127.0.0.1:5000").exposure_problem() is None
+    assert "refusing to serve 0.0.0.0:5000 without API keys" in Settings(bind="0.0.0.0:5000").exposure_problem()
+    assert Settings(bind="0.0.0.0:5000", open=True).exposure_problem() is None
+    assert Settings(bind="0.0.0.0:5000", api_keys=str(tmp_path / "k.json")).exposure_problem() is None
+    # the command says so before Gunicorn starts; Gunicorn started by hand with our config refuses too
+    env = {**os.environ, "FMNIST_MODELS": str(REPO / "models")}
+    env.pop("FMNIST_OPEN", None)
+    env.pop("FMNIST_API_KEYS", None)
+    cli = subprocess.run([sys.executable, "-m", "fmnist.cli", "serve", "--host", "0.0.0.0", "--port", "1"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert cli.returncode == 2 and "bind 127.0.0.1, or say it is meant to be open (--open" in cli.stderr
+    gun = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "python:fmnist.serving.http.gunicorn_conf",
+                          "fmnist.serving:create_app()"], capture_output=True, text=True, timeout=60,
+                         env={**env, "FMNIST_BIND": "0.0.0.0:1"})
+    assert gun.returncode != 0 and "refusing to serve 0.0.0.0:1 without API keys" in gun.stderr

@@ -77,10 +77,13 @@ def test_serving_image_builds_runs_predicts_and_is_healthy(tmp_path, podman_env,
     assert has_torch.returncode != 0  # no torch in the serving image
     whoami = subprocess.run(["podman", "run", "--rm", IMAGE, "id", "-u"], env=env, capture_output=True, text=True)
     assert whoami.stdout.strip() == "10001"  # non-root
+    # it listens on every interface, so without keys it refuses to start, saying how to go on
+    refused = subprocess.run(["podman", "run", "--rm", IMAGE], env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "refusing to serve 0.0.0.0:5000 without API keys" in refused.stderr
     port = free_port()
     name = f"fmnist-test-{port}"
-    subprocess.run(["podman", "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:5000", IMAGE], env=env,
-                   check=True, capture_output=True)
+    subprocess.run(["podman", "run", "-d", "--name", name, "-e", "FMNIST_OPEN=true", "-p", f"127.0.0.1:{port}:5000",
+                    IMAGE], env=env, check=True, capture_output=True)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_ready(url, 60, pause=0.5, request_timeout=2,

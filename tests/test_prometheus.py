@@ -10,7 +10,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from fmnist.client import predict_bytes
+from fmnist.client import predict_bytes as _predict
 from tests.conftest import REPO, SHIPPED, free_port, needs, program, running_server
 from tests.images import png
 
@@ -52,7 +52,21 @@ def _query(base: str, expr: str) -> dict:
 
 @needs("prometheus")
 def test_real_prometheus_scrapes_the_server(tmp_path):
-    with running_server(tmp_path) as srv:
+    """A server with API keys, scraped with a `monitor` key the way prometheus.yml's comment says."""
+    from fmnist.serving import auth
+
+    keys = tmp_path / "keys.json"
+    monitor_key = auth.create(keys, "prometheus", ["monitor"])
+    (tmp_path / "monitor-key").write_text(monitor_key + "\n")
+    with running_server(tmp_path, "--api-keys", str(keys)) as srv:
+        key = auth.create(keys, "app", ["predict"])
+        time.sleep(1.1)  # the server rereads the key file at most once a second
+
+        def predict_bytes(content, url):
+            out = _predict(content, url, api_key=key)
+            assert "error" not in out, out
+            return out
+
         for i in range(30):
             predict_bytes(png(np.full((28, 28), i * 8, np.uint8)), srv["url"])
         config = (PROM / "prometheus.yml").read_text()
@@ -60,6 +74,10 @@ def test_real_prometheus_scrapes_the_server(tmp_path):
         config = config.replace("evaluation_interval: 5s", "evaluation_interval: 1s")
         config = config.replace('"localhost:5000"', f'"127.0.0.1:{srv["port"]}"')
         config = config.replace("rules/", str(PROM / "rules") + "/")
+        config = config.replace("    # authorization:\n    #   type: Bearer\n    #   credentials_file: "
+                                "/etc/prometheus/fmnist-monitor-key", "    authorization:\n      type: Bearer\n"
+                                f"      credentials_file: {tmp_path / 'monitor-key'}")
+        assert str(tmp_path / "monitor-key") in config
         (tmp_path / "prometheus.yml").write_text(config)
         port = free_port()
         prom = subprocess.Popen([PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -22,12 +23,16 @@ def _multipart(field: str, filename: str, content: bytes) -> tuple[bytes, str]:
 
 
 def predict_bytes(content: bytes, url: str, filename: str = "image", top_k: int = 3, preprocess: str = "auto",
-                  timeout: float = 30.0) -> dict:
-    """POST one image to {url}/predict; returns the JSON body (an {"error": ...} body on HTTP errors)."""
+                  timeout: float = 30.0, api_key: "str | None" = None) -> dict:
+    """POST one image to {url}/predict; returns the JSON body (an {"error": ...} body on HTTP errors).
+    api_key: sent as `Authorization: Bearer` (default: $FMNIST_API_KEY, when set)."""
     body, ctype = _multipart("image", filename, content)
     query = urllib.parse.urlencode({"top_k": top_k, "preprocess": preprocess})
-    req = urllib.request.Request(f"{url.rstrip('/')}/predict?{query}", data=body, method="POST",
-                                 headers={"Content-Type": ctype})
+    headers = {"Content-Type": ctype}
+    key = api_key if api_key is not None else os.environ.get("FMNIST_API_KEY", "")
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    req = urllib.request.Request(f"{url.rstrip('/')}/predict?{query}", data=body, method="POST", headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return json.loads(resp.read())

@@ -76,7 +76,8 @@ http {{
         location @limited {{
             default_type application/json;
             add_header Retry-After 1 always;
-            return 429 '{{"error": {{"code": "rate_limited", "message": "too many requests or connections from this address (a limit of the load balancer); retry after Retry-After seconds"}}, "request_id": null}}';
+            return 429 '{{"error": {{"code": "rate_limited", "message": "too many requests or connections from this address \
+(a limit of the load balancer); retry after Retry-After seconds"}}, "request_id": null}}';
         }}
     }}
 }}

@@ -28,7 +28,9 @@ class Settings:
     model: str = "smallcnn"  # artifact path or name[:version]
     models: str = ""  # the registry directory; empty: ./models (FMNIST_MODELS, as every command reads it)
     # Gunicorn (fmnist serve)
-    bind: str = "0.0.0.0:5000"
+    bind: str = "127.0.0.1:5000"
+    # serve without API keys on an address beyond loopback: refused unless said explicitly (see exposure_problem)
+    open: bool = False
     workers: int = 0  # 0: one per CPU (cpu_count())
     worker: str = "loop"  # loop | gthread | sync
     threads: int = 2  # per worker, gthread only
@@ -60,6 +62,8 @@ class Settings:
     fast_path: bool = True  # serve the common multipart POST /predict before Flask (serving/fastpath.py)
     reload_interval: float = 2.0  # seconds between checks of the registry for a promotion (0: never)
     # monitoring
+    # seconds a /metrics text is reused before it is merged again (-1: 10x its render time, 0.05-1 s; 0: never)
+    metrics_reuse: float = -1.0
     # a path: SQLite shared by the workers and replicas of one machine (survives restarts); a
     # postgresql://user:password@host:port/dbname URL: one store for a whole fleet
     prediction_log: str = ".fmnist/predictions.sqlite"
@@ -130,12 +134,24 @@ class Settings:
                      "default_top_k", "retention_rows", "drift_window", "feedback_window", "min_samples"):
             if getattr(self, name) < 1:
                 raise InvalidValue(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not (self.metrics_reuse == -1 or 0 <= self.metrics_reuse <= 60):
+            raise InvalidValue(f"metrics_reuse must be -1 (automatic) or 0-60 seconds, got {self.metrics_reuse}")
         if not 0 <= self.queue_wait_ms <= 60_000:
             raise InvalidValue(f"queue_wait_ms must be 0-60000 (0: never shed by waiting), got {self.queue_wait_ms}")
         if not 0 <= self.heavy_nice <= 19:
             raise InvalidValue(f"heavy_nice must be 0-19 (how much lower the heavy threads' priority is), got {self.heavy_nice}")
         if self.max_batch_wait_ms < 0:
             raise InvalidValue("max_batch_wait_ms must be >= 0")
+
+    def exposure_problem(self) -> "str | None":
+        """Why serving these settings would be unsafe (no API keys, on an address others can reach, and not
+        said to be meant open), or None."""
+        if self.api_keys or self.open or is_loopback(self.bind):
+            return None
+        return (f"refusing to serve {self.bind} without API keys: anyone who can reach it could use the model, "
+                "rewrite the live accuracy with POST /feedback and read /metrics and /monitoring. Give a key file "
+                "(--api-keys FILE or FMNIST_API_KEYS; `fmnist keys create` makes one), bind 127.0.0.1, or say it is "
+                "meant to be open (--open or FMNIST_OPEN=true)")
 
     @property
     def worker_count(self) -> int:
@@ -166,3 +182,19 @@ def _coerce(name: str, value, typ):
     except ValueError:
         raise InvalidValue(f"setting {name}: {value!r} is not a valid {typ.__name__}") from None
     return text
+
+
+def is_loopback(bind: str) -> bool:
+    """A Gunicorn bind (host:port, [v6]:port, unix:path) that only this machine can reach."""
+    if bind.startswith("unix:"):
+        return True
+    host = bind.rpartition(":")[0] if ":" in bind else bind
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name, or empty (every interface): reachable from elsewhere

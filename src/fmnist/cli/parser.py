@@ -136,8 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("serve", help="serve a model over HTTP with Gunicorn (POST /predict, /v2, /ready ...)")
     sp.add_argument("--model", help="artifact path or name[:version] (default: smallcnn)")
-    sp.add_argument("--host", default="0.0.0.0")
+    sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only; "
+                    "another address needs --api-keys or --open)")
     sp.add_argument("--port", type=int, default=5000)
+    sp.add_argument("--open", action="store_true", help="serve without API keys on an address beyond loopback, "
+                    "on purpose (e.g. behind a gateway that authenticates)")
     sp.add_argument("--workers", type=int, help="Gunicorn worker processes (default: CPU count)")
     sp.add_argument("--worker", choices=WORKER_KINDS,
                     help="worker type (default loop: one event loop per process, batches requests that "
@@ -189,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--top-k", type=int, default=3)
     sp.add_argument("--preprocess", choices=["auto", "raw", "photo"], default="auto")
     sp.add_argument("--json", action="store_true", help="one JSON object per file")
+    sp.add_argument("--api-key", help="an API key with the predict scope (default: $FMNIST_API_KEY)")
     sp.set_defaults(func=cmd_predict)
 
     sp = sub.add_parser("batch", help="classify a whole catalogue offline (directory, glob, manifest, IDX or .npy), "

@@ -36,6 +36,8 @@ def cmd_serve(args) -> int:
             env[f"FMNIST_{key}"] = str(value)
     if args.no_batching:
         env["FMNIST_BATCHING"] = "false"
+    if args.open:
+        env["FMNIST_OPEN"] = "true"
     if args.quiet:
         env["FMNIST_LOG_REQUESTS"] = "false"
     kind = _worker_kind(args.worker, args.threads, env)
@@ -53,6 +55,8 @@ def cmd_serve(args) -> int:
         settings = Settings.load(environ=env)
     except ValueError as e:
         raise CLIError(str(e)) from None
+    if settings.exposure_problem():
+        raise CLIError(settings.exposure_problem())
     art = resolve(settings.model, settings.models or None)
     if kind == "gthread":
         kind += f" x {settings.threads} threads"
@@ -68,7 +72,8 @@ def cmd_predict(args) -> int:
     from fmnist.client import predict_files
 
     failures = 0
-    for path, result in predict_files(args.images, args.url, top_k=args.top_k, preprocess=args.preprocess):
+    for path, result in predict_files(args.images, args.url, top_k=args.top_k, preprocess=args.preprocess,
+                                      api_key=args.api_key):
         if args.json:
             print(json.dumps({"file": path, **result}))
         elif "error" in result:

@@ -67,6 +67,9 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+RENDER_REUSE = 10  # /metrics: the merged text is reused for 10x its render time (see exposition_bounded)
+
+
 class Metrics:
     """One process's Prometheus metrics, owned by the app's state (`WorkerState.metrics`).
 
@@ -127,11 +130,15 @@ class Metrics:
         self.deadline_expired = c("fmnist_deadline_expired_total", "Requests whose own timeout (X-Request-Timeout-Ms) "
                                   "would pass before their work finished: answered 504, never started; by where they "
                                   "waited (loop, app_pool, heavy_pool)", ["where"], registry=None)
+        self.metrics_renders = c("fmnist_metrics_renders_total", "Times /metrics merged every worker's metrics (the "
+                                 "scrapes in between reuse the text: metrics_reuse)", registry=None)
         self.model_info = g("fmnist_model_info", "The model in service (value 1)", ["name", "version"],
                             multiprocess_mode="liveall", registry=None)
         self._pending: "collections.deque[tuple]" = collections.deque()  # append/popleft are thread-safe
         self._flush_lock = threading.Lock()
         self._flusher_started = False  # in this process; reset in a forked child, which has no thread yet
+        self._render_lock = threading.Lock()
+        self._rendered: tuple = (None, 0.0, 0.0)  # /metrics text, when it was rendered, how long that took
         _instances.add(self)
 
     def _collectors(self) -> tuple:
@@ -139,10 +146,12 @@ class Metrics:
                 self.batch_size, self.predictions, self.confidence, self.mean_pixel, self.feedback,
                 self.model_info, self.model_reload_failures, self.log_dropped, self.explanations,
                 self.explain_duration, self.pictures, self.picture_decode, self.picture_convert, self.auth_failures,
-                self.shed, self.deadline_expired)
+                self.shed, self.deadline_expired, self.metrics_renders)
 
     def _forked(self) -> None:
         self._flush_lock = threading.Lock()  # a lock held by the parent's flusher at fork time stays held here
+        self._render_lock = threading.Lock()
+        self._rendered = (None, 0.0, 0.0)
         self._flusher_started = False
         self._pending.clear()  # the parent writes its own observations
 
@@ -274,6 +283,24 @@ class Metrics:
     def exposition(self, extra_collectors=()) -> bytes:
         self.flush()
         return generate_latest(self.registry(extra_collectors))
+
+    def exposition_bounded(self, extra_collectors=lambda: (), reuse: float = -1.0) -> bytes:
+        """What /metrics sends, at a bounded cost however often it is asked. With several workers the text
+        merges every worker's files (~5-20 ms); it is rendered again only once the last one is older than
+        `reuse` seconds (-1: RENDER_REUSE times its own render time, at least 50 ms, at most 1 s; 0: never
+        reused), and by one thread at a time: scrapes in between get the same text, so a flood of scrapes
+        costs at most ~1/RENDER_REUSE of one thread. Prometheus (every 5-15 s) always gets a fresh render.
+        One process: rendered every time (no merge to save)."""
+        if not multiprocess_dir() or reuse == 0:
+            return self.exposition(extra_collectors())
+        with self._render_lock:
+            text, at, took = self._rendered
+            now = time.monotonic()
+            if text is None or now - at > (reuse if reuse > 0 else min(1.0, max(0.05, RENDER_REUSE * took))):
+                text = self.exposition(extra_collectors())
+                self._rendered = (text, now, time.monotonic() - now)
+                self.metrics_renders.inc()  # seen in the next render
+            return text
 
     def snapshot(self) -> dict:
         """Totals the dashboard turns into rates: requests by status class, latency buckets, batches."""

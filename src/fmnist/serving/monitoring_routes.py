@@ -25,11 +25,12 @@ bp = Blueprint("monitoring", __name__)
 @bp.get("/metrics")
 def prometheus_metrics():
     st = serving_state()
-    served = st.current
-    extra = [SystemCollector()]
-    if served is not None:
-        extra.append(ReferenceCollector(served.predictor.artifact.manifest))
-    return Response(st.metrics.exposition(extra), mimetype=CONTENT_TYPE_LATEST)
+
+    def extra():
+        served = st.current
+        return [SystemCollector()] + ([ReferenceCollector(served.predictor.artifact.manifest)] if served else [])
+
+    return Response(st.metrics.exposition_bounded(extra, st.settings.metrics_reuse), mimetype=CONTENT_TYPE_LATEST)
 
 
 @bp.get("/monitoring")

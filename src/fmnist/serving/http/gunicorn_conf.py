@@ -9,6 +9,8 @@ try:
     _settings = Settings.load()
 except ValueError as e:  # a bad FMNIST_* value: one clear line instead of a traceback per worker
     raise SystemExit(f"fmnist: {e}") from None
+if _settings.exposure_problem():  # `gunicorn -c python:fmnist.serving.http.gunicorn_conf` run by hand too
+    raise SystemExit(f"fmnist: {_settings.exposure_problem()}")
 
 # loop (default): worker.LoopWorker, one event loop per process, requests that arrive together are
 # batched; gthread: Gunicorn's thread-pool worker (threads each); sync: one request at a time
