@@ -143,3 +143,40 @@ def test_dashboard_explains_a_picture_and_shows_unsure_inputs(tmp_path, real_dat
             assert not errors, errors
         finally:
             driver.quit()
+
+
+def test_dashboard_asks_for_a_key_once_and_keeps_it_for_the_tab(tmp_path, browser_works):
+    """With API keys the page loads (it holds no data), asks for a key, says why a key is refused, and with
+    a monitor key shows the server's numbers, also after a reload of the tab."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from fmnist.serving import auth
+
+    keys = tmp_path / "keys.json"
+    monitor, predict = auth.create(keys, "ops", ["monitor"]), auth.create(keys, "app", ["predict"])
+    with running_server(tmp_path, "--api-keys", str(keys), workers=1) as srv:
+        driver = _browser()
+        try:
+            driver.get(srv["url"] + "/dashboard")
+            wait = WebDriverWait(driver, 20)
+            wait.until(lambda d: d.find_element(By.ID, "key-form").is_displayed())
+            assert "monitor" in driver.find_element(By.ID, "key-note").text
+            assert driver.find_element(By.ID, "model").text == "loading…"  # nothing shown without a key
+
+            def give(key):
+                box = driver.find_element(By.ID, "key-input")
+                box.send_keys(key)
+                box.submit()
+
+            give(predict)
+            wait.until(lambda d: "lacks the monitor scope" in d.find_element(By.ID, "key-note").text)
+            give(monitor)
+            wait.until(lambda d: f"smallcnn:{SHIPPED.name}" in d.find_element(By.ID, "model").text)
+            assert not driver.find_element(By.ID, "key-form").is_displayed()
+            driver.refresh()  # the same tab: the key is remembered, not asked again
+            wait.until(lambda d: f"smallcnn:{SHIPPED.name}" in d.find_element(By.ID, "model").text)
+            assert not driver.find_element(By.ID, "key-form").is_displayed()
+            assert driver.execute_script("return location.href").endswith("/dashboard")  # never in the URL
+        finally:
+            driver.quit()

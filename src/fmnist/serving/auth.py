@@ -7,8 +7,9 @@ name, scopes and the sha256 of its secret - never the secret. A request sends th
 `X-API-Key: <key>`; the id selects the record and the secret's hash is compared in constant time.
 
 Scopes: `predict` (/predict, /explain, /v2 inference and metadata, /model, /openapi.json), `feedback`
-(/feedback), `monitor` (/metrics, /monitoring*, /dashboard). The probes (/health, /ready,
-/v2/health/*) stay open. Any other path needs a `predict` key too, so nothing is learnt without one.
+(/feedback), `monitor` (/metrics, /monitoring*). The probes (/health, /ready, /v2/health/*) stay open,
+and so does /dashboard: its page is static (no data); it asks the user for a key once, keeps it for the
+tab, and sends it with every request it makes. Any other path needs a `predict` key too, so nothing is learnt without one.
 
 The file is read again when it changes (checked at most once a second): keys are added, rotated and
 revoked without a restart. A file that is missing or unreadable at start refuses every request that needs
@@ -34,7 +35,8 @@ from fmnist.errors import InvalidValue
 
 log = logging.getLogger("fmnist.serving")
 SCOPES = ("predict", "feedback", "monitor")
-OPEN_PATHS = frozenset({"/health", "/ready", "/v2/health/live", "/v2/health/ready"})
+OPEN_PATHS = frozenset({"/health", "/ready", "/v2/health/live", "/v2/health/ready",
+                        "/dashboard"})  # the dashboard's page holds no data: it asks for a key, then fetches with it
 _KEY = re.compile(r"^fmk_([0-9a-f]{8})_([A-Za-z0-9_-]{32})$")
 _DUMMY = hashlib.sha256(b"no such key").hexdigest()
 RELOAD_EVERY = 1.0  # seconds between looks at the key file
@@ -46,7 +48,7 @@ def scope_for(path: str) -> "str | None":
         return None
     if path == "/feedback":
         return "feedback"
-    if path in ("/metrics", "/dashboard") or path == "/monitoring" or path.startswith("/monitoring/"):
+    if path == "/metrics" or path == "/monitoring" or path.startswith("/monitoring/"):
         return "monitor"
     return "predict"
 
