@@ -3,8 +3,10 @@
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 
@@ -166,8 +168,18 @@ def test_every_route_and_key_through_gunicorn(keyfile, tmp_path):
 
         assert _matrix(send, keys) == []
         log = srv["log"].read_text()
+        metrics = send("GET", "/metrics", None, {"Authorization": f"Bearer {keys['monitor']}"})[1].decode()
+        db = srv["log"].parent / "predictions.sqlite"
+        for _ in range(50):  # the prediction log is written in the background
+            with sqlite3.connect(db) as conn:
+                key_ids = {k for (k,) in conn.execute("SELECT key_id FROM predictions")}
+            if key_ids:
+                break
+            time.sleep(0.1)
     kid = keys["predict"].split("_")[1]
     assert f'"key_id":"{kid}"' in log and keys["predict"] not in log and keys["predict"].split("_", 2)[2] not in log
+    assert key_ids == {kid}  # /predict (both paths) and /v2 infer, with the predict key
+    assert f'fmnist_key_requests_total{{key_id="{kid}",status="200"}}' in metrics
 
 
 def test_keys_command(tmp_path, capsys):

@@ -56,7 +56,7 @@ def fresh(pg):
 
 
 def _row(i: int, replica: str = "a"):
-    return (f"r{i}", 0, time.time(), replica, "smallcnn", "1", i % 10, 0.9, 0.3, "0" * 64, None)
+    return (f"r{i}", 0, time.time(), replica, "smallcnn", "1", i % 10, 0.9, 0.3, "0" * 64, None, "0000abcd")
 
 
 def _post(url: str, path: str, body: bytes, timeout: float = 10) -> "tuple[int, dict]":
@@ -90,14 +90,14 @@ def test_schema_is_versioned_safe_to_start_together_and_writes_are_idempotent(fr
     for t in threads:
         t.join()
     assert not errors
-    assert fresh.query("SELECT version FROM fmnist_schema_version") == [(2,)]
+    assert fresh.query("SELECT version FROM fmnist_schema_version") == [(3,)]
     store = open_store(fresh.url, flush_interval=0.01)
     rows = [_row(i) for i in range(500)]
     store.record(rows)
     store.record(rows[:100])  # the same keys again (a retried batch): no duplicates
     assert store.flush(5.0)
     assert store.count() == 500 and fresh.query("SELECT COUNT(DISTINCT (request_id, idx)) FROM predictions") == [(500,)]
-    assert store.get("r7")["replica"] == "a" and store.set_feedback("r7", 0, 7)
+    assert store.get("r7")["replica"] == "a" and store.get("r7")["key_id"] == "0000abcd" and store.set_feedback("r7", 0, 7)
     assert store.recent_feedback(10)["true"].tolist() == [7]
     assert store.recent(100)["replicas"] == 1
     plan = " ".join(r[0] for r in fresh.query("EXPLAIN SELECT * FROM predictions WHERE request_id = 'r1' AND idx = 0"))
@@ -115,7 +115,8 @@ def test_a_version_1_log_is_upgraded(fresh, tmp_path):
                 "mean_pixel, input_sha256) VALUES ('old', 0, 1, 'm', '1', 3, 0.5, 0.2, 'x')")
     fresh.query("CREATE TABLE fmnist_schema_version (version INTEGER NOT NULL); INSERT INTO fmnist_schema_version VALUES (1)")
     store = open_store(fresh.url)
-    assert store.get("old")["replica"] == "" and fresh.query("SELECT version FROM fmnist_schema_version") == [(2,)]
+    assert store.get("old")["replica"] == "" and fresh.query("SELECT version FROM fmnist_schema_version") == [(3,)]
+    assert store.get("old")["key_id"] == ""
     store.close()
     path = tmp_path / "old.sqlite"  # a SQLite log from before schema versions
     with sqlite3.connect(path) as conn:
@@ -124,7 +125,7 @@ def test_a_version_1_log_is_upgraded(fresh, tmp_path):
         conn.execute("INSERT INTO predictions (request_id, idx, ts, model_name, model_version, class_id, confidence, "
                      "mean_pixel, input_sha256) VALUES ('old', 0, 1, 'm', '1', 3, 0.5, 0.2, 'x')")
     store = open_store(str(path))
-    assert store.get("old")["replica"] == "" and store.count() == 1
+    assert store.get("old")["replica"] == "" and store.get("old")["key_id"] == "" and store.count() == 1
     store.close()
 
 

@@ -130,6 +130,8 @@ class Metrics:
         self.deadline_expired = c("fmnist_deadline_expired_total", "Requests whose own timeout (X-Request-Timeout-Ms) "
                                   "would pass before their work finished: answered 504, never started; by where they "
                                   "waited (loop, app_pool, heavy_pool)", ["where"], registry=None)
+        self.key_requests = c("fmnist_key_requests_total", "Requests answered for each API key (its id, never the "
+                              "secret), by status", ["key_id", "status"], registry=None)
         self.metrics_renders = c("fmnist_metrics_renders_total", "Times /metrics merged every worker's metrics (the "
                                  "scrapes in between reuse the text: metrics_reuse)", registry=None)
         self.model_info = g("fmnist_model_info", "The model in service (value 1)", ["name", "version"],
@@ -146,7 +148,7 @@ class Metrics:
                 self.batch_size, self.predictions, self.confidence, self.mean_pixel, self.feedback,
                 self.model_info, self.model_reload_failures, self.log_dropped, self.explanations,
                 self.explain_duration, self.pictures, self.picture_decode, self.picture_convert, self.auth_failures,
-                self.shed, self.deadline_expired, self.metrics_renders)
+                self.shed, self.deadline_expired, self.metrics_renders, self.key_requests)
 
     def _forked(self) -> None:
         self._flush_lock = threading.Lock()  # a lock held by the parent's flusher at fork time stays held here
@@ -156,8 +158,8 @@ class Metrics:
         self._pending.clear()  # the parent writes its own observations
 
     # ------------------------------------------------------------------ the request path: queue only
-    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self._pending.append(("request", method, route, str(status), seconds))
+    def observe_request(self, method: str, route: str, status: int, seconds: float, key_id: str = "") -> None:
+        self._pending.append(("request", method, route, str(status), seconds, key_id))
         self._ensure_flusher()
 
     def observe_predictions(self, version: str, class_ids, confidences, mean_pixels) -> None:
@@ -218,11 +220,14 @@ class Metrics:
             pictures: dict = collections.Counter()
             stage_times: dict = collections.defaultdict(lambda: ([], []))
             dropped: dict = collections.Counter()
+            by_key: dict = collections.Counter()
             for kind, *rest in items:
                 if kind == "request":
-                    method, route, status, elapsed = rest
+                    method, route, status, elapsed, key_id = rest
                     requests[(method, route, status)] += 1
                     durations[(method, route)].append(elapsed)
+                    if key_id:
+                        by_key[(key_id, status)] += 1
                 elif kind == "predictions":
                     version, ids, c, px = rest
                     counts = classes.setdefault(version, np.zeros(len(CLASSES), np.int64))
@@ -256,6 +261,8 @@ class Metrics:
                 _observe_many(self.mean_pixel, np.concatenate(mean_px))
             _observe_many(self.batch_size, sizes)
             _observe_many(self.inference_duration, seconds)
+            for (key_id, status), n in by_key.items():
+                self.key_requests.labels(key_id, status).inc(n)
             for (reason, where), n in dropped.items():
                 if reason == "deadline":
                     self.deadline_expired.labels(where).inc(n)

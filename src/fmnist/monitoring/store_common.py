@@ -8,9 +8,9 @@ import numpy as np
 from fmnist.errors import FmnistError
 
 ROW_FIELDS = ("request_id", "idx", "ts", "replica", "model_name", "model_version", "class_id", "confidence",
-              "mean_pixel", "input_sha256", "image")
+              "mean_pixel", "input_sha256", "image", "key_id")
 READ_FIELDS = ("request_id", "index", "ts", "replica", "model_name", "model_version", "class_id", "confidence",
-               "mean_pixel", "input_sha256", "true_label")
+               "mean_pixel", "input_sha256", "true_label", "key_id")
 
 
 class StoreUnavailable(FmnistError):
@@ -40,7 +40,7 @@ class Queries:
 
     def __init__(self, ph: str):
         self.get = ("SELECT request_id, idx, ts, replica, model_name, model_version, class_id, confidence, "
-                    f"mean_pixel, input_sha256, true_label FROM predictions WHERE request_id = {ph} AND idx = {ph}")
+                    f"mean_pixel, input_sha256, true_label, key_id FROM predictions WHERE request_id = {ph} AND idx = {ph}")
         self.set_feedback = (f"UPDATE predictions SET true_label = {ph}, feedback_ts = {ph} "
                              f"WHERE request_id = {ph} AND idx = {ph}")
         recent = "SELECT class_id, confidence, mean_pixel, replica FROM predictions {}ORDER BY ts DESC LIMIT " + ph

@@ -4,7 +4,8 @@ shares the file; WAL mode lets several processes write while others read).
 Schema versions (table `schema_version`), applied in order inside one BEGIN IMMEDIATE transaction,
 so processes starting together apply each step once:
   1. `predictions` (the original table and its indexes);
-  2. the `replica` column (which server made the prediction).
+  2. the `replica` column (which server made the prediction);
+  3. the `key_id` column (which API key asked for it; '' without keys).
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ MIGRATIONS = [
      "CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts)",
      "CREATE INDEX IF NOT EXISTS predictions_feedback ON predictions (feedback_ts) WHERE feedback_ts IS NOT NULL"],
     ["ALTER TABLE predictions ADD COLUMN replica TEXT NOT NULL DEFAULT ''"],
+    ["ALTER TABLE predictions ADD COLUMN key_id TEXT NOT NULL DEFAULT ''"],
 ]
 _INSERT = ("INSERT OR REPLACE INTO predictions (request_id, idx, ts, replica, model_name, model_version, class_id, "
-           "confidence, mean_pixel, input_sha256, image) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+           "confidence, mean_pixel, input_sha256, image, key_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _Q = Queries("?")
 
 

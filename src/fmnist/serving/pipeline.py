@@ -71,9 +71,10 @@ def infer(served, load) -> tuple[np.ndarray, np.ndarray]:
     return pixels, served.run(x)
 
 
-def record(state, served, request_id: "str | list[tuple[str, int]]", pixels: np.ndarray, probs: np.ndarray) -> None:
-    """Metrics and the prediction log for these predictions (WorkerState.record)."""
-    state.record(served, request_id, pixels, probs)
+def record(state, served, request_id: "str | list[tuple[str, int, str]]", pixels: np.ndarray, probs: np.ndarray,
+           key_id: "str | None" = "") -> None:
+    """Metrics and the prediction log for these predictions, with the API key's id (WorkerState.record)."""
+    state.record(served, request_id, pixels, probs, key_id or "")
 
 
 _JSON = json.JSONEncoder(separators=(",", ":"))

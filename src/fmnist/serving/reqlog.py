@@ -22,7 +22,7 @@ def request_id_from(header: str) -> str:
 def finish(metrics, method: str, route: str, status: int, elapsed: float, request_id: str, extra: "dict | None",
            log: bool) -> None:
     """Count the request in `metrics` (a monitoring.prometheus.Metrics), and write its JSON log line."""
-    metrics.observe_request(method, route, status, elapsed)
+    metrics.observe_request(method, route, status, elapsed, (extra or {}).get("key_id") or "")
     if log:
         record = {
             "ts": round(time.time(), 3),

@@ -6,8 +6,9 @@ counted from its first byte). Just before the worker would start it (decode, bat
 
 - answered **504** if its deadline has passed or would pass before this turn's work is done (its work is
   never started: nothing decoded, nothing batched, no model time);
-- answered **503** with `Retry-After` if it waited longer than `max_wait` for this worker (the worker is
-  behind: starting it would only make it and everything behind it late);
+- answered **503** with `Retry-After` if it waited longer than `max_wait` for this worker while more
+  requests wait than one turn starts (the worker is behind: starting it would only make it and everything
+  behind it late; without such a backlog it is started: lateness alone may be the machine's, not load);
 - dropped without an answer if its client has closed the connection (done by the worker: a closed
   connection's waiting requests are discarded, and a pool thread skips one whose client is gone);
 - else started.
@@ -59,14 +60,16 @@ class Admission:
             per = min(seconds / started, TURN_BUDGET / MIN_TURN_REQUESTS)
             self.cost = per if self.cost <= 0 else self.cost + COST_WEIGHT * (per - self.cost)
 
-    def verdict(self, req, now: float) -> "tuple | None":
-        """None: start it. Else the answer to send instead, (status, headers, body), already counted."""
+    def verdict(self, req, now: float, backlog: bool = True) -> "tuple | None":
+        """None: start it. Else the answer to send instead, (status, headers, body), already counted.
+        `backlog`: more requests wait than this turn starts. Without one a late request is still started:
+        it was late because the process was not running (a busy machine), and refusing it frees nothing."""
         if req.timeout:
             left = req.started + req.timeout - now
             if left <= self.cost:
                 self.count("deadline", "loop", req.method, path_of(req))
                 return too_late(req, now)
-        if self.max_wait and now - req.ready_at > self.max_wait:
+        if backlog and self.max_wait and now - req.ready_at > self.max_wait:
             self.count("queue", "loop", req.method, path_of(req))
             return self.busy
         return None

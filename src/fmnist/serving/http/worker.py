@@ -303,9 +303,10 @@ class LoopWorker(base.Worker):
         jobs = []
         now = time.monotonic()
         admission = self.admission
+        backlog = bool(self.runnable)  # requests beyond this turn's budget are waiting
         for conn, reqs in batch:
             for req in reqs:
-                refusal = admission.verdict(req, now)
+                refusal = admission.verdict(req, now, backlog)
                 if refusal is not None:
                     env = refusal
                 else:
