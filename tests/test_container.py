@@ -145,8 +145,18 @@ def test_compose_brings_up_nginx_replicas_and_prometheus(tmp_path, podman_env):
 
 def _play(tmp_path, env, image, port):
     """deploy/k8s rendered by the installed kubectl, its Deployment and ConfigMap played by podman on the
-    host network -> the container's name (or a failed assertion with podman's output)."""
+    host network, with a new key file where the Secret fmnist-api-keys would be mounted -> (the container's
+    name, a key with every scope), or a failed assertion with podman's output. (podman 4.3 does not mount a
+    Secret volume: the test puts the same file there by hostPath; a Secret not created yet is the missing
+    key file of test_auth.py.)"""
     import yaml
+
+    from fmnist.serving import auth
+
+    secret_dir = tmp_path / "api-keys"
+    secret_dir.mkdir()
+    key = auth.create(secret_dir / "keys.json", "test", ["predict", "feedback", "monitor"])
+    (secret_dir / "keys.json").chmod(0o644)  # as the kubelet mounts a Secret (defaultMode 0644), for user 10001
 
     kubectl = shutil.which("kubectl")
     if kubectl is None:
@@ -165,6 +175,11 @@ def _play(tmp_path, env, image, port):
     c.pop("ports")
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         c[probe]["httpGet"]["port"] = port
+    volumes = dep["spec"]["template"]["spec"]["volumes"]
+    keys_volume = next(v for v in volumes if v["name"] == "api-keys")
+    assert keys_volume["secret"] == {"secretName": "fmnist-api-keys", "optional": True}
+    keys_volume.pop("secret")
+    keys_volume["hostPath"] = {"path": str(secret_dir), "type": "Directory"}
     (tmp_path / "deployment.yaml").write_text(yaml.safe_dump(dep))
     (tmp_path / "configmap.yaml").write_text(yaml.safe_dump(cm))
     play = subprocess.run(["podman", "kube", "play", "--network", "host", "--configmap", str(tmp_path / "configmap.yaml"),
@@ -175,7 +190,7 @@ def _play(tmp_path, env, image, port):
     wait_ready(f"http://127.0.0.1:{port}", 90, pause=0.5, request_timeout=2,
                describe=lambda: subprocess.run(["podman", "logs", ctr], env=env, capture_output=True,
                                                text=True).stdout[-3000:])
-    return ctr
+    return ctr, key
 
 
 def _down(tmp_path, env):
@@ -191,15 +206,18 @@ def test_the_kubernetes_pod_spec_runs_under_podman_kube_play(tmp_path, podman_en
     subprocess.run(["podman", "secret", "rm", "fmnist-prediction-log"], capture_output=True, env=env)  # no Secret
     port = free_port()
     try:
-        ctr = _play(tmp_path, env, serving_image, port)
+        ctr, key = _play(tmp_path, env, serving_image, port)
         url = f"http://127.0.0.1:{port}"
-        body = predict_bytes(png(np.zeros((28, 28), np.uint8)), url)
-        assert body["model"]["name"] == "smallcnn"
+        refused = predict_bytes(png(np.zeros((28, 28), np.uint8)), url, api_key="")
+        assert refused["error"]["code"] == "unauthorized"  # the keys from the Secret are in force
+        body = predict_bytes(png(np.zeros((28, 28), np.uint8)), url, api_key=key)
+        assert body.get("model", {}).get("name") == "smallcnn", body
         whoami = subprocess.run(["podman", "exec", ctr, "id", "-u"], capture_output=True, text=True, env=env)
         assert whoami.stdout.strip() == "10001"
         write = subprocess.run(["podman", "exec", ctr, "touch", "/srv/x"], capture_output=True, text=True, env=env)
         assert write.returncode != 0 and "Read-only" in write.stderr  # readOnlyRootFilesystem is enforced
-        with urllib.request.urlopen(url + "/monitoring", timeout=10) as r:
+        with urllib.request.urlopen(urllib.request.Request(url + "/monitoring", headers={
+                "Authorization": f"Bearer {key}"}), timeout=10) as r:
             store = json.loads(r.read())["store"]
         assert store["ok"] and store["where"] == "/srv/state/predictions.sqlite", store  # no Secret: the emptyDir SQLite
     finally:
@@ -226,10 +244,11 @@ def test_the_pod_spec_takes_the_postgresql_url_from_the_secret(tmp_path, podman_
     assert made.returncode == 0, made.stderr
     port = free_port()
     try:
-        _play(tmp_path, env, serving_image, port)
+        _, key = _play(tmp_path, env, serving_image, port)
         url = f"http://127.0.0.1:{port}"
-        rid = predict_bytes(png(np.zeros((28, 28), np.uint8)), url)["request_id"]
-        with urllib.request.urlopen(url + "/monitoring", timeout=10) as r:
+        rid = predict_bytes(png(np.zeros((28, 28), np.uint8)), url, api_key=key)["request_id"]
+        with urllib.request.urlopen(urllib.request.Request(url + "/monitoring", headers={
+                "Authorization": f"Bearer {key}"}), timeout=10) as r:
             store = json.loads(r.read())["store"]
         assert store["backend"] == "postgresql" and store["ok"], store
         time.sleep(0.5)

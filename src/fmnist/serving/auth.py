@@ -197,9 +197,9 @@ class KeyStore:
             if kind.lower() != "bearer" or not value.strip():
                 return Denied(401, "malformed", "Authorization must be 'Bearer <API key>'")
             raw = value.strip()
+        if not self._keys and self.problem:  # no key file yet (a Secret not created): no key can be right
+            return Denied(401, "unavailable", f"this server needs an API key and has none loaded ({self.problem})")
         if not raw:
-            if not self._keys and self.problem:
-                return Denied(401, "unavailable", f"this server needs an API key and has none loaded ({self.problem})")
             return Denied(401, "missing", "this route needs an API key: send 'Authorization: Bearer <key>' "
                                           "or 'X-API-Key: <key>'")
         m = _KEY.match(raw)
