@@ -3,6 +3,7 @@
 
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -167,6 +168,21 @@ def test_every_route_and_key_through_gunicorn(keyfile, tmp_path):
                 return e.code, e.read()
 
         assert _matrix(send, keys) == []
+        # keyless requests for a Flask route on 150 connections at once: refused on the loop, none queued for
+        # the worker's 4 threads (a queue of 64: beyond it they would be 503s, and other clients would wait)
+        socks = [socket.create_connection(("127.0.0.1", srv["port"]), timeout=30) for _ in range(150)]
+        for s in socks:
+            s.sendall(b"GET /monitoring HTTP/1.1\r\nHost: t\r\n\r\n" * 2)
+        for s in socks:
+            f = s.makefile("rb")
+            for _ in range(2):
+                assert f.readline().startswith(b"HTTP/1.1 401")
+                length = 0
+                while (line := f.readline()) != b"\r\n":
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                assert json.loads(f.read(length))["error"]["code"] == "unauthorized"
+            s.close()
         log = srv["log"].read_text()
         metrics = send("GET", "/metrics", None, {"Authorization": f"Bearer {keys['monitor']}"})[1].decode()
         db = srv["log"].parent / "predictions.sqlite"

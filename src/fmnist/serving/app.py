@@ -82,5 +82,6 @@ def create_app(config: "dict | Settings | None" = None) -> Flask:
     if settings.fast_path:
         from fmnist.serving.fastpath import PredictFastPath
 
-        app.wsgi_app = PredictFastPath(app.wsgi_app, state, settings.log_requests)
+        routes = frozenset(rule.rule for rule in app.url_map.iter_rules() if "<" not in rule.rule)
+        app.wsgi_app = PredictFastPath(app.wsgi_app, state, settings.log_requests, routes)
     return app

@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from fmnist.serving import multipart, pipeline, reqlog
-from fmnist.serving.apierror import APIError
+from fmnist.serving.apierror import APIError, error_json
 from fmnist.serving.auth import Denied
 from fmnist.serving.contract import PredictQuery, image_files
 
@@ -32,10 +32,11 @@ log = logging.getLogger("fmnist.serving")
 
 
 class PredictFastPath:
-    def __init__(self, wsgi_app, state, log_requests: bool):
+    def __init__(self, wsgi_app, state, log_requests: bool, routes: frozenset = frozenset()):
         self.app = wsgi_app  # Flask's own wsgi_app: everything this class does not answer
         self.state = state
         self.log_requests = log_requests
+        self.routes = routes  # the app's fixed routes: the metrics' route label of a refused request
 
     def _take(self, environ, on_loop: bool = False) -> "_Job | None":
         """The request, if the fast path answers it (body read, query checked, files found, their headers
@@ -44,12 +45,8 @@ class PredictFastPath:
         takes it in a thread: decoding and converting a photo must not hold the event loop."""
         if environ.get("PATH_INFO") != "/predict" or environ.get("REQUEST_METHOD") != "POST":
             return None
-        key_id = None
-        if self.state.auth is not None:  # before the body is read: a refused request costs nothing more
-            key = self.state.auth.check_environ(environ)
-            if isinstance(key, Denied):
-                return None  # Flask refuses it (401/403/429) with the same KeyStore's answer, and counts it
-            key_id = key.id
+        key = environ.get("fmnist.key") if self.state.auth is not None else None  # checked by _refused already
+        key_id = key.id if key is not None else None
         ctype = environ.get("CONTENT_TYPE", "")
         served = self.state.current
         try:
@@ -88,6 +85,27 @@ class PredictFastPath:
         job.key_id = key_id
         return job
 
+    def _refused(self, environ, start_response) -> "list | None":
+        """With API keys, any request (any route) whose key is refused (401, 403, 429) is answered here, before
+        its body is read and without Flask or a pool thread: a flood of bad keys costs the loop a header
+        check each, and never the worker's threads other clients need. None: it may go on."""
+        if self.state.auth is None:
+            return None
+        denied = self.state.auth.check_environ(environ)
+        if not isinstance(denied, Denied):
+            return None
+        self.state.metrics.auth_failures.labels(reason=denied.code).inc()
+        request_id = reqlog.request_id_from(environ.get("HTTP_X_REQUEST_ID", ""))
+        code = {401: "unauthorized", 403: "forbidden", 429: "rate_limited"}[denied.status]
+        out = error_json(code, denied.message, request_id)
+        status = {401: "401 Unauthorized", 403: "403 Forbidden", 429: "429 Too Many Requests"}[denied.status]
+        start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(out))),
+                                ("X-Request-ID", request_id), *denied.headers.items()])
+        method, path = environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
+        reqlog.finish(self.state.metrics, method, path if path in self.routes else "<unmatched>", denied.status, 0.0,
+                      request_id, None, self.log_requests)
+        return [out]
+
     def _answer(self, job: "_Job", probs, start_response) -> list:
         out, extra = pipeline.encode(job.served, job.request_id, probs, job.many, job.top_k, job.t0)
         if job.key_id:
@@ -99,6 +117,9 @@ class PredictFastPath:
         return [out]
 
     def __call__(self, environ, start_response):
+        refused = self._refused(environ, start_response)
+        if refused is not None:
+            return refused
         job = self._take(environ)
         if job is None:
             return self.app(environ, start_response)
@@ -127,6 +148,10 @@ class PredictFastPath:
         jobs = []
         timings: list = []
         for i, environ in enumerate(environs):
+            refused = self._refused(environ, start_responses[i])
+            if refused is not None:
+                results[i] = refused
+                continue
             job = self._take(environ, on_loop=True)
             if job is None:
                 continue
