@@ -38,6 +38,29 @@ def start_server(tree: Path, name: str, model: str, tmp: Path, extra: list) -> t
     return proc, port
 
 
+def start_nginx(worker_port: int, tmp: Path) -> tuple:
+    """nginx with the config `fmnist cluster` writes (one replica, max_conns 64), pinned to the server's CPU."""
+    from fmnist.cluster import find_nginx, nginx_config
+
+    state = tmp / "nginx"
+    for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (state / sub).mkdir(parents=True, exist_ok=True)
+    port = sb.free_port()
+    (state / "nginx.conf").write_text(nginx_config(state, "127.0.0.1", port, [worker_port]))
+    proc = subprocess.Popen(["taskset", "-c", str(SERVER_CPU), find_nginx(), "-c", str(state / "nginx.conf"), "-p",
+                             str(state), "-g", "daemon off;"], start_new_session=True)
+    import time
+    import urllib.request
+
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/nginx-health", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.05)
+    return proc, port
+
+
 def capacity(port: int, script: Path, duration: int) -> dict:
     out = subprocess.run(["taskset", "-c", str(CLIENT_CPU), "wrk", "-t", "1", "-c", "64", "-d", f"{duration}s",
                           "-s", str(script), "--timeout", "5s", f"http://127.0.0.1:{port}/predict"],
@@ -95,30 +118,39 @@ def main() -> None:
     p.add_argument("--multipliers", default="1,2,4")
     p.add_argument("--header", action="append", default=[], help="NAME:VALUE sent with every open-loop request")
     p.add_argument("--scrapes", type=int, default=1000, help="GET /metrics pipelined in one write, after the load")
+    p.add_argument("--nginx", action="store_true", help="also: nginx (the cluster's config, max_conns 64) in front of "
+                   "the server, on the same CPU; its load multiples are of its own capacity")
     a = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="overload-bench-"))
     script = sb.wrk_script(sb.test_png(), tmp / "png.lua")
-    trees = ([("before", Path(a.before))] if a.before else []) + [("now", REPO)]
+    trees = ([("before", Path(a.before))] if a.before else []) + [("now", REPO)] + (
+        [("now + nginx", REPO)] if a.nginx else [])
     mults = [float(m) for m in a.multipliers.split(",")]
     cap = None
     lines, scrapes = [], []
     for name, tree in trees:
         proc, port = start_server(tree, name, a.model, tmp, [])
+        front = None
         try:
+            if name.endswith("nginx"):
+                front, port = start_nginx(port, tmp)
             capacity(port, script, 2)  # warm
             c = capacity(port, script, a.duration)
             cap = cap or c["rps"]
+            own = c["rps"] if front else cap
             print(f"{name}: capacity {c['rps']:,.0f} req/s (wrk -c 64, p99 {c['p99_ms']:.1f} ms)", flush=True)
             for m in mults:
-                r = open_loop(port, m * cap, a.duration, a.timeout, a.header)
-                lines.append(row(name, m, cap, r))
+                r = open_loop(port, m * own, a.duration, a.timeout, a.header)
+                lines.append(row(name, m, c["rps"] if front else cap, r))
                 print(lines[-1], flush=True)
                 print("   ", json.dumps({k: r[k] for k in ("status", "timeout", "error", "unsent", "opened")}), flush=True)
-            if a.scrapes:
+            if a.scrapes and not front:
                 took = scrape_flood(port, a.scrapes)
                 scrapes.append(f"| {name} | {a.scrapes:,} | {took:.2f} s | {1000 * took / a.scrapes:.2f} ms |")
                 print(scrapes[-1], flush=True)
         finally:
+            if front is not None:
+                sb.stop(front)
             sb.stop(proc)
     print(f"\n1 worker on CPU {SERVER_CPU}, the generator on CPU {CLIENT_CPU}; capacity {cap:,.0f} req/s; "
           f"{a.duration} s per run; clients give up after {a.timeout:g} s\n")

@@ -1,5 +1,6 @@
 """`fmnist cluster` with a real nginx: load through it, kill -9 a replica and a worker, no failed requests."""
 
+import contextlib
 import json
 import os
 import re
@@ -8,7 +9,9 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -41,79 +44,116 @@ def test_generated_nginx_config_is_valid(tmp_path):
     assert "client_max_body_size 10m" in text and "max_fails=1" in text
 
 
+class _Upstream:
+    """Stub replicas behind a real nginx: they count what reaches them and answer POST /answer/STATUS[/SECONDS]."""
+
+    def __init__(self, n: int):
+        import http.server
+        import socketserver
+
+        self.hits = hits = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                hits.append((self.server.server_address[1], self.headers.get("Authorization")))
+                _, _, status, *pause = self.path.split("/")
+                time.sleep(float(pause[0]) if pause else 0)
+                body = b'{"error": {"code": "server_busy", "message": "full"}, "request_id": null}'
+                self.send_response(int(status))
+                self.send_header("Retry-After", "1")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+            daemon_threads = True
+
+        self.servers = [Server(("127.0.0.1", 0), Handler) for _ in range(n)]
+        for u in self.servers:
+            threading.Thread(target=u.serve_forever, daemon=True).start()
+        self.ports = [u.server_address[1] for u in self.servers]
+
+    def close(self):
+        for u in self.servers:
+            u.shutdown()
+
+
+@contextlib.contextmanager
+def _nginx(tmp_path, upstream_ports, **limits):
+    """A real nginx with the config `fmnist cluster` writes over these ports -> post(path) -> (status, headers, body)."""
+    for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (tmp_path / sub).mkdir(exist_ok=True)
+    port = free_port()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(nginx_config(tmp_path, "127.0.0.1", port, upstream_ports, **limits))
+    nginx = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(tmp_path), "-g", "daemon off;"], stderr=subprocess.PIPE)
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/nginx-health", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.05)
+
+    def post(path):
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=b"x", method="POST",
+                                     headers={"Authorization": "Bearer fmk_0000abcd_" + "k" * 32})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, dict(r.headers), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
+
+    try:
+        yield post
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=10)
+
+
 def test_nginx_passes_a_shed_or_limited_answer_on_and_retries_only_a_dead_replica(tmp_path):
     """Real nginx (the config `fmnist cluster` writes) over two upstreams that count what reaches them: a 503
     (a replica shedding load) or 429 (a key over its rate) reaches the client as it is, from one replica, the
     key passed through; a replica that is down is skipped; nginx's own per-address limit answers 429 in the
     API's error shape."""
-    import http.server
-    import socketserver
-
-    hits = []
-
-    class Upstream(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
-            hits.append((self.server.server_address[1], self.headers.get("Authorization")))
-            status = int(self.path.rsplit("/", 1)[1])
-            body = b'{"error": {"code": "server_busy", "message": "full"}, "request_id": null}'
-            self.send_response(status)
-            self.send_header("Retry-After", "1")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
-        daemon_threads = True
-
-    ups = [Server(("127.0.0.1", 0), Upstream) for _ in range(2)]
-    for u in ups:
-        threading.Thread(target=u.serve_forever, daemon=True).start()
-    dead = free_port()
-    for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (tmp_path / sub).mkdir()
-    port = free_port()
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(nginx_config(tmp_path, "127.0.0.1", port, [dead] + [u.server_address[1] for u in ups],
-                                 ip_rate=50, ip_burst=20))
-    nginx = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(tmp_path), "-g", "daemon off;"],
-                             stderr=subprocess.PIPE)
+    ups = _Upstream(2)
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/nginx-health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.05)
-
-        def post(path):
-            req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=b"x", method="POST",
-                                         headers={"Authorization": "Bearer fmk_0000abcd_" + "k" * 32})
-            try:
-                with urllib.request.urlopen(req, timeout=10) as r:
-                    return r.status, dict(r.headers), r.read()
-            except urllib.error.HTTPError as e:
-                return e.code, dict(e.headers), e.read()
-
-        for status in (503, 429, 503, 429):
-            hits.clear()
-            code, headers, body = post(f"/answer/{status}")
-            assert code == status and headers["Retry-After"] == "1" and b"server_busy" in body
-            assert len(hits) == 1 and hits[0][1] == "Bearer fmk_0000abcd_" + "k" * 32, hits  # not retried elsewhere
-        # the per-address ceiling (here 50/s, burst 20): nginx itself answers 429, in the API's error shape
-        answers = [post("/answer/200") for _ in range(60)]
-        limited = [a for a in answers if a[0] == 429 and b"rate_limited" in a[2]]
-        assert limited and all(a[1]["Retry-After"] == "1" and json.loads(a[2])["error"]["code"] == "rate_limited"
-                               for a in limited)
-        assert all(a[0] in (200, 429) for a in answers)
+        with _nginx(tmp_path, [free_port()] + ups.ports, ip_rate=50, ip_burst=20) as post:  # the first: down
+            for status in (503, 429, 503, 429):
+                ups.hits.clear()
+                code, headers, body = post(f"/answer/{status}")
+                assert code == status and headers["Retry-After"] == "1" and b"server_busy" in body
+                assert len(ups.hits) == 1 and ups.hits[0][1] == "Bearer fmk_0000abcd_" + "k" * 32, ups.hits
+            # the per-address ceiling (here 50/s, burst 20): nginx itself answers 429, in the API's error shape
+            answers = [post("/answer/200") for _ in range(60)]
+            limited = [a for a in answers if a[0] == 429 and b"rate_limited" in a[2]]
+            assert limited and all(a[1]["Retry-After"] == "1" and json.loads(a[2])["error"]["code"] == "rate_limited"
+                                   for a in limited)
+            assert all(a[0] in (200, 429) for a in answers)
     finally:
-        nginx.terminate()
-        nginx.wait(timeout=10)
-        for u in ups:
-            u.shutdown()
+        ups.close()
+
+
+def test_nginx_answers_503_at_once_when_every_replica_is_at_its_in_flight_limit(tmp_path):
+    """max_conns: with one request in flight allowed per replica and both replicas busy for a second, a third
+    request is answered 503 + Retry-After by nginx at once (server_busy), never queued; then all is served."""
+    ups = _Upstream(2)
+    try:
+        with _nginx(tmp_path, ups.ports, inflight=1) as post, ThreadPoolExecutor(2) as pool:
+            slow = [pool.submit(post, "/answer/200/1.0") for _ in range(2)]
+            time.sleep(0.3)
+            t0 = time.monotonic()
+            code, headers, body = post("/answer/200")
+            assert time.monotonic() - t0 < 0.5  # at once, not after the slow ones
+            assert code == 503 and headers["Retry-After"] == "1" and json.loads(body)["error"]["code"] == "server_busy"
+            assert [f.result()[0] for f in slow] == [200, 200]
+            assert post("/answer/200")[0] == 200
+            assert len(ups.hits) == 3  # the refused one never reached a replica
+    finally:
+        ups.close()
 
 
 COUNT_NON200 = r"""

@@ -72,6 +72,15 @@ http {{
             proxy_read_timeout 30s;
         }}
         location = /nginx-health {{ return 200 "ok\\n"; }}
+        # every replica at its in-flight limit (max_conns): answered here at once, in C, instead of queued
+        # at a replica that would only answer it late (a 502 is also what nginx says when no replica is up)
+        error_page 502 = @busy;
+        location @busy {{
+            default_type application/json;
+            add_header Retry-After 1 always;
+            return 503 '{{"error": {{"code": "server_busy", "message": "every replica is at its limit of requests in \
+flight (or none is up); retry after Retry-After seconds"}}, "request_id": null}}';
+        }}
         error_page 429 = @limited;
         location @limited {{
             default_type application/json;
@@ -97,11 +106,14 @@ def find_nginx() -> str:
 
 
 IP_LIMITS = {"ip_conns": 1024, "ip_rate": 20000, "ip_burst": 40000}  # per client address, at the load balancer
+INFLIGHT_PER_WORKER = 64  # requests nginx keeps in flight at a replica per worker (a loop worker's full batch)
 
 
 def nginx_config(state: Path, host: str, port: int, replica_ports: list[int], max_body: str = "10m",
-                 **limits) -> str:
-    servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;" for p in replica_ports)
+                 inflight: int = INFLIGHT_PER_WORKER, **limits) -> str:
+    """inflight: requests in flight at one replica at most (nginx's max_conns); beyond, nginx answers 503."""
+    servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=2s max_conns={inflight};"
+                         for p in replica_ports)
     return NGINX_CONF.format(state=state, host=host, port=port, servers=servers, max_body=max_body,
                              **{**IP_LIMITS, **limits})
 
@@ -155,7 +167,8 @@ class Cluster:
 
     def _start_nginx(self) -> subprocess.Popen:
         conf = self.state / "nginx.conf"
-        conf.write_text(nginx_config(self.state, self.host, self.port, self.replica_ports))
+        conf.write_text(nginx_config(self.state, self.host, self.port, self.replica_ports,
+                                     inflight=INFLIGHT_PER_WORKER * self.workers))
         nginx = find_nginx()
         check = subprocess.run([nginx, "-t", "-q", "-c", str(conf), "-p", str(self.state)], capture_output=True,
                                text=True)
