@@ -58,6 +58,7 @@ def test_admission_refuses_late_and_expired_requests_and_sizes_turns():
     assert adm.turn_requests() == 50
     assert adm.verdict(timed, timed.started + 0.0996)[0].startswith("504")
     assert adm.verdict(timed, timed.started + 0.04) is None
+    assert adm.verdict(timed, timed.started + 0.04, batch=150)[0].startswith("504")  # 75 ms of work: too late
     assert Admission(0, 256).verdict(req, req.ready_at + 100) is None  # 0: never shed by waiting
     assert adm.verdict(req, req.ready_at + 100, backlog=False) is None  # late, but nothing waits behind it
 

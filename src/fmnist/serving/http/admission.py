@@ -60,13 +60,14 @@ class Admission:
             per = min(seconds / started, TURN_BUDGET / MIN_TURN_REQUESTS)
             self.cost = per if self.cost <= 0 else self.cost + COST_WEIGHT * (per - self.cost)
 
-    def verdict(self, req, now: float, backlog: bool = True) -> "tuple | None":
+    def verdict(self, req, now: float, backlog: bool = True, batch: int = 1) -> "tuple | None":
         """None: start it. Else the answer to send instead, (status, headers, body), already counted.
         `backlog`: more requests wait than this turn starts. Without one a late request is still started:
-        it was late because the process was not running (a busy machine), and refusing it frees nothing."""
+        it was late because the process was not running (a busy machine), and refusing it frees nothing.
+        `batch`: requests started together with it (their answers leave when all are done)."""
         if req.timeout:
             left = req.started + req.timeout - now
-            if left <= self.cost:
+            if left <= self.cost * batch:
                 self.count("deadline", "loop", req.method, path_of(req))
                 return too_late(req, now)
         if backlog and self.max_wait and now - req.ready_at > self.max_wait:

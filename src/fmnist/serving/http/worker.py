@@ -304,9 +304,10 @@ class LoopWorker(base.Worker):
         now = time.monotonic()
         admission = self.admission
         backlog = bool(self.runnable)  # requests beyond this turn's budget are waiting
+        size = sum(len(reqs) for _, reqs in batch)  # done together: a deadline must hold for the whole batch
         for conn, reqs in batch:
             for req in reqs:
-                refusal = admission.verdict(req, now, backlog)
+                refusal = admission.verdict(req, now, backlog, size)
                 if refusal is not None:
                     env = refusal
                 else:
