@@ -243,6 +243,31 @@ def test_rate_limit_per_key_answers_429_with_retry_after(tmp_path, make_app, mon
     assert [buckets.take(key) == 0 for _ in range(2)] == [True, False]  # burst 2 over 2 workers: 1 each
 
 
+def test_image_rate_per_key_counts_the_images_of_every_kind_of_request(tmp_path, make_app, monkeypatch):
+    """A key of 10 images a second (burst 10): a multipart request of 4 images (fast path), 4 pixel arrays (Flask)
+    and a /v2 tensor of 4: the third is refused (429, 2 images left), each request paid once; a request of more
+    images than the burst ever holds is told to send fewer."""
+    monkeypatch.setattr(auth, "RELOAD_EVERY", 0.0)
+    path = tmp_path / "keys.json"
+    key = auth.create(path, "batchy", ["predict"], image_rate=10, image_burst=10)
+    app = make_app(api_keys=str(path), workers=1)
+    client = app.test_client()
+    hdr = {"Authorization": f"Bearer {key}"}
+    b = "imgboundary"
+    part = (f"--{b}\r\nContent-Disposition: form-data; name=\"images\"; filename=\"x.png\"\r\n"
+            "Content-Type: image/png\r\n\r\n").encode() + png(PIXELS) + b"\r\n"
+    four = part * 4 + f"--{b}--\r\n".encode()
+    r1 = client.post("/predict", data=four, headers={**hdr, "Content-Type": f"multipart/form-data; boundary={b}"})
+    r2 = client.post("/predict", json={"pixels": [PIXELS.tolist()] * 4}, headers=hdr)
+    tensor = {"inputs": [{"name": "input", "datatype": "UINT8", "shape": [4, 28, 28], "data": [int(v) for v in
+                                                                                            PIXELS.ravel()] * 4}]}
+    r3 = client.post("/v2/models/smallcnn/infer", json=tensor, headers=hdr)
+    assert [r1.status_code, r2.status_code, r3.status_code] == [200, 200, 429], r3.get_data()[:300]
+    assert "rate of 10 images a second" in str(r3.get_json()["error"]) and int(r3.headers["Retry-After"]) >= 1
+    big = client.post("/predict", json={"pixels": [PIXELS.tolist()] * 11}, headers=hdr)
+    assert big.status_code == 429 and "send fewer per request" in big.get_json()["error"]["message"]
+
+
 def test_serving_beyond_loopback_without_keys_is_refused_unless_said_open(tmp_path):
     from fmnist.config import Settings, is_loopback
 

@@ -17,7 +17,7 @@ def cmd_keys(args) -> int:
         raise CLIError("which key file? give --file PATH (or set FMNIST_API_KEYS)")
     if args.action == "create":
         key = auth.create(path, args.name, [s.strip() for s in args.scopes.split(",") if s.strip()], args.rate,
-                          args.burst)
+                          args.burst, args.image_rate, args.image_burst)
         print(key)
         print(f"(shown once: {path} keeps only its sha256; send it as 'Authorization: Bearer <key>')",
               file=sys.stderr)
@@ -29,6 +29,6 @@ def cmd_keys(args) -> int:
     else:
         for k in auth.listing(path):
             when = datetime.datetime.fromtimestamp(k.created, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
-            rate = f"{k.rate:g}/s" if k.rate else "no limit"
+            rate = (f"{k.rate:g}/s" if k.rate else "no limit") + (f", {k.image_rate:g} img/s" if k.image_rate else "")
             print(f"{k.id}  {'revoked' if k.revoked else 'active ':7}  {','.join(k.scopes):24}  {rate:10}  {when}  {k.name}")
     return 0

@@ -168,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "(shared out over its workers; 0: no limit)")
     sp.add_argument("--burst", type=int, default=0, help="for create: requests at once above the rate "
                     "(default: one second's worth)")
+    sp.add_argument("--image-rate", type=float, default=0.0, help="for create: images per second of one server "
+                    "(a request holds up to max_images; 0: no limit)")
+    sp.add_argument("--image-burst", type=int, default=0, help="for create: images at once above the image rate "
+                    "(default: one second's worth)")
     sp.set_defaults(func=cmd_keys)
 
     sp = sub.add_parser("cluster", help="N replicas behind nginx on this machine: up, down, status")

@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -63,6 +64,8 @@ class Key:
     revoked: bool = False
     rate: float = 0.0  # requests per second this key may make of one server (0: no limit)
     burst: int = 0  # requests it may make at once above the rate
+    image_rate: float = 0.0  # images per second (a request may hold up to max_images; 0: no limit)
+    image_burst: int = 0
 
 
 class Buckets:
@@ -78,19 +81,31 @@ class Buckets:
 
     def take(self, key: Key) -> float:
         """0 when the request may go; else the seconds until it may (Retry-After)."""
-        if key.rate <= 0:
+        return self._take(key.id, key.rate, key.burst, 1)
+
+    def take_images(self, key: Key, n: int) -> float:
+        """0 when a request of n images may go; else the seconds until it may; inf when n is more than the
+        key's bucket ever holds on one worker (the client must split the request)."""
+        return self._take(key.id + ":images", key.image_rate, key.image_burst, n)
+
+    def capacity(self, per_second: float, burst: int) -> float:
+        return max(1.0, (burst or per_second) / self.workers)
+
+    def _take(self, slot: str, per_second: float, burst: int, n: int) -> float:
+        if per_second <= 0:
             return 0.0
-        rate = key.rate / self.workers
-        cap = max(1.0, (key.burst or key.rate) / self.workers)
+        rate, cap = per_second / self.workers, self.capacity(per_second, burst)
+        if n > cap:
+            return math.inf
         now = time.monotonic()
         with self._lock:
-            tokens, last = self._state.get(key.id, (cap, now))
+            tokens, last = self._state.get(slot, (cap, now))
             tokens = min(cap, tokens + (now - last) * rate)
-            if tokens >= 1.0:
-                self._state[key.id] = (tokens - 1.0, now)
+            if tokens >= n:
+                self._state[slot] = (tokens - n, now)
                 return 0.0
-            self._state[key.id] = (tokens, now)
-            return (1.0 - tokens) / rate
+            self._state[slot] = (tokens, now)
+            return (n - tokens) / rate
 
 
 @dataclass(frozen=True)
@@ -130,10 +145,11 @@ def parse_file(text: str, path: str) -> dict:
                     and scopes and set(scopes) <= set(SCOPES)):
                 raise ValueError
             rate, burst = float(k.get("rate", 0)), int(k.get("burst", 0))
-            if rate < 0 or burst < 0:
+            image_rate, image_burst = float(k.get("image_rate", 0)), int(k.get("image_burst", 0))
+            if min(rate, burst, image_rate, image_burst) < 0:
                 raise ValueError
             keys[k["id"]] = Key(k["id"], str(k.get("name", "")), k["sha256"], scopes, float(k.get("created", 0)),
-                                bool(k.get("revoked", False)), rate, burst)
+                                bool(k.get("revoked", False)), rate, burst, image_rate, image_burst)
         except (KeyError, TypeError, ValueError):
             raise InvalidValue(f"{path}: key #{n} is malformed: it needs an 8-hex-digit id, a 64-hex-digit sha256 "
                                f"and scopes among {', '.join(SCOPES)}") from None
@@ -234,6 +250,23 @@ class KeyStore:
         environ["fmnist.key"] = result
         return result
 
+    def charge_images(self, environ: dict, n: int) -> "Denied | None":
+        """The request's key pays for its n images (once per request, whichever path asks); a Denied (429)
+        when the key is over its images-per-second rate."""
+        key = environ.get("fmnist.key")
+        if not isinstance(key, Key) or key.image_rate <= 0 or environ.get("fmnist.images_paid"):
+            return None
+        environ["fmnist.images_paid"] = True
+        wait = self.buckets.take_images(key, n)
+        if wait <= 0:
+            return None
+        if math.isinf(wait):
+            most = int(self.buckets.capacity(key.image_rate, key.image_burst))
+            return Denied(429, "rate", f"this request holds {n} images; API key {key.id} may send at most {most} at "
+                                       "once to one worker: send fewer per request", 1.0)
+        return Denied(429, "rate", f"API key {key.id} is over its rate of {key.image_rate:g} images a second on "
+                                   f"this server ({n} in this request); retry in {wait:.2f} s", wait)
+
 
 # --------------------------------------------------------------------------- the key file (fmnist keys)
 
@@ -251,9 +284,11 @@ def _write(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def create(path: "str | Path", name: str, scopes: "list[str]", rate: float = 0.0, burst: int = 0) -> str:
+def create(path: "str | Path", name: str, scopes: "list[str]", rate: float = 0.0, burst: int = 0,
+           image_rate: float = 0.0, image_burst: int = 0) -> str:
     """Add a key to the file (made if absent); -> the key, shown once. rate: requests per second of one
-    server (0: no limit), burst: how many at once above it (default: one second's worth)."""
+    server (0: no limit), burst: how many at once above it (default: one second's worth); image_rate and
+    image_burst: the same in images (a request holds up to max_images)."""
     bad = set(scopes) - set(SCOPES)
     if not scopes or bad:
         raise InvalidValue(f"scopes must be among {', '.join(SCOPES)}, got {', '.join(scopes) or 'none'}")
@@ -261,10 +296,11 @@ def create(path: "str | Path", name: str, scopes: "list[str]", rate: float = 0.0
     data = _read(path)
     parse_file(json.dumps(data), str(path))
     key, kid, digest = new_key()
-    if rate < 0 or burst < 0:
-        raise InvalidValue("rate and burst must be >= 0 (0: no limit)")
+    if min(rate, burst, image_rate, image_burst) < 0:
+        raise InvalidValue("rates and bursts must be >= 0 (0: no limit)")
     data["keys"].append({"id": kid, "name": name, "sha256": digest, "scopes": sorted(set(scopes)),
-                         "created": round(time.time(), 3), "revoked": False, "rate": rate, "burst": burst})
+                         "created": round(time.time(), 3), "revoked": False, "rate": rate, "burst": burst,
+                         "image_rate": image_rate, "image_burst": image_burst})
     _write(path, data)
     return key
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import current_app
+from flask import current_app, request
 
 from fmnist.serving.apierror import APIError
 from fmnist.serving.state import ServedModel, WorkerState
@@ -21,3 +21,14 @@ def require_model() -> "tuple[WorkerState, ServedModel]":
         raise APIError(503, "not_ready", st.error or "the model is still loading; retry shortly",
                        {"Retry-After": "1"})
     return st, served
+
+
+def charge_images(n: int) -> None:
+    """The request's API key pays for its n images (serving/auth.py); a 429 when it is over its image rate."""
+    st = serving_state()
+    if st.auth is None:
+        return
+    denied = st.auth.charge_images(request.environ, n)
+    if denied is not None:
+        st.metrics.auth_failures.labels(reason=denied.code).inc()
+        raise APIError(429, "rate_limited", denied.message, denied.headers)

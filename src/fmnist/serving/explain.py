@@ -26,7 +26,7 @@ from PIL import Image
 
 from fmnist.serving import pipeline
 from fmnist.serving.apierror import APIError
-from fmnist.serving.context import require_model
+from fmnist.serving.context import charge_images, require_model
 from fmnist.serving.contract import PredictQuery
 from fmnist.serving.predict import read_inputs
 
@@ -94,6 +94,7 @@ def explain():
     else:
         seen = pixels[0]
         original = Image.fromarray(seen, "L")
+    charge_images(1)
     if not st.explain_slots.acquire(blocking=False):
         st.metrics.explanations.labels(outcome="busy").inc()
         raise APIError(503, "busy", f"{settings.explain_concurrency} explanations are being computed by this "

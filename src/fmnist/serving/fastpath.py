@@ -38,7 +38,7 @@ class PredictFastPath:
         self.log_requests = log_requests
         self.routes = routes  # the app's fixed routes: the metrics' route label of a refused request
 
-    def _take(self, environ, on_loop: bool = False) -> "_Job | None":
+    def _take(self, environ, on_loop: bool = False) -> "_Job | Denied | None":
         """The request, if the fast path answers it (body read, query checked, files found, their headers
         read); else None. `on_loop` (the loop worker's batch): a request with a picture over
         `loop_max_pixels` is left to the worker's heavy pool (environ["fmnist.heavy"]), where this fast path
@@ -71,6 +71,10 @@ class PredictFastPath:
         selected = image_files(parts) if parts is not None else None
         if selected is None:
             return None
+        if self.state.auth is not None:  # the key pays for its images (an image rate), once per request
+            denied = self.state.auth.charge_images(environ, len(selected[0]))
+            if denied is not None:
+                return denied
         try:
             images = pipeline.decode(selected[0], self.state.settings)
         except APIError:
@@ -94,6 +98,10 @@ class PredictFastPath:
         denied = self.state.auth.check_environ(environ)
         if not isinstance(denied, Denied):
             return None
+        return self._deny(environ, start_response, denied)
+
+    def _deny(self, environ, start_response, denied: Denied) -> list:
+        """The API's 401/403/429 for a refused key, counted and logged as Flask would."""
         self.state.metrics.auth_failures.labels(reason=denied.code).inc()
         request_id = reqlog.request_id_from(environ.get("HTTP_X_REQUEST_ID", ""))
         code = {401: "unauthorized", 403: "forbidden", 429: "rate_limited"}[denied.status]
@@ -123,6 +131,8 @@ class PredictFastPath:
         job = self._take(environ)
         if job is None:
             return self.app(environ, start_response)
+        if isinstance(job, Denied):
+            return self._deny(environ, start_response, job)
         self.state.metrics.http_in_progress.inc()
         try:
             timings: list = []
@@ -154,6 +164,9 @@ class PredictFastPath:
                 continue
             job = self._take(environ, on_loop=True)
             if job is None:
+                continue
+            if isinstance(job, Denied):
+                results[i] = self._deny(environ, start_responses[i], job)
                 continue
             try:
                 job.pixels = pipeline.preprocess(job.images, job.mode, timings)

@@ -12,7 +12,7 @@ from flask import Blueprint, Response, g, request
 
 from fmnist.serving import multipart, pipeline
 from fmnist.serving.apierror import APIError
-from fmnist.serving.context import require_model
+from fmnist.serving.context import charge_images, require_model
 from fmnist.serving.contract import PredictQuery, image_files
 
 bp = Blueprint("predict", __name__)
@@ -103,6 +103,7 @@ def predict():
     def load():
         nonlocal many
         blobs, pixels, many = read_inputs(settings)
+        charge_images(len(blobs) if pixels is None else len(pixels))
         return pixels if pixels is not None else pipeline.decode_and_preprocess(blobs, settings, query.preprocess,
                                                                                timings)
 

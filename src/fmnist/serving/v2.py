@@ -17,7 +17,7 @@ from fmnist import __version__
 from fmnist.labels import CLASSES
 from fmnist.serving import pipeline
 from fmnist.serving.apierror import APIError
-from fmnist.serving.context import require_model, serving_state
+from fmnist.serving.context import charge_images, require_model, serving_state
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 
@@ -160,6 +160,7 @@ def infer(name: str, version: "str | None" = None):
     st, served = _model_or_404(name, version)
     body, binary = _parse_body()
     pixels, dtype = _input_tensor(body, binary, st.settings.max_images)
+    charge_images(len(pixels))
     if dtype == "UINT8":
         x = served.predictor.normalize(pixels)
     else:
