@@ -40,6 +40,24 @@ def _dims(value_info) -> list:
     return [d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim]
 
 
+def _copy_node(node):
+    from onnx import NodeProto
+
+    copy = NodeProto()
+    copy.CopyFrom(node)
+    return copy
+
+
+def _rename(nodes: list, old: str, new: str) -> None:
+    for node in nodes:
+        for i, name in enumerate(node.input):
+            if name == old:
+                node.input[i] = new
+        for i, name in enumerate(node.output):
+            if name == old:
+                node.output[i] = new
+
+
 def standardize(model, layout: str, probabilities: bool, permutation: "list[int] | None"):
     """The source ModelProto wrapped to take `input` [N,1,28,28] and give `logits` [N,10]."""
     import onnx
@@ -47,18 +65,25 @@ def standardize(model, layout: str, probabilities: bool, permutation: "list[int]
 
     g = model.graph
     initializers = {i.name for i in g.initializer}
-    src_in = [i for i in g.input if i.name not in initializers][0]
+    src_in_name = [i.name for i in g.input if i.name not in initializers][0]
     src_out = g.output[0].name
+    source_nodes = [_copy_node(n) for n in g.node]
+    # a source whose tensors already carry the wrapper's names (an ONNX file fmnist exported: input -> logits)
+    # is renamed inside, so every tensor keeps exactly one producer (ONNX's SSA rule)
+    for old in {src_in_name, src_out} & {"input", "logits"}:
+        _rename(source_nodes, old, "fmnist_source_" + old)
+    renamed = {"input": "fmnist_source_input", "logits": "fmnist_source_logits"}
+    src_in_name, src_out = renamed.get(src_in_name, src_in_name), renamed.get(src_out, src_out)
     front, back = [], []
     consts = []
     if layout == "NCHW":
-        front.append(helper.make_node("Identity", ["input"], [src_in.name]))
+        front.append(helper.make_node("Identity", ["input"], [src_in_name]))
     elif layout == "NHWC":
-        front.append(helper.make_node("Transpose", ["input"], [src_in.name], perm=[0, 2, 3, 1]))
+        front.append(helper.make_node("Transpose", ["input"], [src_in_name], perm=[0, 2, 3, 1]))
     else:
         shape = [-1, 28, 28] if layout == "HW" else [-1, 784]
         consts.append(numpy_helper.from_array(np.array(shape, np.int64), "fmnist_shape"))
-        front.append(helper.make_node("Reshape", ["input", "fmnist_shape"], [src_in.name]))
+        front.append(helper.make_node("Reshape", ["input", "fmnist_shape"], [src_in_name]))
     cur = src_out
     if permutation is not None:
         consts.append(numpy_helper.from_array(np.array(permutation, np.int64), "fmnist_class_order"))
@@ -70,7 +95,7 @@ def standardize(model, layout: str, probabilities: bool, permutation: "list[int]
         back.append(helper.make_node("Log", ["fmnist_floored"], ["logits"]))
     else:
         back.append(helper.make_node("Identity", [cur], ["logits"]))
-    nodes = front + list(g.node) + back
+    nodes = front + source_nodes + back
     graph = helper.make_graph(
         nodes, "fmnist_imported",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 28, 28])],
