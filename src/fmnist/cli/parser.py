@@ -9,6 +9,7 @@ from fmnist.cli.batch import cmd_batch
 from fmnist.cli.evaluate import cmd_compare, cmd_evaluate, cmd_explain
 from fmnist.cli.keys import cmd_keys
 from fmnist.cli.registry import cmd_archs, cmd_export, cmd_import, cmd_models, cmd_promote, cmd_rollback
+from fmnist.cli.rollout import cmd_rollout
 from fmnist.cli.serve import cmd_cluster, cmd_predict, cmd_serve
 from fmnist.cli.train import cmd_data, cmd_train
 from fmnist.config import WORKER_KINDS
@@ -189,6 +190,22 @@ def build_parser() -> argparse.ArgumentParser:
     prediction_log_opt(sp)
     registry_opt(sp)
     sp.set_defaults(func=cmd_cluster)
+
+    sp = sub.add_parser("rollout", help="roll a new version out on live evidence: shadow or canary, gates, decision")
+    sp.add_argument("action", choices=["start", "status", "promote", "abort"])
+    sp.add_argument("name", help="the model's name (e.g. smallcnn)")
+    sp.add_argument("version", nargs="?", help="for start: the candidate version")
+    sp.add_argument("--shadow", action="store_true", help="for start: the candidate sees a copy of all traffic; "
+                    "clients get production's answers")
+    sp.add_argument("--canary", type=float, metavar="PCT", help="for start: this percentage of clients (by API "
+                    "key, X-Client-ID or request) get the candidate's answers")
+    sp.add_argument("--gate", action="append", metavar="NAME=VALUE", help="for start: a gate other than its default "
+                    "(min_requests=200, min_seconds=30, max_disagreement=0.1, max_psi=0.25, max_confidence_drop=0.1, "
+                    "min_labels=50, max_accuracy_drop=0.02, auto_promote=true)")
+    sp.add_argument("--json", action="store_true")
+    prediction_log_opt(sp)
+    registry_opt(sp)
+    sp.set_defaults(func=cmd_rollout)
 
     sp = sub.add_parser("predict", help="classify image files with a running server")
     sp.add_argument("images", nargs="+")

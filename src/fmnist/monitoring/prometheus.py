@@ -132,6 +132,8 @@ class Metrics:
                                   "waited (loop, app_pool, heavy_pool)", ["where"], registry=None)
         self.key_requests = c("fmnist_key_requests_total", "Requests answered for each API key (its id, never the "
                               "secret), by status", ["key_id", "status"], registry=None)
+        self.shadow_dropped = c("fmnist_shadow_dropped_total", "Images a rollout's shadow candidate did not see: its "
+                                "queue was full (shadow work is dropped first under load)", registry=None)
         self.metrics_renders = c("fmnist_metrics_renders_total", "Times /metrics merged every worker's metrics (the "
                                  "scrapes in between reuse the text: metrics_reuse)", registry=None)
         self.model_info = g("fmnist_model_info", "The model in service (value 1)", ["name", "version"],
@@ -148,7 +150,7 @@ class Metrics:
                 self.batch_size, self.predictions, self.confidence, self.mean_pixel, self.feedback,
                 self.model_info, self.model_reload_failures, self.log_dropped, self.explanations,
                 self.explain_duration, self.pictures, self.picture_decode, self.picture_convert, self.auth_failures,
-                self.shed, self.deadline_expired, self.metrics_renders, self.key_requests)
+                self.shed, self.deadline_expired, self.metrics_renders, self.key_requests, self.shadow_dropped)
 
     def _forked(self) -> None:
         self._flush_lock = threading.Lock()  # a lock held by the parent's flusher at fork time stays held here

@@ -192,6 +192,11 @@ class PredictionStore:
         kept their input image (store_images): dicts with LOW_FIELDS, image as 784 bytes."""
         return self.backend.low_confidence(below, window, n)
 
+    def since(self, name: str, ts: float, n: int = 200_000) -> list:
+        """Every replica's latest n predictions of model `name` since `ts` (a rollout's window), all versions:
+        (request_id, idx, model_version, class_id, confidence, true_label) rows."""
+        return self.backend.since(name, ts, n)
+
     def count(self) -> int:
         return self.backend.count()
 

@@ -53,6 +53,9 @@ class Queries:
                                f"LIMIT {ph}) AS latest WHERE confidence < {ph} AND image IS NOT NULL "
                                f"ORDER BY ts DESC LIMIT {ph}")
         self.count = "SELECT COUNT(*) FROM predictions"
+        # (name, since, n): one model's latest predictions since a time, every version (a rollout's window)
+        self.since = ("SELECT request_id, idx, model_version, class_id, confidence, true_label FROM predictions "
+                      f"WHERE model_name = {ph} AND ts >= {ph} ORDER BY ts DESC LIMIT {ph}")
 
     def recent_args(self, n: int, model_version: "str | None") -> "tuple[str, tuple]":
         return (self.recent_version, (model_version, n)) if model_version else (self.recent, (n,))

@@ -169,5 +169,8 @@ class SQLiteBackend:
     def low_confidence(self, below: float, window: int, n: int) -> list:
         return low_rows(self._query(_Q.low_confidence, (window, below, n)))
 
+    def since(self, name: str, ts: float, n: int) -> list:
+        return self._query(_Q.since, (name, ts, n))
+
     def count(self) -> int:
         return int(self._query(_Q.count)[0][0])

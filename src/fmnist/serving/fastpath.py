@@ -48,7 +48,8 @@ class PredictFastPath:
         key = environ.get("fmnist.key") if self.state.auth is not None else None  # checked by _refused already
         key_id = key.id if key is not None else None
         ctype = environ.get("CONTENT_TYPE", "")
-        served = self.state.current
+        request_id = reqlog.request_id_from(environ.get("HTTP_X_REQUEST_ID", ""))
+        served = self.state.rollout.pick(key_id, environ.get("HTTP_X_CLIENT_ID", ""), request_id)
         try:
             length = int(environ.get("CONTENT_LENGTH") or -1)
         except ValueError:
@@ -84,7 +85,6 @@ class PredictFastPath:
             if any(im.size[0] * im.size[1] > limit for _, im in images):
                 environ["fmnist.heavy"] = True
                 return None
-        request_id = reqlog.request_id_from(environ.get("HTTP_X_REQUEST_ID", ""))
         job = _Job(served, images, selected[1], query.top_k, query.preprocess, request_id, t0)
         job.key_id = key_id
         return job

@@ -95,6 +95,7 @@ def read_inputs(settings) -> tuple[list, "np.ndarray | None", bool]:
 def predict():
     """The whole contract; the common multipart request is usually served by fastpath.py before Flask."""
     st, served = require_model()
+    served = st.rollout.pick(g.get("key_id"), request.headers.get("X-Client-ID", ""), g.request_id) or served
     settings = st.settings
     query = PredictQuery.parse(request.query_string.decode("latin-1"), settings.default_top_k)
     many = False

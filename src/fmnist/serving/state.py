@@ -70,6 +70,9 @@ class WorkerState:
         self._swap_lock = threading.Lock()
         self.explain_slots = threading.BoundedSemaphore(max(1, settings.explain_concurrency))
         self.auth = KeyStore(settings.api_keys, settings.worker_count) if settings.api_keys else None  # serving/auth.py
+        from fmnist.serving.rollout_worker import WorkerRollout
+
+        self.rollout = WorkerRollout(self)  # a candidate beside production while a rollout runs
 
     @property
     def ready(self) -> bool:
@@ -92,6 +95,12 @@ class WorkerState:
 
         return resolve(self.settings.model, self.settings.models or None, verify=verify)
 
+    def open_version(self, name: str, version: str) -> ServedModel:
+        """name:version from the registry, verified and warmed up (a rollout's candidate)."""
+        from fmnist.registry import resolve
+
+        return self._open(resolve(f"{name}:{version}", self.settings.models or None, verify=True))
+
     def load(self) -> None:
         """The start-up load; on failure stay not-ready (503) with the reason."""
         try:
@@ -101,6 +110,7 @@ class WorkerState:
             log.error(self.error)
             return
         self._install(served)
+        self.rollout.follow()  # a worker (re)starting mid-rollout joins it at once
         if self.settings.reload_interval > 0:
             threading.Thread(target=self._watch, name="fmnist-model-watch", daemon=True).start()
 
@@ -146,6 +156,7 @@ class WorkerState:
             time.sleep(self.settings.reload_interval)
             try:
                 self.reload_if_changed()
+                self.rollout.follow()
             except Exception:  # the watcher must never die
                 log.exception("model watch failed")
 
@@ -168,3 +179,4 @@ class WorkerState:
             for (rid, idx, kid), c, p, m, px in zip(keys, ids.tolist(), conf.tolist(), mean_px.tolist(),
                                                (pixels[i].tobytes() for i in range(n)))
         ])
+        self.rollout.shadow(served, keys, pixels)
