@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fmnist.client import predict_bytes
+from fmnist.client import _multipart, predict_bytes
 from tests.conftest import REPO, SHIPPED, free_port, wait_ready
 from tests.images import png
 
@@ -143,7 +143,7 @@ def test_compose_brings_up_nginx_replicas_and_prometheus(tmp_path, podman_env):
         subprocess.run([*base, "down"], capture_output=True, env=env, timeout=300, cwd=REPO)
 
 
-def _play(tmp_path, env, image, port):
+def _play(tmp_path, env, image, port, overlay: str = "k8s"):
     """deploy/k8s rendered by the installed kubectl, its Deployment and ConfigMap played by podman on the
     host network, with a new key file where the Secret fmnist-api-keys would be mounted -> (the container's
     name, a key with every scope), or a failed assertion with podman's output. (podman 4.3 does not mount a
@@ -161,9 +161,12 @@ def _play(tmp_path, env, image, port):
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("needs kubectl (apt-get install kubernetes-client)")
-    out = subprocess.run([kubectl, "kustomize", str(REPO / "deploy" / "k8s")], capture_output=True, text=True)
+    out = subprocess.run([kubectl, "kustomize", str(REPO / "deploy" / overlay)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     docs = {d["kind"]: d for d in yaml.safe_load_all(out.stdout) if d}
+    claims = [docs["PersistentVolumeClaim"]] if "PersistentVolumeClaim" in docs else []  # podman: a named volume
+    for d in claims:
+        d["metadata"].pop("namespace", None)
     dep, cm = docs["Deployment"], docs["ConfigMap"]
     dep["metadata"].pop("namespace", None)
     cm["metadata"].pop("namespace", None)
@@ -180,7 +183,7 @@ def _play(tmp_path, env, image, port):
     assert keys_volume["secret"] == {"secretName": "fmnist-api-keys", "optional": True}
     keys_volume.pop("secret")
     keys_volume["hostPath"] = {"path": str(secret_dir), "type": "Directory"}
-    (tmp_path / "deployment.yaml").write_text(yaml.safe_dump(dep))
+    (tmp_path / "deployment.yaml").write_text(yaml.safe_dump_all([*claims, dep]))
     (tmp_path / "configmap.yaml").write_text(yaml.safe_dump(cm))
     play = subprocess.run(["podman", "kube", "play", "--network", "host", "--configmap", str(tmp_path / "configmap.yaml"),
                            str(tmp_path / "deployment.yaml")], capture_output=True, text=True, env=env, timeout=300)
@@ -258,3 +261,40 @@ def test_the_pod_spec_takes_the_postgresql_url_from_the_secret(tmp_path, podman_
         _down(tmp_path, env)
         subprocess.run(["podman", "secret", "rm", "fmnist-prediction-log"], capture_output=True, env=env)
         pg.stop("immediate")
+
+
+def test_the_registry_volume_variant_follows_a_rollout_plan_without_a_new_image(tmp_path, podman_env, serving_image):
+    """deploy/k8s-registry-volume under podman kube play: the claim becomes a volume filled from the image's
+    registry; a canary started inside the pod (a file in that volume) is followed by the running server:
+    about half of the clients (here: API keys) get version 1, the rest production (4), with no image rebuilt
+    or pod restarted."""
+    from fmnist.serving import auth
+
+    env = dict(podman_env)
+    subprocess.run(["podman", "volume", "rm", "-f", "fmnist-models"], capture_output=True, env=env)
+    port = free_port()
+    try:
+        ctr, key = _play(tmp_path, env, serving_image, port, overlay="k8s-registry-volume")
+        start = subprocess.run(["podman", "exec", ctr, "fmnist", "rollout", "start", "smallcnn", "1", "--canary", "50"],
+                               capture_output=True, text=True, env=env)
+        assert start.returncode == 0, start.stdout + start.stderr
+        url = f"http://127.0.0.1:{port}"
+        clients = [auth.create(tmp_path / "api-keys" / "keys.json", f"client-{i}", ["predict"]) for i in range(20)]
+        (tmp_path / "api-keys" / "keys.json").chmod(0o644)
+        versions = set()
+        deadline = time.monotonic() + 30
+        i = 0
+        while versions != {"1", "4"} and time.monotonic() < deadline:
+            i += 1
+            body, ctype = _multipart("image", "x.png", png(np.zeros((28, 28), np.uint8)))
+            req = urllib.request.Request(url + "/predict", data=body, headers={
+                "Content-Type": ctype, "Authorization": f"Bearer {clients[i % 20]}"})
+            with urllib.request.urlopen(req, timeout=10) as r:
+                versions.add(json.loads(r.read())["model"]["version"])
+        assert versions == {"1", "4"}, versions
+        status = subprocess.run(["podman", "exec", ctr, "fmnist", "rollout", "status", "smallcnn"],
+                                capture_output=True, text=True, env=env)
+        assert status.returncode == 0 and "canary 50% of version 1 against production 4" in status.stdout, status
+    finally:
+        _down(tmp_path, env)
+        subprocess.run(["podman", "volume", "rm", "-f", "fmnist-models"], capture_output=True, env=env)

@@ -79,3 +79,25 @@ def test_dev_postgres_overlay_points_every_pod_at_one_database():
     url = base64.b64decode(by[("Secret", ref["name"])]["data"][ref["key"]]).decode()
     assert url.startswith("postgresql://") and "@fmnist-postgres:5432/" in url
     assert env["FMNIST_REPLICA"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+
+
+@needs("kubectl")
+def test_registry_volume_overlay_mounts_one_registry_in_every_pod():
+    """deploy/k8s-registry-volume: the base with the registry on a ReadWriteMany claim mounted where
+    FMNIST_MODELS points, so a promotion or a rollout plan is a file every pod reads, not an image."""
+    import kubernetes_validate
+
+    out = subprocess.run([program("kubectl"), "kustomize", str(REPO / "deploy" / "k8s-registry-volume")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    for d in docs:
+        kubernetes_validate.validate(d, KUBE_VERSION, strict=True)
+    by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    assert by[("PersistentVolumeClaim", "fmnist-models")]["spec"]["accessModes"] == ["ReadWriteMany"]
+    pod = by[("Deployment", "fmnist")]["spec"]["template"]["spec"]
+    claim = next(v for v in pod["volumes"] if v.get("persistentVolumeClaim"))
+    assert claim["persistentVolumeClaim"]["claimName"] == "fmnist-models"
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == claim["name"])
+    assert mount["mountPath"] == by[("ConfigMap", "fmnist-config")]["data"]["FMNIST_MODELS"] == "/srv/models"
+    assert not mount.get("readOnly")  # the workers write a rollout's decision into the registry
