@@ -88,6 +88,7 @@ def _routes():
         ("GET", "/v2/models/smallcnn", None, "predict"), ("POST", "/v2/models/smallcnn/infer", "v2", "predict"),
         ("POST", "/feedback", "feedback", "feedback"), ("GET", "/metrics", None, "monitor"),
         ("GET", "/monitoring", None, "monitor"), ("GET", "/monitoring/low-confidence", None, "monitor"),
+        ("GET", "/monitoring/rollout", None, "monitor"),
         ("GET", "/dashboard", None, None), ("GET", "/no-such-route", None, "predict"),
     ]
 

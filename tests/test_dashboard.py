@@ -180,3 +180,43 @@ def test_dashboard_asks_for_a_key_once_and_keeps_it_for_the_tab(tmp_path, browse
             assert driver.execute_script("return location.href").endswith("/dashboard")  # never in the URL
         finally:
             driver.quit()
+
+
+@pytest.mark.realdata
+def test_dashboard_shows_a_rollout_side_by_side(tmp_path, real_data, browser_works):
+    """A shadow rollout of smallcnn:1 against smallcnn:4: the rollout panel shows both versions' evidence, each
+    gate with its status, and the verdict."""
+    import shutil
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from fmnist.rollout import plan as rollout_plan
+    from tests.conftest import REPO
+
+    registry = tmp_path / "models"
+    for v in ("1", "4"):
+        shutil.copytree(REPO / "models" / "smallcnn" / v, registry / "smallcnn" / v)
+    rollout_plan.start("smallcnn", "1", "shadow", gates=rollout_plan.Gates(min_requests=100, min_seconds=3600),
+                       root=registry)
+    with running_server(tmp_path, "--model", "smallcnn", "--registry", str(registry), workers=1,
+                        extra_env={"FMNIST_RELOAD_INTERVAL": "0.5"}) as srv:
+        url = srv["url"]
+        for a in real_data.test_images[:150]:
+            _post(url, "/predict", json.dumps({"pixels": a.tolist()}).encode(), "application/json")
+        driver = _browser()
+        try:
+            driver.get(url + "/dashboard")
+            wait = WebDriverWait(driver, 20)
+            wait.until(lambda d: d.find_element(By.ID, "rollout-panel").is_displayed())
+            wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#rollout-versions tbody tr")) == 2)
+            title = driver.find_element(By.ID, "rollout-title").text
+            assert title.startswith("smallcnn:1 shadow against production 4") and "running" in title
+            wait.until(lambda d: "verdict: wait" in d.find_element(By.ID, "rollout-verdict").text)  # min_seconds
+            gates = {r.find_elements(By.TAG_NAME, "td")[0].text: r.find_elements(By.TAG_NAME, "td")[3].text
+                     for r in driver.find_elements(By.CSS_SELECTOR, "#rollout-gates tbody tr")}
+            assert gates["disagreement"] == "PASS" and gates["class_psi"] == "PASS", gates
+            driver.execute_script("document.getElementById('rollout-panel').scrollIntoView()")
+            driver.save_screenshot(os.environ.get("FMNIST_ROLLOUT_SCREENSHOT") or str(tmp_path / "rollout.png"))
+        finally:
+            driver.quit()

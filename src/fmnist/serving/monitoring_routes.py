@@ -147,6 +147,34 @@ def low_confidence():
     return out
 
 
+@bp.get("/monitoring/rollout")
+def rollout_status():
+    """The model's rollout (fmnist rollout): the plan, each version's evidence, the gates and the verdict, as
+    `fmnist rollout status` shows them; {"rollout": null} when none was ever started."""
+    import time as _time
+
+    from fmnist.rollout import gates as rollout_gates
+
+    st, served = require_model()
+    plan = st.rollout.plan if st.rollout.plan is not None and st.rollout.plan.name == served.name else None
+    if plan is None:
+        from fmnist.rollout import plan as rollout_plan
+
+        plan = rollout_plan.read_plan(served.name, st.settings.models or None)
+    if plan is None:
+        return {"rollout": None}
+    if not plan.running and plan.decision:
+        report = plan.decision["evidence"]
+    else:
+        try:
+            report = rollout_gates.evaluate(plan, st.store.since(plan.name, plan.started), _time.time())
+        except StoreUnavailable as e:
+            raise APIError(503, "store_unavailable", f"the prediction log is unreachable ({e})",
+                           {"Retry-After": "5"}) from None
+    fields = ("name", "production", "candidate", "mode", "share", "started", "state", "decision")
+    return {"rollout": {k: getattr(plan, k) for k in fields}, "report": report}
+
+
 def _png_base64(pixels: bytes) -> str:
     import base64
     import io

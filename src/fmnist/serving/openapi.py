@@ -182,6 +182,11 @@ def build_spec() -> dict:
             "/monitoring": _get("Drift against the training reference, live accuracy from feedback, traffic "
                                 "totals and processes, aggregated over all workers",
                                 _obj("monitoring report with status ok|warn|alert"), {"503": ERRORS["503"]}),
+            "/monitoring/rollout": _get(
+                "The model's rollout (fmnist rollout): plan, each version's evidence from the shared prediction "
+                "log, the gates and the verdict; rollout null when none was started",
+                _obj("rollout (name, production, candidate, mode, share, started, state, decision) and report "
+                     "(versions, gates, verdict)"), {"503": ERRORS["503"]}),
             "/monitoring/low-confidence": _get(
                 "The latest inputs under a confidence threshold among the last drift_window predictions of every "
                 "replica, as the 28x28 images the model saw (base64 PNG); needs store_images on (else an empty "
