@@ -50,11 +50,12 @@ def _plan(mode, **gates):
 def test_gates_decide_on_evidence_and_not_before():
     rng = np.random.default_rng(0)
     truth = rng.integers(0, 10, 400)
-    prod = [(f"r{i}", 0, "1", int(t), 0.9, int(t) if i < 100 else None) for i, t in enumerate(truth)]
+    prod = [(f"r{i}", 0, "1", int(t), 0.9, int(t) if i < 100 else None, 10.0) for i, t in enumerate(truth)]
     # shadow: a candidate agreeing on 97 % of images, then one with two classes swapped
-    good = [(f"r{i}@shadow", 0, "2", int(t) if i % 33 else int((t + 1) % 10), 0.88, None) for i, t in enumerate(truth)]
+    good = [(f"r{i}@shadow", 0, "2", int(t) if i % 33 else int((t + 1) % 10), 0.88, None, None)
+            for i, t in enumerate(truth)]
     swap = {0: 1, 1: 0}
-    bad = [(f"r{i}@shadow", 0, "2", swap.get(int(t), int(t)), 0.9, None) for i, t in enumerate(truth)]
+    bad = [(f"r{i}@shadow", 0, "2", swap.get(int(t), int(t)), 0.9, None, None) for i, t in enumerate(truth)]
     plan = _plan("shadow", min_requests=200, min_seconds=10)
     early = rollout_gates.evaluate(plan, prod[:150] + good[:150], 1005.0)
     assert early["verdict"] == "wait" and {g["status"] for g in early["gates"]} <= {"pending", "n/a"}
@@ -70,10 +71,14 @@ def test_gates_decide_on_evidence_and_not_before():
     assert rollout_gates.evaluate(_plan("shadow", min_requests=200, auto_promote=False), prod + good,
                                   2000.0)["verdict"] == "ready"  # passes, waits for a person
     # canary: few labels are not counted either way
-    canary = [(f"c{i}", 0, "2", int(t), 0.9, int(t) if i < 12 else None) for i, t in enumerate(truth)]
+    canary = [(f"c{i}", 0, "2", int(t), 0.9, int(t) if i < 12 else None, 12.0) for i, t in enumerate(truth)]
     rep = rollout_gates.evaluate(_plan("canary", min_requests=200), prod + canary, 2000.0)
     fb = next(g for g in rep["gates"] if g["gate"] == "feedback_accuracy")
     assert fb["status"] == "n/a" and "12 labels" in fb["note"] and rep["verdict"] == "promote"
+    slow = [r[:6] + (40.0,) for r in canary]  # its answers take 4x production's in the server
+    rep = rollout_gates.evaluate(_plan("canary", min_requests=200), prod + slow, 2000.0)
+    p99 = next(g for g in rep["gates"] if g["gate"] == "p99_latency_ratio")
+    assert p99["status"] == "fail" and p99["value"] == pytest.approx(4.0) and rep["verdict"] == "rollback"
 
 
 def test_plan_start_decide_once(tmp_path):

@@ -56,7 +56,7 @@ def fresh(pg):
 
 
 def _row(i: int, replica: str = "a"):
-    return (f"r{i}", 0, time.time(), replica, "smallcnn", "1", i % 10, 0.9, 0.3, "0" * 64, None, "0000abcd")
+    return (f"r{i}", 0, time.time(), replica, "smallcnn", "1", i % 10, 0.9, 0.3, "0" * 64, None, "0000abcd", 2.5)
 
 
 def _post(url: str, path: str, body: bytes, timeout: float = 10) -> "tuple[int, dict]":
@@ -90,7 +90,7 @@ def test_schema_is_versioned_safe_to_start_together_and_writes_are_idempotent(fr
     for t in threads:
         t.join()
     assert not errors
-    assert fresh.query("SELECT version FROM fmnist_schema_version") == [(3,)]
+    assert fresh.query("SELECT version FROM fmnist_schema_version") == [(4,)]
     store = open_store(fresh.url, flush_interval=0.01)
     rows = [_row(i) for i in range(500)]
     store.record(rows)
@@ -115,7 +115,7 @@ def test_a_version_1_log_is_upgraded(fresh, tmp_path):
                 "mean_pixel, input_sha256) VALUES ('old', 0, 1, 'm', '1', 3, 0.5, 0.2, 'x')")
     fresh.query("CREATE TABLE fmnist_schema_version (version INTEGER NOT NULL); INSERT INTO fmnist_schema_version VALUES (1)")
     store = open_store(fresh.url)
-    assert store.get("old")["replica"] == "" and fresh.query("SELECT version FROM fmnist_schema_version") == [(3,)]
+    assert store.get("old")["replica"] == "" and fresh.query("SELECT version FROM fmnist_schema_version") == [(4,)]
     assert store.get("old")["key_id"] == ""
     store.close()
     path = tmp_path / "old.sqlite"  # a SQLite log from before schema versions

@@ -26,11 +26,14 @@ def print_status(plan, report) -> None:
     print(f"{plan.name}: {plan.mode}{share} of version {plan.candidate} against production {plan.production}, "
           f"{plan.state}, started {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(plan.started))} "
           f"({report['elapsed_s']:.0f} s ago)")
-    print(f"\n{'version':<10}{'role':<12}{'predictions':>12}{'mean conf':>10}{'labelled':>10}  accuracy (95 % interval)")
+    print(f"\n{'version':<10}{'role':<12}{'predictions':>12}{'mean conf':>10}{'p99 ms':>9}{'labelled':>10}  "
+          "accuracy (95 % interval)")
     for version, v in report["versions"].items():
         acc = (f"{_fmt(v['accuracy'], True)} ({_fmt(v['accuracy_ci'][0], True)}-{_fmt(v['accuracy_ci'][1], True)})"
                if v["accuracy"] is not None else "-")
-        print(f"{version:<10}{v['role']:<12}{v['predictions']:>12,}{_fmt(v['mean_confidence']):>10}{v['labelled']:>10}  {acc}")
+        p99 = f"{v['p99_ms']:.1f}" if v.get("p99_ms") is not None else "-"
+        print(f"{version:<10}{v['role']:<12}{v['predictions']:>12,}{_fmt(v['mean_confidence']):>10}{p99:>9}"
+              f"{v['labelled']:>10}  {acc}")
     if report["pairs"] is not None:
         print(f"\nshadow pairs: {report['pairs']:,}, agreement {_fmt(report['agreement'], True)}")
     print(f"\n{'gate':<20}{'value':>10}{'limit':>10}  status")

@@ -194,7 +194,7 @@ class PredictionStore:
 
     def since(self, name: str, ts: float, n: int = 200_000) -> list:
         """Every replica's latest n predictions of model `name` since `ts` (a rollout's window), all versions:
-        (request_id, idx, model_version, class_id, confidence, true_label) rows."""
+        (request_id, idx, model_version, class_id, confidence, true_label, latency_ms) rows."""
         return self.backend.since(name, ts, n)
 
     def count(self) -> int:

@@ -8,7 +8,7 @@ import numpy as np
 from fmnist.errors import FmnistError
 
 ROW_FIELDS = ("request_id", "idx", "ts", "replica", "model_name", "model_version", "class_id", "confidence",
-              "mean_pixel", "input_sha256", "image", "key_id")
+              "mean_pixel", "input_sha256", "image", "key_id", "latency_ms")
 READ_FIELDS = ("request_id", "index", "ts", "replica", "model_name", "model_version", "class_id", "confidence",
                "mean_pixel", "input_sha256", "true_label", "key_id")
 
@@ -54,7 +54,7 @@ class Queries:
                                f"ORDER BY ts DESC LIMIT {ph}")
         self.count = "SELECT COUNT(*) FROM predictions"
         # (name, since, n): one model's latest predictions since a time, every version (a rollout's window)
-        self.since = ("SELECT request_id, idx, model_version, class_id, confidence, true_label FROM predictions "
+        self.since = ("SELECT request_id, idx, model_version, class_id, confidence, true_label, latency_ms FROM predictions "
                       f"WHERE model_name = {ph} AND ts >= {ph} ORDER BY ts DESC LIMIT {ph}")
 
     def recent_args(self, n: int, model_version: "str | None") -> "tuple[str, tuple]":

@@ -5,7 +5,8 @@ Schema versions (table `schema_version`), applied in order inside one BEGIN IMME
 so processes starting together apply each step once:
   1. `predictions` (the original table and its indexes);
   2. the `replica` column (which server made the prediction);
-  3. the `key_id` column (which API key asked for it; '' without keys).
+  3. the `key_id` column (which API key asked for it; '' without keys);
+  4. the `latency_ms` column (the request's time in the server when it was answered; NULL for a shadow run).
 """
 
 from __future__ import annotations
@@ -40,9 +41,10 @@ MIGRATIONS = [
      "CREATE INDEX IF NOT EXISTS predictions_feedback ON predictions (feedback_ts) WHERE feedback_ts IS NOT NULL"],
     ["ALTER TABLE predictions ADD COLUMN replica TEXT NOT NULL DEFAULT ''"],
     ["ALTER TABLE predictions ADD COLUMN key_id TEXT NOT NULL DEFAULT ''"],
+    ["ALTER TABLE predictions ADD COLUMN latency_ms REAL"],
 ]
 _INSERT = ("INSERT OR REPLACE INTO predictions (request_id, idx, ts, replica, model_name, model_version, class_id, "
-           "confidence, mean_pixel, input_sha256, image, key_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+           "confidence, mean_pixel, input_sha256, image, key_id, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _Q = Queries("?")
 
 

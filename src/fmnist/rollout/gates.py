@@ -1,7 +1,8 @@
 """A rollout's evidence and verdict, from the shared prediction log (every replica's rows since the start).
 
 Per version: predictions, predicted-class shares, mean confidence, labelled feedback with its accuracy and
-a 95 % Wilson interval. Shadow rows are the candidate's answers to the same images, logged under
+a 95 % Wilson interval, the p99 of the answers' time in the server (canary; the log's latency_ms). Shadow
+rows are the candidate's answers to the same images, logged under
 `<request id>@shadow`: agreement is measured on those pairs, and the candidate's accuracy on feedback given
 for production's answer (the same image). Canary rows are the candidate's own answers to its share of
 traffic. Gates (plan.Gates): each `pass`, `fail` or `pending` (not enough evidence yet); the verdict is
@@ -31,21 +32,28 @@ def wilson(correct: int, n: int, z: float = 1.96) -> "tuple[float, float]":
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def _stats(classes: list, confidences: list, labelled: list) -> dict:
+def _p99(latencies: list) -> "float | None":
+    values = [v for v in latencies if v is not None]
+    return float(np.percentile(values, 99)) if values else None
+
+
+def _stats(classes: list, confidences: list, labelled: list, latencies: list) -> dict:
     n = len(classes)
     counts = np.bincount(np.asarray(classes, dtype=np.int64), minlength=len(CLASSES)) if n else np.zeros(len(CLASSES))
     right = sum(1 for c, t in labelled if c == t)
     lo, hi = wilson(right, len(labelled))
     return {"predictions": n, "class_counts": counts.tolist(), "mean_confidence": float(np.mean(confidences)) if n else None,
-            "labelled": len(labelled), "accuracy": right / len(labelled) if labelled else None, "accuracy_ci": [lo, hi]}
+            "labelled": len(labelled), "accuracy": right / len(labelled) if labelled else None, "accuracy_ci": [lo, hi],
+            "p99_ms": _p99(latencies)}
 
 
 def evaluate(plan: Plan, rows: list, now: float) -> dict:
-    """rows: (request_id, idx, model_version, class_id, confidence, true_label) since plan.started."""
+    """rows: (request_id, idx, model_version, class_id, confidence, true_label, latency_ms) since plan.started."""
     g = plan.gate_values()
     prod = [r for r in rows if r[2] == plan.production and not r[0].endswith(SHADOW)]
     cand = [r for r in rows if r[2] == plan.candidate and (plan.mode != "shadow" or r[0].endswith(SHADOW))]
-    p_stats = _stats([r[3] for r in prod], [r[4] for r in prod], [(r[3], r[5]) for r in prod if r[5] is not None])
+    p_stats = _stats([r[3] for r in prod], [r[4] for r in prod], [(r[3], r[5]) for r in prod if r[5] is not None],
+                     [r[6] for r in prod])
     pairs = agreement = None
     if plan.mode == "shadow":
         by_key = {(r[0], r[1]): r for r in prod}
@@ -53,10 +61,11 @@ def evaluate(plan: Plan, rows: list, now: float) -> dict:
         pairs = len(matched)
         agreement = sum(1 for c, p in matched if c[3] == p[3]) / pairs if pairs else None
         labelled = [(c[3], p[5]) for c, p in matched if p[5] is not None]  # feedback on the same image
-        c_stats = _stats([c[3] for c, _ in matched], [c[4] for c, _ in matched], labelled)
+        c_stats = _stats([c[3] for c, _ in matched], [c[4] for c, _ in matched], labelled, [])  # no client waited
         evidence = pairs
     else:
-        c_stats = _stats([r[3] for r in cand], [r[4] for r in cand], [(r[3], r[5]) for r in cand if r[5] is not None])
+        c_stats = _stats([r[3] for r in cand], [r[4] for r in cand], [(r[3], r[5]) for r in cand if r[5] is not None],
+                         [r[6] for r in cand])
         evidence = c_stats["predictions"]
     enough = evidence >= g.min_requests
     gates = []
@@ -73,6 +82,10 @@ def evaluate(plan: Plan, rows: list, now: float) -> dict:
     gate("class_psi", shift, g.max_psi, shift is not None and shift > g.max_psi)
     drop = p_stats["mean_confidence"] - c_stats["mean_confidence"] if both else None
     gate("confidence_drop", drop, g.max_confidence_drop, drop is not None and drop > g.max_confidence_drop)
+    if plan.mode == "canary":  # a shadow's answers reach nobody: its latency is not a client's
+        ratio = (c_stats["p99_ms"] / p_stats["p99_ms"] if c_stats["p99_ms"] is not None and p_stats["p99_ms"]
+                 else None)
+        gate("p99_latency_ratio", ratio, g.max_p99_ratio, ratio is not None and ratio > g.max_p99_ratio)
     if c_stats["labelled"] >= g.min_labels and p_stats["labelled"] >= g.min_labels:
         worse = c_stats["accuracy_ci"][1] < p_stats["accuracy"] - g.max_accuracy_drop
         gate("feedback_accuracy", c_stats["accuracy"], p_stats["accuracy"] - g.max_accuracy_drop, worse,

@@ -45,6 +45,7 @@ class Gates:
     max_confidence_drop: float = 0.10  # its mean confidence below production's
     min_labels: int = 50  # labelled feedback needed before accuracy counts (both ways)
     max_accuracy_drop: float = 0.02  # rolled back when its accuracy's upper 95 % bound is below production's - this
+    max_p99_ratio: float = 1.5  # canary: its answers' p99 time in the server over production's, same window
     auto_promote: bool = True  # False: a candidate that passes waits for `fmnist rollout promote`
 
     @classmethod

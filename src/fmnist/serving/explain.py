@@ -110,7 +110,7 @@ def explain():
         st.explain_slots.release()
     st.metrics.explain_duration.observe(time.perf_counter() - t0)
     st.metrics.explanations.labels(outcome="done").inc()
-    pipeline.record(st, served, g.request_id, seen[None], probs, g.get("key_id"))
+    pipeline.record(st, served, g.request_id, seen[None], probs, g.get("key_id"), g.get("t0"))
     body, g.log_extra = pipeline.encode(served, g.request_id, probs, False, query.top_k, g.t0)
     panels = _panels(original, seen, sal)
     if request.accept_mimetypes.best_match(["application/json", "image/png"]) == "image/png":

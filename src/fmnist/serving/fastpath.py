@@ -144,7 +144,7 @@ class PredictFastPath:
                 log.exception("fast path failed on POST /predict; the Flask app answers instead")
                 return self.app(environ, start_response)
             self.state.metrics.observe_pictures(environ.get("fmnist.pool", "thread"), timings)
-            pipeline.record(self.state, job.served, job.request_id, pixels, probs, job.key_id)
+            pipeline.record(self.state, job.served, job.request_id, pixels, probs, job.key_id, job.t0)
             return self._answer(job, probs, start_response)
         finally:
             self.state.metrics.http_in_progress.dec()
@@ -192,7 +192,9 @@ class PredictFastPath:
                 except Exception:
                     log.exception("fast path failed on a batch of %d requests; the Flask app answers them", len(group))
                     continue
-                pipeline.record(self.state, served, [(job.request_id, k, job.key_id or "") for _, job in group
+                now = time.perf_counter()
+                pipeline.record(self.state, served, [(job.request_id, k, job.key_id or "", round((now - job.t0) * 1000, 3))
+                                                     for _, job in group
                                                      for k in range(len(job.pixels))], pixels, probs)  # once
                 at = 0
                 for i, job in group:

@@ -71,10 +71,12 @@ def infer(served, load) -> tuple[np.ndarray, np.ndarray]:
     return pixels, served.run(x)
 
 
-def record(state, served, request_id: "str | list[tuple[str, int, str]]", pixels: np.ndarray, probs: np.ndarray,
-           key_id: "str | None" = "") -> None:
-    """Metrics and the prediction log for these predictions, with the API key's id (WorkerState.record)."""
-    state.record(served, request_id, pixels, probs, key_id or "")
+def record(state, served, request_id: "str | list[tuple[str, int, str, float | None]]", pixels: np.ndarray,
+           probs: np.ndarray, key_id: "str | None" = "", t0: "float | None" = None) -> None:
+    """Metrics and the prediction log for these predictions, with the API key's id and the request's time in
+    the server since t0 (perf_counter; WorkerState.record)."""
+    latency_ms = round((time.perf_counter() - t0) * 1000, 3) if t0 is not None else None
+    state.record(served, request_id, pixels, probs, key_id or "", latency_ms)
 
 
 _JSON = json.JSONEncoder(separators=(",", ":"))

@@ -111,6 +111,6 @@ def predict():
     pixels, probs = pipeline.infer(served, load)
     if timings:
         st.metrics.observe_pictures(request.environ.get("fmnist.pool", "thread"), timings)
-    pipeline.record(st, served, g.request_id, pixels, probs, g.get("key_id"))
+    pipeline.record(st, served, g.request_id, pixels, probs, g.get("key_id"), g.get("t0"))
     body, g.log_extra = pipeline.encode(served, g.request_id, probs, many, query.top_k, g.t0)
     return Response(body, mimetype="application/json")

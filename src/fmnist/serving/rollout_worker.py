@@ -126,4 +126,4 @@ class WorkerRollout:
             except Exception:
                 log.exception("shadow run of %s failed", cand.version)
                 continue
-            self.state.record(cand, [(rid + SHADOW, idx, kid) for rid, idx, kid in keys], pixels, probs)
+            self.state.record(cand, [(rid + SHADOW, idx, kid, None) for rid, idx, kid, _ in keys], pixels, probs)

@@ -160,23 +160,24 @@ class WorkerState:
             except Exception:  # the watcher must never die
                 log.exception("model watch failed")
 
-    def record(self, served: ServedModel, request_id: "str | list[tuple[str, int, str]]", pixels: np.ndarray,
-               probs: np.ndarray, key_id: str = "") -> None:
+    def record(self, served: ServedModel, request_id: "str | list[tuple[str, int, str, float | None]]",
+               pixels: np.ndarray, probs: np.ndarray, key_id: str = "", latency_ms: "float | None" = None) -> None:
         """Metrics and the prediction log for each image (pixels: uint8 (N, 28, 28)) of one request
-        (request_id, asked with the API key `key_id`), or of several at once: then one (request id, index in
-        its request, key id) per image."""
+        (request_id, asked with the API key `key_id`, in the server for latency_ms so far), or of several at
+        once: then one (request id, index in its request, key id, latency ms) per image."""
         n = len(probs)
         ids = probs.argmax(axis=1)
         conf = probs.max(axis=1)
         mean_px = pixels.reshape(n, -1).mean(axis=1) / 255.0
         self.metrics.observe_predictions(served.version, ids, conf, mean_px)
-        keys = [(request_id, i, key_id) for i in range(n)] if isinstance(request_id, str) else request_id
+        keys = ([(request_id, i, key_id, latency_ms) for i in range(n)] if isinstance(request_id, str)
+                else request_id)
         now = time.time()
         keep = self.settings.store_images
         name, version, replica = served.name, served.version, self.replica
         self.store.record([  # store.ROW_FIELDS order
-            (rid, idx, now, replica, name, version, c, p, m, hashlib.sha256(px).hexdigest(), px if keep else None, kid)
-            for (rid, idx, kid), c, p, m, px in zip(keys, ids.tolist(), conf.tolist(), mean_px.tolist(),
+            (rid, idx, now, replica, name, version, c, p, m, hashlib.sha256(px).hexdigest(), px if keep else None, kid,
+             ms) for (rid, idx, kid, ms), c, p, m, px in zip(keys, ids.tolist(), conf.tolist(), mean_px.tolist(),
                                                (pixels[i].tobytes() for i in range(n)))
         ])
         self.rollout.shadow(served, keys, pixels)

@@ -167,7 +167,7 @@ def infer(name: str, version: "str | None" = None):
         x = np.ascontiguousarray(pixels, dtype=np.float32)[:, None]
     probs = served.run(x)
     if dtype == "UINT8":  # FP32 inputs are already normalised: no pixels to log
-        pipeline.record(st, served, g.request_id, pixels, probs, g.get("key_id"))
+        pipeline.record(st, served, g.request_id, pixels, probs, g.get("key_id"), g.get("t0"))
     p = served.predictor
     g.log_extra = {"n_images": len(probs), "model_version": p.version}
     outputs, blobs = [], []
