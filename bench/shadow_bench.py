@@ -70,7 +70,7 @@ def main() -> None:
         print(f"| {name} | {r['rps']:,.0f} | {r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms | {r['errors']} |")
     answered = rows[1][1]["requests"]
     print(f"\nshadow: {shadowed:,} of {answered:,} answered requests also run by the candidate "
-          f"({100 * shadowed / max(answered, 1):.0f} %); the rest dropped from its full queue")
+          f"({100 * shadowed / max(answered, 1):.0f} %); the rest dropped (its time budget, or a full queue)")
 
 
 if __name__ == "__main__":

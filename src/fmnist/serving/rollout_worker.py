@@ -7,7 +7,10 @@ shadow runs, and the gates' decision.
   (sticky: the same key, X-Client-ID or request always lands on the same side); everyone else production.
 - `shadow()`: with a shadow plan, production's images of every answered request are queued (bounded,
   SHADOW_QUEUE batches) for a low-priority thread that runs the candidate on them and logs its answers under
-  `<request id>@shadow`; a full queue drops the batch (counted): shadow work never delays an answer.
+  `<request id>@shadow`, everything waiting in one model call. After each run the thread rests long enough
+  that its work stays SHADOW_BUDGET of the time; meanwhile (and when the queue is full) the request path
+  drops the images at the cost of one comparison (counted) — shadow work yields first under load, so a
+  saturated worker shadows a sample of its traffic and a quiet one all of it.
 - every GATE_EVERY s a worker evaluates the gates on the shared log (rollout/gates.py) and, on a verdict of
   rollback or promote, ends the rollout (under the plan's lock: one worker writes, the others find it
   decided). A promotion moves the production alias, which every worker then follows as for `fmnist promote`.
@@ -29,6 +32,7 @@ from fmnist.rollout.gates import SHADOW
 
 log = logging.getLogger("fmnist.serving")
 SHADOW_QUEUE = 64  # batches of images waiting for the candidate, per worker
+SHADOW_BUDGET = 0.05  # share of wall time a worker's shadow thread may spend (its candidate runs and logging)
 GATE_EVERY = 5.0  # seconds between a worker's looks at the gates
 
 
@@ -40,7 +44,8 @@ class WorkerRollout:
         self._shadow: "queue.Queue" = queue.Queue(SHADOW_QUEUE)
         self._shadow_thread: "threading.Thread | None" = None
         self._judged = 0.0
-        self.dropped = 0
+        self._resting_until = 0.0  # the shadow thread is over its time budget until then
+        self.dropped = 0  # images the candidate did not see (written to the metric by the shadow thread)
 
     # ------------------------------------------------------------------ following the plan
     def follow(self) -> None:
@@ -101,29 +106,46 @@ class WorkerRollout:
         return self.state.current
 
     def shadow(self, served, keys: list, pixels: np.ndarray) -> None:
-        """Production answered these images: queue them for the candidate (dropped when the queue is full)."""
+        """Production answered these images: queue them for the candidate, unless its thread is resting (over
+        its time budget) or its queue is full: then they are dropped, counted, at the cost of one comparison."""
         plan, cand = self.plan, self.candidate
         if cand is None or plan is None or plan.mode != "shadow" or served is cand:
+            return
+        if time.monotonic() < self._resting_until:
+            self.dropped += len(pixels)
             return
         try:
             self._shadow.put_nowait((keys, pixels))
         except queue.Full:
             self.dropped += len(pixels)
-            self.state.metrics.shadow_dropped.inc(len(pixels))
 
     def _shadow_loop(self) -> None:
         try:  # the candidate's copy of the traffic yields the cores to the answers (Linux: per thread)
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         except (AttributeError, OSError):
             pass
+        counted = 0
         while True:
-            keys, pixels = self._shadow.get()
+            items = [self._shadow.get()]
+            while len(items) < SHADOW_QUEUE:  # everything waiting, in one model call
+                try:
+                    items.append(self._shadow.get_nowait())
+                except queue.Empty:
+                    break
             cand = self.candidate
             if cand is None:
                 continue
+            keys = [(rid + SHADOW, idx, kid, None) for batch, _ in items for rid, idx, kid, _ in batch]
+            pixels = np.concatenate([px for _, px in items])
+            t0 = time.perf_counter()
             try:
                 probs = cand.run_now(cand.predictor.normalize(pixels))
+                self.state.record(cand, keys, pixels, probs)
             except Exception:
                 log.exception("shadow run of %s failed", cand.version)
-                continue
-            self.state.record(cand, [(rid + SHADOW, idx, kid, None) for rid, idx, kid, _ in keys], pixels, probs)
+            took = time.perf_counter() - t0
+            # rest long enough that this work is SHADOW_BUDGET of the time; the request path drops meanwhile
+            self._resting_until = time.monotonic() + took * (1 / SHADOW_BUDGET - 1)
+            if self.dropped != counted:
+                self.state.metrics.shadow_dropped.inc(self.dropped - counted)
+                counted = self.dropped
