@@ -7,10 +7,11 @@ shadow runs, and the gates' decision.
   (sticky: the same key, X-Client-ID or request always lands on the same side); everyone else production.
 - `shadow()`: with a shadow plan, production's images of every answered request are queued (bounded,
   SHADOW_QUEUE batches) for a low-priority thread that runs the candidate on them and logs its answers under
-  `<request id>@shadow`, everything waiting in one model call. After each run the thread rests long enough
-  that its work stays SHADOW_BUDGET of the time; meanwhile (and when the queue is full) the request path
-  drops the images at the cost of one comparison (counted) — shadow work yields first under load, so a
-  saturated worker shadows a sample of its traffic and a quiet one all of it.
+  `<request id>@shadow`, everything waiting in one model call. While the worker is busy (its process uses
+  over BUSY of a core) the thread rests after each run long enough that its work stays SHADOW_BUDGET of the
+  time; meanwhile (and when the queue is full) the request path drops the images at the cost of one
+  comparison (counted) — shadow work yields first under load: a saturated worker shadows a sample of its
+  traffic, a quiet one all of it.
 - every GATE_EVERY s a worker evaluates the gates on the shared log (rollout/gates.py) and, on a verdict of
   rollback or promote, ends the rollout (under the plan's lock: one worker writes, the others find it
   decided). A promotion moves the production alias, which every worker then follows as for `fmnist promote`.
@@ -32,7 +33,8 @@ from fmnist.rollout.gates import SHADOW
 
 log = logging.getLogger("fmnist.serving")
 SHADOW_QUEUE = 64  # batches of images waiting for the candidate, per worker
-SHADOW_BUDGET = 0.05  # share of wall time a worker's shadow thread may spend (its candidate runs and logging)
+SHADOW_BUDGET = 0.05  # share of wall time a busy worker's shadow thread may spend (its candidate runs, logging)
+BUSY = 0.75  # a worker using this much of a core (its process CPU time over wall time) is busy
 GATE_EVERY = 5.0  # seconds between a worker's looks at the gates
 
 
@@ -125,6 +127,7 @@ class WorkerRollout:
         except (AttributeError, OSError):
             pass
         counted = 0
+        wall, cpu, busy = time.monotonic(), time.process_time(), False
         while True:
             items = [self._shadow.get()]
             while len(items) < SHADOW_QUEUE:  # everything waiting, in one model call
@@ -144,8 +147,12 @@ class WorkerRollout:
             except Exception:
                 log.exception("shadow run of %s failed", cand.version)
             took = time.perf_counter() - t0
-            # rest long enough that this work is SHADOW_BUDGET of the time; the request path drops meanwhile
-            self._resting_until = time.monotonic() + took * (1 / SHADOW_BUDGET - 1)
+            now = time.monotonic()
+            if now - wall >= 0.5:  # is this worker busy? (its CPU time in the last half second or more)
+                busy = (time.process_time() - cpu) / (now - wall) > BUSY
+                wall, cpu = now, time.process_time()
+            # busy: rest long enough that this work is SHADOW_BUDGET of the time; the request path drops meanwhile
+            self._resting_until = now + took * (1 / SHADOW_BUDGET - 1) if busy else 0.0
             if self.dropped != counted:
                 self.state.metrics.shadow_dropped.inc(self.dropped - counted)
                 counted = self.dropped
