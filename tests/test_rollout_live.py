@@ -50,12 +50,13 @@ def _plan(mode, **gates):
 def test_gates_decide_on_evidence_and_not_before():
     rng = np.random.default_rng(0)
     truth = rng.integers(0, 10, 400)
-    prod = [(f"r{i}", 0, "1", int(t), 0.9, int(t) if i < 100 else None, 10.0) for i, t in enumerate(truth)]
+    conf = rng.uniform(0.5, 1.0, 400)  # confidences as a model's spread, not one value
+    prod = [(f"r{i}", 0, "1", int(t), float(conf[i]), int(t) if i < 100 else None, 10.0) for i, t in enumerate(truth)]
     # shadow: a candidate agreeing on 97 % of images, then one with two classes swapped
-    good = [(f"r{i}@shadow", 0, "2", int(t) if i % 33 else int((t + 1) % 10), 0.88, None, None)
+    good = [(f"r{i}@shadow", 0, "2", int(t) if i % 33 else int((t + 1) % 10), float(conf[i]) - 0.01, None, None)
             for i, t in enumerate(truth)]
     swap = {0: 1, 1: 0}
-    bad = [(f"r{i}@shadow", 0, "2", swap.get(int(t), int(t)), 0.9, None, None) for i, t in enumerate(truth)]
+    bad = [(f"r{i}@shadow", 0, "2", swap.get(int(t), int(t)), float(conf[i]), None, None) for i, t in enumerate(truth)]
     plan = _plan("shadow", min_requests=200, min_seconds=10)
     early = rollout_gates.evaluate(plan, prod[:150] + good[:150], 1005.0)
     assert early["verdict"] == "wait" and {g["status"] for g in early["gates"]} <= {"pending", "n/a"}
@@ -71,7 +72,8 @@ def test_gates_decide_on_evidence_and_not_before():
     assert rollout_gates.evaluate(_plan("shadow", min_requests=200, auto_promote=False), prod + good,
                                   2000.0)["verdict"] == "ready"  # passes, waits for a person
     # canary: few labels are not counted either way
-    canary = [(f"c{i}", 0, "2", int(t), 0.9, int(t) if i < 12 else None, 12.0) for i, t in enumerate(truth)]
+    canary = [(f"c{i}", 0, "2", int(t), float(conf[-1 - i]), int(t) if i < 12 else None, 12.0)
+              for i, t in enumerate(truth)]
     rep = rollout_gates.evaluate(_plan("canary", min_requests=200), prod + canary, 2000.0)
     fb = next(g for g in rep["gates"] if g["gate"] == "feedback_accuracy")
     assert fb["status"] == "n/a" and "12 labels" in fb["note"] and rep["verdict"] == "promote"
@@ -79,6 +81,16 @@ def test_gates_decide_on_evidence_and_not_before():
     rep = rollout_gates.evaluate(_plan("canary", min_requests=200), prod + slow, 2000.0)
     p99 = next(g for g in rep["gates"] if g["gate"] == "p99_latency_ratio")
     assert p99["status"] == "fail" and p99["value"] == pytest.approx(4.0) and rep["verdict"] == "rollback"
+    # a candidate failing 5 % of its requests (logged as <id>@error): rolled back on the error rate
+    errors = [(f"e{i}@error", 0, "2", -1, 0.0, None, None) for i in range(20)]
+    rep = rollout_gates.evaluate(_plan("canary", min_requests=200), prod + canary + errors, 2000.0)
+    err = next(g for g in rep["gates"] if g["gate"] == "error_rate_increase")
+    assert err["status"] == "fail" and err["value"] == pytest.approx(20 / 420) and rep["verdict"] == "rollback"
+    # its confidences all lower: the two distributions' KS is 1
+    unsure = [r[:4] + (0.5,) + r[5:] for r in canary]
+    rep = rollout_gates.evaluate(_plan("canary", min_requests=200), prod + unsure, 2000.0)
+    assert {g["gate"]: g["status"] for g in rep["gates"]}["confidence_ks"] == "fail"
+    assert rollout_gates.ks_two_sample([0.1, 0.2, 0.3], [0.1, 0.2, 0.3]) == 0.0
 
 
 def test_plan_start_decide_once(tmp_path):

@@ -43,13 +43,17 @@ class Queries:
                     f"mean_pixel, input_sha256, true_label, key_id FROM predictions WHERE request_id = {ph} AND idx = {ph}")
         self.set_feedback = (f"UPDATE predictions SET true_label = {ph}, feedback_ts = {ph} "
                              f"WHERE request_id = {ph} AND idx = {ph}")
-        recent = "SELECT class_id, confidence, mean_pixel, replica FROM predictions {}ORDER BY ts DESC LIMIT " + ph
+        # what clients were answered: not a rollout's shadow runs (<id>@shadow) or failed requests (<id>@error);
+        # a client's request id never holds "@" (reqlog)
+        recent = ("SELECT class_id, confidence, mean_pixel, replica FROM predictions WHERE request_id NOT LIKE '%@%' "
+                  "{}ORDER BY ts DESC LIMIT " + ph)
         self.recent = recent.format("")  # (n,)
-        self.recent_version = recent.format(f"WHERE model_version = {ph} ")  # (version, n)
+        self.recent_version = recent.format(f"AND model_version = {ph} ")  # (version, n)
         self.recent_feedback = ("SELECT class_id, true_label FROM predictions WHERE feedback_ts IS NOT NULL "
                                 f"ORDER BY feedback_ts DESC LIMIT {ph}")
         # (window, below, n): the latest `window` predictions, those under `below` with an image, newest n
-        self.low_confidence = (f"SELECT * FROM (SELECT {', '.join(LOW_COLUMNS)} FROM predictions ORDER BY ts DESC "
+        self.low_confidence = (f"SELECT * FROM (SELECT {', '.join(LOW_COLUMNS)} FROM predictions "
+                               "WHERE request_id NOT LIKE '%@%' ORDER BY ts DESC "
                                f"LIMIT {ph}) AS latest WHERE confidence < {ph} AND image IS NOT NULL "
                                f"ORDER BY ts DESC LIMIT {ph}")
         self.count = "SELECT COUNT(*) FROM predictions"

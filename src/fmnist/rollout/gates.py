@@ -21,6 +21,7 @@ from fmnist.monitoring.drift import psi
 from fmnist.rollout.plan import Plan
 
 SHADOW = "@shadow"
+ERROR = "@error"  # a request the model failed to answer (serving/state.py: record_failure)
 
 
 def wilson(correct: int, n: int, z: float = 1.96) -> "tuple[float, float]":
@@ -37,6 +38,13 @@ def _p99(latencies: list) -> "float | None":
     return float(np.percentile(values, 99)) if values else None
 
 
+def ks_two_sample(a: list, b: list) -> float:
+    """Kolmogorov-Smirnov statistic: the largest distance between the two samples' CDFs."""
+    x, y = np.sort(np.asarray(a, float)), np.sort(np.asarray(b, float))
+    grid = np.concatenate([x, y])
+    return float(np.max(np.abs(np.searchsorted(x, grid, "right") / len(x) - np.searchsorted(y, grid, "right") / len(y))))
+
+
 def _stats(classes: list, confidences: list, labelled: list, latencies: list) -> dict:
     n = len(classes)
     counts = np.bincount(np.asarray(classes, dtype=np.int64), minlength=len(CLASSES)) if n else np.zeros(len(CLASSES))
@@ -50,9 +58,12 @@ def _stats(classes: list, confidences: list, labelled: list, latencies: list) ->
 def evaluate(plan: Plan, rows: list, now: float) -> dict:
     """rows: (request_id, idx, model_version, class_id, confidence, true_label, latency_ms) since plan.started."""
     g = plan.gate_values()
+    failed = {v: sum(1 for r in rows if r[2] == v and r[0].endswith(ERROR)) for v in (plan.production, plan.candidate)}
+    rows = [r for r in rows if not r[0].endswith(ERROR)]
     prod = [r for r in rows if r[2] == plan.production and not r[0].endswith(SHADOW)]
     cand = [r for r in rows if r[2] == plan.candidate and (plan.mode != "shadow" or r[0].endswith(SHADOW))]
-    p_stats = _stats([r[3] for r in prod], [r[4] for r in prod], [(r[3], r[5]) for r in prod if r[5] is not None],
+    p_conf = [r[4] for r in prod]
+    p_stats = _stats([r[3] for r in prod], p_conf, [(r[3], r[5]) for r in prod if r[5] is not None],
                      [r[6] for r in prod])
     pairs = agreement = None
     if plan.mode == "shadow":
@@ -61,12 +72,14 @@ def evaluate(plan: Plan, rows: list, now: float) -> dict:
         pairs = len(matched)
         agreement = sum(1 for c, p in matched if c[3] == p[3]) / pairs if pairs else None
         labelled = [(c[3], p[5]) for c, p in matched if p[5] is not None]  # feedback on the same image
-        c_stats = _stats([c[3] for c, _ in matched], [c[4] for c, _ in matched], labelled, [])  # no client waited
+        c_conf = [c[4] for c, _ in matched]
+        c_stats = _stats([c[3] for c, _ in matched], c_conf, labelled, [])  # no client waited
         evidence = pairs
     else:
-        c_stats = _stats([r[3] for r in cand], [r[4] for r in cand], [(r[3], r[5]) for r in cand if r[5] is not None],
+        c_conf = [r[4] for r in cand]
+        c_stats = _stats([r[3] for r in cand], c_conf, [(r[3], r[5]) for r in cand if r[5] is not None],
                          [r[6] for r in cand])
-        evidence = c_stats["predictions"]
+        evidence = c_stats["predictions"] + failed[plan.candidate]
     enough = evidence >= g.min_requests
     gates = []
 
@@ -82,7 +95,15 @@ def evaluate(plan: Plan, rows: list, now: float) -> dict:
     gate("class_psi", shift, g.max_psi, shift is not None and shift > g.max_psi)
     drop = p_stats["mean_confidence"] - c_stats["mean_confidence"] if both else None
     gate("confidence_drop", drop, g.max_confidence_drop, drop is not None and drop > g.max_confidence_drop)
-    if plan.mode == "canary":  # a shadow's answers reach nobody: its latency is not a client's
+    ks = ks_two_sample(c_conf, p_conf) if both else None
+    gate("confidence_ks", ks, g.max_confidence_ks, ks is not None and ks > g.max_confidence_ks)
+    for version, stats in ((plan.production, p_stats), (plan.candidate, c_stats)):
+        stats["failed"] = failed[version]
+        total = failed[version] + stats["predictions"]
+        stats["error_rate"] = failed[version] / total if total else None
+    if plan.mode == "canary":  # a shadow's answers reach nobody: its latency and failures are not a client's
+        rise = (c_stats["error_rate"] - (p_stats["error_rate"] or 0.0)) if c_stats["error_rate"] is not None else None
+        gate("error_rate_increase", rise, g.max_error_increase, rise is not None and rise > g.max_error_increase)
         ratio = (c_stats["p99_ms"] / p_stats["p99_ms"] if c_stats["p99_ms"] is not None and p_stats["p99_ms"]
                  else None)
         gate("p99_latency_ratio", ratio, g.max_p99_ratio, ratio is not None and ratio > g.max_p99_ratio)

@@ -43,9 +43,11 @@ class Gates:
     max_disagreement: float = 0.10  # shadow: share of images where it answers another class than production
     max_psi: float = 0.25  # its predicted-class distribution against production's, same window (PSI)
     max_confidence_drop: float = 0.10  # its mean confidence below production's
+    max_confidence_ks: float = 0.20  # its confidence distribution against production's (two-sample KS; monitoring's alert)
     min_labels: int = 50  # labelled feedback needed before accuracy counts (both ways)
     max_accuracy_drop: float = 0.02  # rolled back when its accuracy's upper 95 % bound is below production's - this
     max_p99_ratio: float = 1.5  # canary: its answers' p99 time in the server over production's, same window
+    max_error_increase: float = 0.01  # canary: its share of failed requests above production's
     auto_promote: bool = True  # False: a candidate that passes waits for `fmnist rollout promote`
 
     @classmethod

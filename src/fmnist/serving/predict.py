@@ -108,7 +108,13 @@ def predict():
         return pixels if pixels is not None else pipeline.decode_and_preprocess(blobs, settings, query.preprocess,
                                                                                timings)
 
-    pixels, probs = pipeline.infer(served, load)
+    try:
+        pixels, probs = pipeline.infer(served, load)
+    except APIError:
+        raise  # the request's fault (a bad image): answered 4xx, not the model's
+    except Exception:
+        st.record_failure(served, g.request_id, g.get("key_id") or "")
+        raise
     if timings:
         st.metrics.observe_pictures(request.environ.get("fmnist.pool", "thread"), timings)
     pipeline.record(st, served, g.request_id, pixels, probs, g.get("key_id"), g.get("t0"))

@@ -181,3 +181,9 @@ class WorkerState:
                                                (pixels[i].tobytes() for i in range(n)))
         ])
         self.rollout.shadow(served, keys, pixels)
+
+    def record_failure(self, served: ServedModel, request_id: str, key_id: str = "") -> None:
+        """A request this model failed to answer (its run raised), logged as `<request id>@error` (class -1):
+        a rollout's error-rate gate counts them; monitoring's windows leave them out."""
+        self.store.record([(request_id + "@error", 0, time.time(), self.replica, served.name, served.version, -1, 0.0,
+                            0.0, "", None, key_id, None)])
