@@ -44,8 +44,9 @@ class Queries:
         self.set_feedback = (f"UPDATE predictions SET true_label = {ph}, feedback_ts = {ph} "
                              f"WHERE request_id = {ph} AND idx = {ph}")
         # what clients were answered: not a rollout's shadow runs (<id>@shadow) or failed requests (<id>@error);
-        # a client's request id never holds "@" (reqlog)
-        recent = ("SELECT class_id, confidence, mean_pixel, replica FROM predictions WHERE request_id NOT LIKE '%@%' "
+        # a client's request id never holds "@" (reqlog). psycopg reads "%" as a placeholder: "%%" there
+        answered = "request_id NOT LIKE '{0}@{0}'".format("%%" if ph == "%s" else "%")
+        recent = ("SELECT class_id, confidence, mean_pixel, replica FROM predictions WHERE " + answered + " "
                   "{}ORDER BY ts DESC LIMIT " + ph)
         self.recent = recent.format("")  # (n,)
         self.recent_version = recent.format(f"AND model_version = {ph} ")  # (version, n)
@@ -53,7 +54,7 @@ class Queries:
                                 f"ORDER BY feedback_ts DESC LIMIT {ph}")
         # (window, below, n): the latest `window` predictions, those under `below` with an image, newest n
         self.low_confidence = (f"SELECT * FROM (SELECT {', '.join(LOW_COLUMNS)} FROM predictions "
-                               "WHERE request_id NOT LIKE '%@%' ORDER BY ts DESC "
+                               f"WHERE {answered} ORDER BY ts DESC "
                                f"LIMIT {ph}) AS latest WHERE confidence < {ph} AND image IS NOT NULL "
                                f"ORDER BY ts DESC LIMIT {ph}")
         self.count = "SELECT COUNT(*) FROM predictions"
