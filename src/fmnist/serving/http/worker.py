@@ -17,7 +17,7 @@ neither hold the loop nor crowd out the other slow views. Answers on one connect
 order; a connection whose request is in a pool waits for it.
 
 Bounds: request line, header fields and the whole header section (incomplete lines counted), a
-deadline for the header section (HEAD_TIMEOUT) and for a stalled body (BODY_TIMEOUT), bodies
+deadline for the header section (closing.HEAD_TIMEOUT) and for a stalled body (BODY_TIMEOUT), bodies
 spooled to a temporary file beyond 64 KB, at most `Limits.pipeline` parsed requests per connection
 (reading pauses while they wait), output kept as a list of pieces (no quadratic copying), at most
 `STEP_REQUESTS` answered per loop turn, and the heartbeat kept during long turns.
@@ -39,14 +39,12 @@ from gunicorn.workers import base
 from fmnist.serving.apierror import error_json
 from fmnist.serving.http import http11
 from fmnist.serving.http.admission import Admission, path_of, too_late
+from fmnist.serving.http.closing import Closing
 from fmnist.serving.http.connection import Conn, Responder
 from fmnist.serving.http.pool import AppPool
 
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 _LISTENER, _WAKEUP, _POOL, _HEAVY = "listener", "wakeup", "pool", "heavy"  # selector data of the other files
-HEAD_TIMEOUT = 10.0  # seconds from a request's first byte to the end of its header section
-BODY_TIMEOUT = 15.0  # seconds a body may stall (no byte) before its connection is closed
-LINGER_TIMEOUT = 2.0  # seconds a half-closed connection is read (and discarded) before it is closed
 POOL_THREADS = 4  # per worker, for everything but the batched fast path
 POOL_QUEUE = 64  # requests waiting for a pool thread; beyond, 503
 HEAVY_POOL = (1, 32, 10)  # threads, queue and nice for heavy requests, unless the app's config says HEAVY_POOL
@@ -64,7 +62,7 @@ def _raise_open_files(wanted: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-class LoopWorker(base.Worker):
+class LoopWorker(Closing, base.Worker):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.cfg.is_ssl:  # refused before serving rather than answering TLS clients in plain HTTP
@@ -411,68 +409,3 @@ class LoopWorker(base.Worker):
         if not keep:
             conn.finished = True
             conn.reader.closing = True  # nothing after this response is parsed
-
-    # ------------------------------------------------------------------ closing
-    def close(self, conn: Conn) -> None:
-        sock = conn.sock
-        if sock is None:
-            return
-        conn.sock = None
-        conn.out.clear()
-        if not conn.busy:
-            conn.reader.discard()
-        self.conns.pop(sock.fileno(), None)
-        try:
-            self.selector.unregister(sock)
-        except (KeyError, ValueError):
-            pass
-        try:
-            sock.close()
-        except OSError:
-            pass
-
-    def _sweep(self, now: float) -> None:
-        """Close idle keep-alive connections, slow header sections, stalled bodies and answers."""
-        keepalive = self.cfg.keepalive
-        for conn in list(self.conns.values()):
-            reader = conn.reader
-            if conn.busy:
-                continue  # the app has its request; Gunicorn's own timeout bounds a stuck worker
-            if conn.lingering:
-                expired = now - conn.last > LINGER_TIMEOUT
-            elif reader.receiving_head:
-                expired = now - reader.req.started > HEAD_TIMEOUT
-                if expired and not conn.out and not reader.ready and not conn.pending:
-                    conn.fail(http11.HttpError("408 Request Timeout", "request_timeout",
-                                               f"the request head did not arrive within {HEAD_TIMEOUT:.0f} s")
-                              .response())
-                    self._advance(conn, None, 0)  # sent now, then the lingering close
-                    continue
-            elif reader.req is not None or conn.out:
-                expired = now - conn.last > BODY_TIMEOUT
-            else:
-                expired = not reader.ready and not conn.pending and now - conn.last > keepalive
-            if expired:
-                self.close(conn)
-
-    def _shutdown(self) -> None:
-        """Graceful stop: no new connections or requests. A request that is arriving gets a second to
-        arrive; answers still leaving (or in the pool) get graceful_timeout; idle connections close at once."""
-        for listener in self.sockets:
-            try:
-                self.selector.unregister(listener)
-            except (KeyError, ValueError):
-                pass
-            listener.close()
-        t0 = time.monotonic()
-        while self.conns and time.monotonic() - t0 < self.cfg.graceful_timeout:
-            arriving = time.monotonic() - t0 < 1.0
-            for conn in list(self.conns.values()):
-                idle = not conn.out and not conn.busy and not conn.pending and not conn.reader.ready
-                if conn.lingering or idle and (conn.reader.req is None or not arriving):
-                    self.close(conn)
-            if self.conns:
-                self._beat()
-                self._step(self.selector.select(0.05))
-        self.pool.shutdown()
-        self.heavy.shutdown()
