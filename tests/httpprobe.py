@@ -72,6 +72,17 @@ def exchange(port: int, raw: "bytes | list[bytes]", timeout: float = 3.0, pause:
     return {"responses": parsed.items, "closed": closed, "first": first, "raw": data}
 
 
+def read_answers(sock: socket.socket, n: int) -> list:
+    """Exactly n responses from a connection (pipelined answers included) -> [{status, headers, body}]."""
+    parsed = _Responses()
+    while len(parsed.items) < n:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed after {len(parsed.items)} of {n} responses")
+        parsed.parser.feed_data(chunk)
+    return parsed.items
+
+
 def workers(master_pid: int) -> list:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(master_pid)], capture_output=True, text=True).stdout
     return sorted(int(p) for p in out.split())

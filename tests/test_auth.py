@@ -17,6 +17,7 @@ import pytest
 from fmnist.errors import InvalidValue
 from fmnist.serving import auth
 from tests.conftest import REPO, running_server
+from tests.httpprobe import read_answers
 from tests.images import png
 
 PIXELS = np.zeros((28, 28), np.uint8)
@@ -175,14 +176,8 @@ def test_every_route_and_key_through_gunicorn(keyfile, tmp_path):
         for s in socks:
             s.sendall(b"GET /monitoring HTTP/1.1\r\nHost: t\r\n\r\n" * 2)
         for s in socks:
-            f = s.makefile("rb")
-            for _ in range(2):
-                assert f.readline().startswith(b"HTTP/1.1 401")
-                length = 0
-                while (line := f.readline()) != b"\r\n":
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                assert json.loads(f.read(length))["error"]["code"] == "unauthorized"
+            for answer in read_answers(s, 2):
+                assert answer["status"] == 401 and json.loads(answer["body"])["error"]["code"] == "unauthorized"
             s.close()
         log = srv["log"].read_text()
         metrics = send("GET", "/metrics", None, {"Authorization": f"Bearer {keys['monitor']}"})[1].decode()

@@ -18,7 +18,7 @@ import pytest
 
 from fmnist.cluster import nginx_config
 from tests.conftest import REPO, SHIPPED, free_port, needs, program
-from tests.wrk import pixels_script
+from tests.wrk import COUNT_NON200, pixels_script
 
 NGINX, WRK = program("nginx"), program("wrk")
 pytestmark = [pytest.mark.integration, needs("nginx", "wrk")]
@@ -154,19 +154,6 @@ def test_nginx_answers_503_at_once_when_every_replica_is_at_its_in_flight_limit(
             assert len(ups.hits) == 3  # the refused one never reached a replica
     finally:
         ups.close()
-
-
-COUNT_NON200 = r"""
-function init(args) bad = 0 end
-function response(status, headers, body) if status ~= 200 then bad = bad + 1 end end
-function done(summary, latency, requests)
-  local total = 0
-  for _, t in ipairs(threads) do total = total + t:get("bad") end
-  io.write("NON200 " .. total .. "\n")
-  io.write("ERRORS " .. (summary.errors.connect + summary.errors.read + summary.errors.write
-                        + summary.errors.timeout) .. "\n")
-end
-"""
 
 
 def _load(url, script, seconds, out):

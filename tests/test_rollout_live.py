@@ -20,6 +20,7 @@ from fmnist.errors import InvalidValue
 from fmnist.rollout import gates as rollout_gates
 from fmnist.rollout import plan as rollout_plan
 from tests.conftest import REPO, needs, program, running_server
+from tests.wrk import COUNT_NON200
 
 CLASSES_SWAPPED = "Trouser,T-shirt/top,Pullover,Dress,Coat,Sandal,Shirt,Sneaker,Bag,Ankle boot"
 
@@ -125,16 +126,7 @@ function request()
   wrk.headers["X-Client-ID"] = string.format("c%d-%d", math.random(1, 1000000), n)
   return wrk.format(nil, nil, nil, bodies[math.random(#bodies)])
 end
-function init(args) bad = 0 end
-function response(status, headers, body) if status ~= 200 then bad = bad + 1 end end
-function done(summary, latency, requests)
-  local total = 0
-  for _, t in ipairs(threads) do total = total + t:get("bad") end
-  io.write("NON200 " .. total .. "\n")
-  io.write("ERRORS " .. (summary.errors.connect + summary.errors.read + summary.errors.write
-                        + summary.errors.timeout) .. "\n")
-end
-"""
+""" + COUNT_NON200
 
 
 def _many_images_script(path, images):
@@ -151,13 +143,12 @@ def _cli(*args, registry):
     return proc.stdout
 
 
-def _load(url, script, seconds, out):
-    out["stdout"] = subprocess.run([program("wrk"), "-t", "2", "-c", "8", "-d", f"{seconds}s", "-s", str(script),
-                                    "--timeout", "10s", url + "/predict"], capture_output=True, text=True).stdout
-
-
-def _failures(stdout):
-    return int(re.search(r"NON200 (\d+)", stdout).group(1)), int(re.search(r"ERRORS (\d+)", stdout).group(1))
+def _load_without_failures(url, script, seconds) -> None:
+    """wrk for `seconds`: not one answer but 200, not one socket error."""
+    stdout = subprocess.run([program("wrk"), "-t", "2", "-c", "8", "-d", f"{seconds}s", "-s", str(script),
+                             "--timeout", "10s", url + "/predict"], capture_output=True, text=True).stdout
+    failures = int(re.search(r"NON200 (\d+)", stdout).group(1)), int(re.search(r"ERRORS (\d+)", stdout).group(1))
+    assert failures == (0, 0), stdout
 
 
 def _wait_state(name, registry, timeout):
@@ -190,11 +181,7 @@ def test_canary_then_shadow_under_load_promote_and_roll_back(tmp_path, real_data
         # 1) canary 10 % of smallcnn:1, gates after 300 requests and 4 s
         _cli("rollout", "start", "smallcnn", "1", "--canary", "10", "--gate", "min_requests=300",
              "--gate", "min_seconds=4", registry=registry)
-        out = {}
-        load = threading.Thread(target=_load, args=(srv["url"], script, 8, out))
-        load.start()
-        load.join()
-        assert _failures(out["stdout"]) == (0, 0), out["stdout"]
+        _load_without_failures(srv["url"], script, 8)
         plan = _wait_state("smallcnn", registry, 20)
         assert plan.state == "promoted" and plan.decision["by"].startswith("gates"), plan
         with sqlite3.connect(db) as conn:
@@ -225,11 +212,7 @@ def test_canary_then_shadow_under_load_promote_and_roll_back(tmp_path, real_data
         while srv["log"].read_text().count(f"rollout: shadow smallcnn:{bad} beside production") < 3:
             assert time.monotonic() < deadline, srv["log"].read_text()[-3000:]
             time.sleep(0.2)
-        out = {}
-        load = threading.Thread(target=_load, args=(srv["url"], script, 8, out))
-        load.start()
-        load.join()
-        assert _failures(out["stdout"]) == (0, 0), out["stdout"]
+        _load_without_failures(srv["url"], script, 8)
         plan = _wait_state("smallcnn", registry, 20)
         assert plan.state == "rolled_back", plan
         fail = [g for g in plan.decision["evidence"]["gates"] if g["status"] == "fail"]
