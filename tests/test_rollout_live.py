@@ -188,6 +188,9 @@ def test_canary_then_shadow_under_load_promote_and_roll_back(tmp_path, real_data
             counts = dict(conn.execute("SELECT model_version, COUNT(*) FROM predictions WHERE ts >= ? AND ts <= ? "
                                        "GROUP BY model_version", (plan.started, plan.decision["at"])).fetchall())
         share = counts.get("1", 0) / sum(counts.values())
+        ev = plan.decision["evidence"]
+        print(f"canary: {share:.1%} of {sum(counts.values())} answers from version 1; promoted after "
+              f"{ev['evidence']} candidate answers and {ev['elapsed_s']:.1f} s")
         assert 0.08 <= share <= 0.12, counts
         status = _cli("rollout", "status", "smallcnn", "--prediction-log", str(db), registry=registry)
         assert "promoted by gates" in status and "verdict: promote" in status
@@ -215,6 +218,9 @@ def test_canary_then_shadow_under_load_promote_and_roll_back(tmp_path, real_data
         _load_without_failures(srv["url"], script, 8)
         plan = _wait_state("smallcnn", registry, 20)
         assert plan.state == "rolled_back", plan
+        ev = plan.decision["evidence"]
+        print(f"shadow: rolled back after {ev['pairs']} pairs (agreement {ev['agreement']:.1%}) and "
+              f"{ev['elapsed_s']:.1f} s")
         fail = [g for g in plan.decision["evidence"]["gates"] if g["status"] == "fail"]
         assert [g["gate"] for g in fail][:1] == ["disagreement"], plan.decision["evidence"]["gates"]
         with sqlite3.connect(db) as conn:
