@@ -100,11 +100,14 @@ def test_hostile_files_are_reported_and_never_stop_the_run(catalogue, tmp_path):
     assert lines[0].startswith("id,path,label,class_id,confidence") and len(lines) == 3  # header + good + big
 
 
+N_KILLED, CHUNK = 10_000, 10  # 1,000 parts: the run is still going (~2 s) when the test has seen 5 and stops it
+
+
 def _killed_run(tmp_path: Path, sig: int, extra=()) -> tuple:
     npy = tmp_path / "x.npy"
     out = tmp_path / f"r-{sig}.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "fmnist.cli", "batch", str(npy), "--model", str(SHIPPED), "--out",
-                             str(out), "--chunk", "50", "--quiet", *extra], cwd=REPO, stderr=subprocess.PIPE)
+                             str(out), "--chunk", str(CHUNK), "--quiet", *extra], cwd=REPO, stderr=subprocess.PIPE)
     parts = out.with_name(out.name + ".parts")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
@@ -120,23 +123,23 @@ def _killed_run(tmp_path: Path, sig: int, extra=()) -> tuple:
 @pytest.mark.realdata
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_interrupted_and_rerun_does_only_what_is_left(real_data, tmp_path, sig):
-    np.save(tmp_path / "x.npy", real_data.test_images[:4000])
+    np.save(tmp_path / "x.npy", real_data.test_images[:N_KILLED])
     out, parts, rc = _killed_run(tmp_path, sig)
     time.sleep(0.3)  # the run's workers die with it (a part they were writing is renamed whole or not at all)
     done_before = len(list(parts.glob("part-??????.jsonl")))
-    assert 5 <= done_before < 80, done_before  # stopped mid-run
-    assert rc == (-9 if sig == signal.SIGKILL else 130)
-    again = _batch(tmp_path / "x.npy", "--model", SHIPPED, "--out", out, "--chunk", "50")
-    assert f"{done_before * 50:,} done before" in again.stdout
+    assert rc == (-9 if sig == signal.SIGKILL else 130), rc  # stopped mid-run, not finished first
+    assert 5 <= done_before < N_KILLED // CHUNK, done_before
+    again = _batch(tmp_path / "x.npy", "--model", SHIPPED, "--out", out, "--chunk", str(CHUNK))
+    assert f"{done_before * CHUNK:,} done before" in again.stdout
     rows = _rows(out)
     ids = [r["id"] for r in rows]
-    assert ids == [f"x.npy#{i}" for i in range(4000)]  # no gap, no duplicate, in order
+    assert ids == [f"x.npy#{i}" for i in range(N_KILLED)]  # no gap, no duplicate, in order
     whole = _batch(tmp_path / "x.npy", "--model", SHIPPED, "--out", tmp_path / "whole.jsonl", "--chunk", "50")
-    assert "4,000 classified now" in whole.stdout
+    assert f"{N_KILLED:,} classified now" in whole.stdout
     whole_rows = _rows(tmp_path / "whole.jsonl")
     assert [(r["label"], r["confidence"]) for r in rows] == [(r["label"], r["confidence"]) for r in whole_rows]
-    third = _batch(tmp_path / "x.npy", "--model", SHIPPED, "--out", out, "--chunk", "50")
-    assert "0 classified now, 4,000 done before" in third.stdout
+    third = _batch(tmp_path / "x.npy", "--model", SHIPPED, "--out", out, "--chunk", str(CHUNK))
+    assert f"0 classified now, {N_KILLED:,} done before" in third.stdout
 
 
 @pytest.mark.integration

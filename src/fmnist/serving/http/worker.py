@@ -49,6 +49,7 @@ POOL_THREADS = 4  # per worker, for everything but the batched fast path
 POOL_QUEUE = 64  # requests waiting for a pool thread; beyond, 503
 HEAVY_POOL = (1, 32, 10)  # threads, queue and nice for heavy requests, unless the app's config says HEAVY_POOL
 STEP_REQUESTS = 256  # requests answered per loop turn at most (then the loop polls and beats again)
+ACCEPT_BATCH = 64  # connections accepted per wake-up of the listener
 QUEUE_WAIT = 0.05  # seconds a complete request may wait to be started, unless the app's config says QUEUE_WAIT
 
 
@@ -218,9 +219,9 @@ class LoopWorker(Closing, base.Worker):
             pass
 
     def _accept(self, listener) -> None:
-        # every connection waiting (up to worker_connections): one left in the backlog would wait a whole turn
-        # unseen by admission, its request aging where no deadline or queue limit can see it
-        for _ in range(max(0, self.max_conns - len(self.conns))):
+        # at most ACCEPT_BATCH a wake-up: the workers share the listener, and one that took every waiting
+        # connection would keep them (keep-alive) while the others idle
+        for _ in range(min(ACCEPT_BATCH, max(0, self.max_conns - len(self.conns)))):
             try:
                 sock, addr = listener.accept()
             except (BlockingIOError, InterruptedError):
