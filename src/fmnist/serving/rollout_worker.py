@@ -63,14 +63,18 @@ class WorkerRollout:
             if self.candidate is not None:
                 log.info("rollout of %s:%s ended (%s); candidate dropped", plan.name if plan else served.name,
                          self.candidate.version, plan.state if plan else "plan removed")
+                self._drop(self.candidate)
             self.plan, self.candidate = plan, None
             return
         if self.candidate is None or self.candidate.version != plan.candidate:
+            old = self.candidate
             try:
                 self.candidate = self.state.open_version(plan.name, plan.candidate)
             except Exception as e:
                 log.error("rollout: cannot load candidate %s:%s: %s", plan.name, plan.candidate, e)
                 return
+            if old is not None:
+                self._drop(old)
             self.state.metrics.init_model(self.candidate.name, self.candidate.version)
             log.info("rollout: %s %s:%s beside production %s", plan.mode, plan.name, plan.candidate, plan.production)
         self.plan = plan
@@ -81,6 +85,13 @@ class WorkerRollout:
         if now - self._judged >= GATE_EVERY:
             self._judged = now
             self.judge(plan, now)
+
+    def _drop(self, cand) -> None:
+        """A candidate no longer in a rollout: its batcher stops once the requests already in it are answered."""
+        if cand.version != getattr(self.state.current, "version", None):
+            self.state.metrics.retire_model(cand.name, cand.version)
+        if cand.batcher is not None:
+            threading.Timer(5.0, cand.batcher.close).start()
 
     def judge(self, plan, now: float) -> "dict | None":
         """Evaluate the gates; end the rollout on a verdict of rollback or promote. -> the report."""
