@@ -107,7 +107,10 @@ def _killed_run(tmp_path: Path, sig: int, extra=()) -> tuple:
     npy = tmp_path / "x.npy"
     out = tmp_path / f"r-{sig}.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "fmnist.cli", "batch", str(npy), "--model", str(SHIPPED), "--out",
-                             str(out), "--chunk", str(CHUNK), "--quiet", *extra], cwd=REPO, stderr=subprocess.PIPE)
+                             str(out), "--chunk", str(CHUNK), "--quiet", *extra], cwd=REPO, stderr=subprocess.PIPE,
+                            # a run started in the background by a shell (CI's `make test &`) inherits SIGINT
+                            # ignored, and Python then never raises KeyboardInterrupt: as a user's terminal would
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     parts = out.with_name(out.name + ".parts")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
