@@ -392,6 +392,8 @@ def test_requests_that_arrive_together_share_model_calls(fmnist_server, real_dat
             break
         time.sleep(0.1)
     logged = {(rid, idx): c for rid, idx, c in rows}
+    with sqlite3.connect(srv["log"].parent / "predictions.sqlite") as db:  # a client's 4xx is no model failure
+        assert db.execute("SELECT COUNT(*) FROM predictions WHERE request_id LIKE '%@error'").fetchone()[0] == 0
     assert logged == {**{(f"b{i}", 0): singles[i]["class_id"] for i in range(48)},
                       **{("three", k): singles[k]["class_id"] for k in range(3)}}
     acc = np.mean([answers[i][2]["class_id"] == t for i, t in enumerate(real_data.test_labels[:48])])

@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 from flask import Blueprint, Response, g, request
+from werkzeug.exceptions import HTTPException
 
 from fmnist.serving import multipart, pipeline
 from fmnist.serving.apierror import APIError
@@ -110,8 +111,8 @@ def predict():
 
     try:
         pixels, probs = pipeline.infer(served, load)
-    except APIError:
-        raise  # the request's fault (a bad image): answered 4xx, not the model's
+    except (APIError, HTTPException):
+        raise  # the request's fault (a bad image, a body over the limit): answered 4xx, not the model's
     except Exception:
         st.record_failure(served, g.request_id, g.get("key_id") or "")
         raise
