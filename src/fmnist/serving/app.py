@@ -39,16 +39,14 @@ def _require_keys(app: Flask, state) -> None:
         result = state.auth.check_environ(request.environ)
         if isinstance(result, Denied):
             state.metrics.auth_failures.labels(reason=result.code).inc()
-            code = {401: "unauthorized", 403: "forbidden", 429: "rate_limited"}[result.status]
-            raise APIError(result.status, code, result.message, result.headers)
+            raise APIError(result.status, result.error_code, result.message, result.headers)
         if result is not None:
             g.key_id = result.id
 
 
-def _dropped_counter(app: Flask, metrics):
+def _dropped_counter(routes: frozenset, metrics):
     """The loop worker's FMNIST_DROPPED hook: requests it refused or dropped without starting them
     (serving/http/admission.py), counted by reason and in fmnist_http_requests_total by route."""
-    routes = {rule.rule for rule in app.url_map.iter_rules() if "<" not in rule.rule}
 
     def dropped(reason: str, where: str, method: str, path: str) -> None:
         metrics.observe_dropped(reason, where, method, path if path in routes else "<unmatched>")
@@ -71,10 +69,11 @@ def create_app(config: "dict | Settings | None" = None) -> Flask:
 
     for bp in (predict.bp, explain.bp, health.bp, v2.bp, openapi.bp, monitoring_routes.bp):
         app.register_blueprint(bp)
+    routes = frozenset(rule.rule for rule in app.url_map.iter_rules() if "<" not in rule.rule)  # metrics' labels
     state = WorkerState(settings)
     app.extensions["fmnist"] = state
     # QUEUE_WAIT, FMNIST_DROPPED: the loop worker's admission (serving/http/admission.py) and its counter
-    app.config.update(QUEUE_WAIT=settings.queue_wait_ms / 1000.0, FMNIST_DROPPED=_dropped_counter(app, state.metrics))
+    app.config.update(QUEUE_WAIT=settings.queue_wait_ms / 1000.0, FMNIST_DROPPED=_dropped_counter(routes, state.metrics))
     init_request_logging(app, settings.log_requests, state.metrics)
     if state.auth is not None:
         _require_keys(app, state)
@@ -82,6 +81,5 @@ def create_app(config: "dict | Settings | None" = None) -> Flask:
     if settings.fast_path:
         from fmnist.serving.fastpath import PredictFastPath
 
-        routes = frozenset(rule.rule for rule in app.url_map.iter_rules() if "<" not in rule.rule)
         app.wsgi_app = PredictFastPath(app.wsgi_app, state, settings.log_requests, routes)
     return app

@@ -117,6 +117,11 @@ class Denied:
     retry_after: float = 0.0
 
     @property
+    def error_code(self) -> str:
+        """The API error body's code for this refusal."""
+        return {401: "unauthorized", 403: "forbidden", 429: "rate_limited"}[self.status]
+
+    @property
     def headers(self) -> dict:
         if self.status == 429:
             return {"Retry-After": str(max(1, int(self.retry_after + 0.999)))}

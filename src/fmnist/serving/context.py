@@ -31,4 +31,4 @@ def charge_images(n: int) -> None:
     denied = st.auth.charge_images(request.environ, n)
     if denied is not None:
         st.metrics.auth_failures.labels(reason=denied.code).inc()
-        raise APIError(429, "rate_limited", denied.message, denied.headers)
+        raise APIError(429, denied.error_code, denied.message, denied.headers)

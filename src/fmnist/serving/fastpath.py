@@ -104,8 +104,7 @@ class PredictFastPath:
         """The API's 401/403/429 for a refused key, counted and logged as Flask would."""
         self.state.metrics.auth_failures.labels(reason=denied.code).inc()
         request_id = reqlog.request_id_from(environ.get("HTTP_X_REQUEST_ID", ""))
-        code = {401: "unauthorized", 403: "forbidden", 429: "rate_limited"}[denied.status]
-        out = error_json(code, denied.message, request_id)
+        out = error_json(denied.error_code, denied.message, request_id)
         status = {401: "401 Unauthorized", 403: "403 Forbidden", 429: "429 Too Many Requests"}[denied.status]
         start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(out))),
                                 ("X-Request-ID", request_id), *denied.headers.items()])
