@@ -170,7 +170,7 @@ def test_prediction_log_is_written_under_sustained_load(tmp_path):
     def produce():
         i = 0
         while not stop.is_set():
-            store.record([(f"r{i}", 0, time.time(), "replica-a", "m", "1", i % 10, 0.9, 0.3, "0" * 64, None, "", None)])
+            store.record([(f"r{i}", 0, time.time(), "replica-a", "m", "1", i % 10, 0.9, 0.3, "0" * 64, None, "", None, "")])
             i += 1
             time.sleep(0.001)
 

@@ -92,13 +92,16 @@ def test_json_base64_and_pixels(client):
 
 
 def test_same_preprocessing_as_training(client, app):
-    """The served probabilities equal the artifact's ONNX graph on the training normalisation."""
+    """The served probabilities equal the artifact's ONNX graph on the training normalisation, at the
+    temperature its manifest's calibration gives."""
+    from fmnist.calibration import softmax_t
     from fmnist.evaluation.evaluate import artifact_logits
-    from fmnist.evaluation.metrics import softmax
 
     art = app.extensions["fmnist"].current.predictor.artifact
     img = rng.integers(0, 256, (28, 28)).astype(np.uint8)
-    want = softmax(artifact_logits(art, img[None]))[0]
+    temperature = art.manifest["calibration"]["temperature"]
+    assert temperature != 1.0
+    want = softmax_t(artifact_logits(art, img[None]), temperature)[0]
     got = post_files(client, [("image", png(img), "r.png")], "?top_k=10").get_json()
     for t in got["top_k"]:
         assert t["probability"] == pytest.approx(want[t["class_id"]], abs=1e-5)

@@ -56,7 +56,8 @@ def fresh(pg):
 
 
 def _row(i: int, replica: str = "a"):
-    return (f"r{i}", 0, time.time(), replica, "smallcnn", "1", i % 10, 0.9, 0.3, "0" * 64, None, "0000abcd", 2.5)
+    return (f"r{i}", 0, time.time(), replica, "smallcnn", "1", i % 10, 0.9, 0.3, "0" * 64, None, "0000abcd", 2.5,
+            "unsure" if i % 7 == 0 else "")
 
 
 def _post(url: str, path: str, body: bytes, timeout: float = 10) -> "tuple[int, dict]":
@@ -90,7 +91,7 @@ def test_schema_is_versioned_safe_to_start_together_and_writes_are_idempotent(fr
     for t in threads:
         t.join()
     assert not errors
-    assert fresh.query("SELECT version FROM fmnist_schema_version") == [(4,)]
+    assert fresh.query("SELECT version FROM fmnist_schema_version") == [(5,)]
     store = open_store(fresh.url, flush_interval=0.01)
     rows = [_row(i) for i in range(500)]
     store.record(rows)
@@ -100,6 +101,7 @@ def test_schema_is_versioned_safe_to_start_together_and_writes_are_idempotent(fr
     assert store.get("r7")["replica"] == "a" and store.get("r7")["key_id"] == "0000abcd" and store.set_feedback("r7", 0, 7)
     assert store.recent_feedback(10)["true"].tolist() == [7]
     assert store.recent(100)["replicas"] == 1
+    assert store.recent(500)["flag"].count("unsure") == 72  # rows 0, 7, ..., 497
     plan = " ".join(r[0] for r in fresh.query("EXPLAIN SELECT * FROM predictions WHERE request_id = 'r1' AND idx = 0"))
     assert "Index" in plan  # feedback finds its row through the primary key
     store.close()
@@ -115,8 +117,9 @@ def test_a_version_1_log_is_upgraded(fresh, tmp_path):
                 "mean_pixel, input_sha256) VALUES ('old', 0, 1, 'm', '1', 3, 0.5, 0.2, 'x')")
     fresh.query("CREATE TABLE fmnist_schema_version (version INTEGER NOT NULL); INSERT INTO fmnist_schema_version VALUES (1)")
     store = open_store(fresh.url)
-    assert store.get("old")["replica"] == "" and fresh.query("SELECT version FROM fmnist_schema_version") == [(4,)]
+    assert store.get("old")["replica"] == "" and fresh.query("SELECT version FROM fmnist_schema_version") == [(5,)]
     assert store.get("old")["key_id"] == ""
+    assert store.recent(10)["flag"] == [None]  # a row from before the flag existed
     store.close()
     path = tmp_path / "old.sqlite"  # a SQLite log from before schema versions
     with sqlite3.connect(path) as conn:
@@ -126,6 +129,7 @@ def test_a_version_1_log_is_upgraded(fresh, tmp_path):
                      "mean_pixel, input_sha256) VALUES ('old', 0, 1, 'm', '1', 3, 0.5, 0.2, 'x')")
     store = open_store(str(path))
     assert store.get("old")["replica"] == "" and store.get("old")["key_id"] == "" and store.count() == 1
+    assert store.recent(10)["flag"] == [None]
     store.close()
 
 

@@ -49,6 +49,8 @@ class Settings:
     max_content_length: int = 10 * 1024 * 1024  # bytes per request body
     max_image_pixels: int = 25_000_000  # width x height, checked from the header before decoding
     default_top_k: int = 3
+    # a flagged answer (flag "unsure" or "not_a_garment") still names its class; off: its label and class_id are null
+    flagged_label: bool = True
     # the loop worker decodes pictures up to this many (header) pixels on its loop (28x28: 784); larger: in heavy_threads
     loop_max_pixels: int = 1_024
     heavy_threads: int = 1  # per loop worker: threads decoding larger pictures (off the event loop)
@@ -142,6 +144,12 @@ class Settings:
             raise InvalidValue(f"heavy_nice must be 0-19 (how much lower the heavy threads' priority is), got {self.heavy_nice}")
         if self.max_batch_wait_ms < 0:
             raise InvalidValue("max_batch_wait_ms must be >= 0")
+        from fmnist.foreground import EXTRACT_MIN_SIDE
+
+        if self.loop_max_pixels >= EXTRACT_MIN_SIDE ** 2:  # a busy picture's costly path must never run on the loop
+            raise InvalidValue(f"loop_max_pixels must be below {EXTRACT_MIN_SIDE ** 2} ({EXTRACT_MIN_SIDE}x"
+                               f"{EXTRACT_MIN_SIDE}: pictures from that size may take the foreground extraction, "
+                               f"which runs in the heavy pool), got {self.loop_max_pixels}")
 
     def exposure_problem(self) -> "str | None":
         """Why serving these settings would be unsafe (no API keys, on an address others can reach, and not

@@ -45,8 +45,12 @@ STYLES = (
     Style("rotated", "rotated (garments up to 30 degrees, shoes and bags up to 60) and in perspective"),
     Style("dark", "a light-coloured garment on a dark coloured background"),
     Style("lineart", "outline strokes only, dark on white", held_out=True),
+    Style("busy", "on a photograph or texture (grass, sand, wood, flowers, paper) with a shadow, JPEG"),
     Style("cluttered", "on a busy background of other shapes and colours", held_out=True),
+    Style("onphoto", "on photographs no training run sees (a shore, leaves, a forest, a beach, artwork), JPEG",
+          held_out=True),
 )
+PHOTO_SETS = {"busy": "train", "onphoto": "held_out"}  # the styles laid on real pictures (fmnist.backgrounds)
 STYLE_NAMES = tuple(s.name for s in STYLES)
 TRAIN_STYLES = tuple(s.name for s in STYLES if not s.held_out)
 
@@ -113,7 +117,7 @@ def _layer(pixels: np.ndarray, style: str, rng, size: int) -> Image.Image:
         levels = int(rng.integers(2, 4))
         lit = np.round(lit * (levels - 1)) / (levels - 1)  # flat fills, a few tones
         rgb = base * (0.55 + 0.45 * lit[..., None])
-    elif style == "pattern":
+    elif style == "pattern" or (style in PHOTO_SETS and rng.random() < 0.25):
         p = _pattern(rng, size)[..., None]
         rgb = (base * (1 - p) + _colour(rng) * p) * (0.35 + 0.65 * lit[..., None])
     elif style == "lineart":
@@ -140,7 +144,7 @@ def _geometry(layer: Image.Image, style: str, label: int, rng) -> Image.Image:
     """Tilt or rotation, and sometimes perspective (shear and foreshortening), of the garment layer."""
     big = style == "rotated"
     max_deg = (60 if label in SHOES or label == 8 else 30) if big else (8 if style in ("product", "photo") else 15)
-    if style in ("drawing", "pattern", "dark", "lineart", "cluttered") and label in SHOES:
+    if style in ("drawing", "pattern", "dark", "lineart", "cluttered", *PHOTO_SETS) and label in SHOES:
         max_deg = 25
     layer = layer.rotate(rng.uniform(-max_deg, max_deg), Image.Resampling.BICUBIC, expand=True)
     if big or rng.random() < 0.3:
@@ -178,6 +182,14 @@ def _background(style: str, rng, w: int, h: int) -> "Image.Image | None":
         ramp = np.linspace(top, bottom, h, dtype=np.float32)[:, None, None] * np.ones((1, w, 3), np.float32)
         tint = 1 - 0.06 * _colour(rng)
         return Image.fromarray((np.clip(ramp * tint, 0, 1) * 255).astype(np.uint8), "RGB")
+    if style in PHOTO_SETS:
+        from fmnist import backgrounds
+
+        bg = backgrounds.crop(PHOTO_SETS[style], rng, w, h)
+        if rng.random() < 0.5:  # uneven light across the scene
+            ramp = np.linspace(rng.uniform(0.7, 1.15), rng.uniform(0.7, 1.15), w, dtype=np.float32)
+            bg = Image.fromarray(np.clip(np.asarray(bg, np.float32) * ramp[None, :, None], 0, 255).astype(np.uint8))
+        return bg
     if style == "cluttered":
         bg = Image.new("RGB", (w, h), tuple(int(c * 255) for c in _colour(rng, light=True)))
         d = ImageDraw.Draw(bg)
@@ -196,7 +208,8 @@ def render(pixels: np.ndarray, label: int, style: str, rng: np.random.Generator)
     size = int(rng.integers(64, 141))
     layer = _geometry(_layer(pixels, style, rng, size), style, label, rng)
     w, h = layer.size
-    margin = rng.uniform(1.6, 2.6) if style in ("photo", "cluttered") else rng.uniform(1.05, 1.4)
+    margin = (rng.uniform(1.6, 2.6) if style in ("photo", "cluttered") else rng.uniform(1.25, 2.2) if style in PHOTO_SETS
+              else rng.uniform(1.05, 1.4))
     cw, ch = int(w * margin) + 2, int(h * margin) + 2
     bg = _background(style, rng, cw, ch)
     x0, y0 = int(rng.uniform(0, cw - w)), int(rng.uniform(0, ch - h))
@@ -204,7 +217,7 @@ def render(pixels: np.ndarray, label: int, style: str, rng: np.random.Generator)
         out = Image.new("RGBA", (cw, ch), (0, 0, 0, 0))
         out.paste(layer, (x0, y0), layer)
         return out
-    if style in ("photo", "product") and rng.random() < 0.7:  # a soft drop shadow below and behind
+    if style in ("photo", "product", *PHOTO_SETS) and rng.random() < 0.7:  # a soft drop shadow below and behind
         a = layer.getchannel("A").filter(ImageFilter.GaussianBlur(max(2, w // 25)))
         shadow = Image.new("RGB", (cw, ch), (0, 0, 0))
         sa = Image.new("L", (cw, ch), 0)
@@ -214,8 +227,8 @@ def render(pixels: np.ndarray, label: int, style: str, rng: np.random.Generator)
     if style == "photo":
         arr = np.asarray(bg, dtype=np.float32) + rng.normal(0, rng.uniform(2, 8), (ch, cw, 1))
         bg = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
-    if style in ("product", "photo", "pattern", "cluttered") or rng.random() < 0.3:
-        q = int(rng.integers(15, 45) if style == "photo" else rng.integers(40, 90))
+    if style in ("product", "photo", "pattern", "cluttered", *PHOTO_SETS) or rng.random() < 0.3:
+        q = int(rng.integers(15, 45) if style == "photo" else rng.integers(30 if style in PHOTO_SETS else 40, 90))
         buf = io.BytesIO()
         bg.save(buf, "JPEG", quality=q)
         bg = Image.open(io.BytesIO(buf.getvalue()))
@@ -246,10 +259,14 @@ def render_many(images: np.ndarray, labels: np.ndarray, styles, seed: int, start
 
 def cache_key(images: np.ndarray, labels: np.ndarray) -> str:
     """What cached round trips of these images depend on: the images, their labels, and the renderer's and
-    the conversion's source (a cached picture is stale when either changes)."""
+    the conversion's source (a cached picture is stale when either changes; the background pictures are
+    named in fmnist.backgrounds' source, and change only with it)."""
+    import fmnist.backgrounds
+    import fmnist.foreground
     import fmnist.preprocess
 
-    src = Path(__file__).read_bytes() + Path(fmnist.preprocess.__file__).read_bytes()
+    src = b"".join(Path(m.__file__).read_bytes() for m in (fmnist.preprocess, fmnist.foreground, fmnist.backgrounds))
+    src = Path(__file__).read_bytes() + src
     return hashlib.sha256(images.tobytes() + labels.tobytes() + src).hexdigest()[:16]
 
 

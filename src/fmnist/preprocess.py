@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -231,6 +232,7 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
 
 WORK_SIDE = 256  # a larger picture is reduced by an integer factor to at most this many pixels a side first:
 # accuracy is flat from 64 to 1024 px (bench/photo_bench.py sizes), cost is not
+EXTRACT = "grabcut"  # how a picture on a busy background has its garment cut out (fmnist.foreground.METHODS)
 LINE_ART_INK = 0.45  # a converted picture whose strokes cover less than this of their outline is a line drawing
 LINE_ART_FILL = 110  # the level its enclosed inside gets (mid-grey fabric, below the strokes)
 
@@ -260,7 +262,8 @@ def _gray(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
 
 
-def photo_to_dataset(im, work_side: int = WORK_SIDE) -> np.ndarray:
+def photo_to_dataset(im, work_side: int = WORK_SIDE, extract: "str | None" = EXTRACT, info: "dict | None" = None
+                     ) -> np.ndarray:
     """Convert a picture the way Fashion-MNIST was made (Xiao et al. 2017, arXiv:1708.07747, sec. 2).
 
     Trim the border close to the background colour, resize the longest edge to 28 and sharpen, centre on a
@@ -271,15 +274,33 @@ def photo_to_dataset(im, work_side: int = WORK_SIDE) -> np.ndarray:
     drawing (strokes only) has its inside filled (`fill_line_art`). A picture over WORK_SIDE pixels a side
     is box-reduced to it first (the result is 28x28: the conversion's arrays stay under a few MB whatever the
     picture's size, and its time under ~10 ms).
+
+    A picture on a busy background (a photograph: the border is not a plain page) has its garment cut out
+    first by `extract` (fmnist.foreground; None: never), and laid on a plain page that contrasts with it.
+    `info`, when given, gets "extract_s" (seconds) and "extracted" (a garment was found) for such pictures.
     """
     from PIL import Image, ImageFilter
+
+    from fmnist import foreground
 
     im = im.convert("RGB")
     if max(im.size) > work_side:  # trim and background on a box-filtered copy: bounded memory and time
         im = im.reduce(-(-max(im.size) // work_side))
     rgb = np.asarray(im, dtype=np.float32)
     bgp = _background(rgb)
-    far = np.abs(rgb - bgp).max(axis=2) > TRIM_TOLERANCE * 255
+    far = None
+    if extract and foreground.is_busy(rgb, bgp):
+        t0 = time.perf_counter()
+        mask = foreground.extract(rgb, extract)
+        if mask is not None:  # the garment alone, on a page of the opposite lightness
+            page = np.float32(0.0 if float(_gray(rgb[mask]).mean()) > 127 else 255.0)
+            rgb = np.where(mask[..., None], rgb, page)
+            bgp = np.full_like(rgb, page)
+            far = mask
+        if info is not None:
+            info["extract_s"], info["extracted"] = time.perf_counter() - t0, mask is not None
+    if far is None:
+        far = np.abs(rgb - bgp).max(axis=2) > TRIM_TOLERANCE * 255
     if far.any():
         ys, xs = np.nonzero(far)
         y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
@@ -315,11 +336,13 @@ def photo_to_dataset(im, work_side: int = WORK_SIDE) -> np.ndarray:
     return fill_line_art(np.clip((gray - lo) * (255.0 / (hi - lo)) + 0.5, 0, 255).astype(np.uint8))
 
 
-def to_model_pixels(im, mode: str = "auto", size=(28, 28), work_side: int = WORK_SIDE) -> np.ndarray:
+def to_model_pixels(im, mode: str = "auto", size=(28, 28), work_side: int = WORK_SIDE,
+                    extract: "str | None" = EXTRACT, info: "dict | None" = None) -> np.ndarray:
     """A decoded image -> 28x28 uint8 pixels in dataset polarity.
 
     raw: the image is already as the dataset gives it (28x28, light garment on dark);
     photo: any picture, converted as the dataset was built; auto: raw for 28x28, else photo.
+    `extract` and `info`: see photo_to_dataset.
     """
     if mode not in MODES:
         raise ImageError(f"preprocess must be one of {', '.join(MODES)}, got {mode!r}")
@@ -333,7 +356,7 @@ def to_model_pixels(im, mode: str = "auto", size=(28, 28), work_side: int = WORK
                 "use preprocess=photo (or auto) for other pictures"
             )
         return np.asarray(flat if flat.mode == "L" else flat.convert("L"), dtype=np.uint8)
-    return photo_to_dataset(flat, work_side)
+    return photo_to_dataset(flat, work_side, extract, info)
 
 
 def load_image_pixels(path: str, mode: str = "auto") -> np.ndarray:

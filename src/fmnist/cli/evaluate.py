@@ -35,6 +35,24 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def print_calibration(art) -> None:
+    c = art.manifest["calibration"]
+    print(f"calibrated {art.ref}: temperature {c['temperature']:.3f}, expected calibration error "
+          f"{c['ece']['before']:.4f} -> {c['ece']['after']:.4f}; flagged on the validation set: "
+          f"{c['expected']['unsure']:.1%} unsure (confidence < {c['unsure_below']:.3f}), "
+          f"{c['expected']['not_a_garment']:.1%} not_a_garment (ood_score >= {c['ood_above']})")
+
+
+def cmd_calibrate(args) -> int:
+    from fmnist import data
+    from fmnist.evaluation.calibrate import calibrate_artifact
+    from fmnist.registry import resolve
+
+    art = resolve(args.model, args.registry)
+    print_calibration(calibrate_artifact(art, data.load(args.data_dir, allow_download=not args.no_download)))
+    return 0
+
+
 def cmd_compare(args) -> int:
     from fmnist.evaluation.report import write_report
 

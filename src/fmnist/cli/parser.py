@@ -6,7 +6,7 @@ import argparse
 import json
 
 from fmnist.cli.batch import cmd_batch
-from fmnist.cli.evaluate import cmd_compare, cmd_evaluate, cmd_explain
+from fmnist.cli.evaluate import cmd_calibrate, cmd_compare, cmd_evaluate, cmd_explain
 from fmnist.cli.keys import cmd_keys
 from fmnist.cli.registry import cmd_archs, cmd_export, cmd_import, cmd_models, cmd_promote, cmd_rollback
 from fmnist.cli.rollout import cmd_rollout
@@ -112,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     data_opts(sp)
     registry_opt(sp)
     sp.set_defaults(func=cmd_evaluate)
+
+    sp = sub.add_parser("calibrate", help="fit a model's confidence calibration (temperature), its out-of-distribution "
+                                          "reference and flag thresholds on the validation split, into its manifest")
+    sp.add_argument("model", nargs="?", default=None, help="artifact path or name[:version] (default: smallcnn)")
+    data_opts(sp)
+    registry_opt(sp)
+    sp.set_defaults(func=cmd_calibrate)
 
     sp = sub.add_parser("compare", help="write the comparison report (Markdown + PNG figures)")
     sp.add_argument("models", nargs="+", help="artifact paths or name[:version]")

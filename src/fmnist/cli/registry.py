@@ -97,4 +97,10 @@ def cmd_import(args) -> int:
     print(f"imported {args.file} ({m['training'].get('format')}) as {art.ref} at {art.path}"
           + (f": test accuracy {acc:.4f}" if acc is not None else "") + f"; ONNX parity {parity:.1e}"
           + (f"; input {m['source']['input_layout']}, output {m['source']['output']}" if "source" in m else ""))
+    if not args.no_eval:  # imported models get calibrated confidence and the flag too
+        from fmnist import data
+        from fmnist.cli.evaluate import print_calibration
+        from fmnist.evaluation.calibrate import calibrate_artifact
+
+        print_calibration(calibrate_artifact(art, data.load(args.data_dir, allow_download=not args.no_download)))
     return 0

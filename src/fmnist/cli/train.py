@@ -57,4 +57,9 @@ def cmd_train(args) -> int:
     art = save_artifact(result.model, info, arch=cfg.arch, model_kwargs=cfg.model_kwargs)
     print(f"saved {art.ref} to {art.path}: test accuracy {result.test_report['accuracy']:.4f}, "
           f"{result.train_seconds:.0f}s of training, ONNX parity {art.manifest['onnx']['max_abs_diff_vs_torch']:.1e}")
+    from fmnist import data
+    from fmnist.cli.evaluate import print_calibration
+    from fmnist.evaluation.calibrate import calibrate_artifact
+
+    print_calibration(calibrate_artifact(art, data.load(cfg.data_dir or None), cfg.eval_limit or None))
     return 0

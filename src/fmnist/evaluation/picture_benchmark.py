@@ -16,7 +16,8 @@ import numpy as np
 from fmnist import pictures as P
 from fmnist.labels import CLASSES
 
-HEADLINE_EXCLUDES = ("cluttered",)  # the headline is plain backgrounds, as product shots and drawings have
+HEADLINE_EXCLUDES = ("cluttered", "busy", "onphoto")  # the headline is plain backgrounds, as product shots and
+# drawings have; pictures on busy backgrounds are reported on their own (`busy_backgrounds`: onphoto, held out)
 
 
 def load_benchmark(ds, per_style: int = P.BENCH_PER_STYLE, cache_dir: "Path | None" = None) -> dict:

@@ -1,4 +1,5 @@
-"""Predictor: load an artifact once, preprocess pixels with its own settings, return probabilities."""
+"""Predictor: load an artifact once, preprocess pixels with its own settings, return calibrated probabilities,
+and say how far each answer is from what the model knows (fmnist.calibration)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fmnist.artifact import Artifact
+from fmnist.calibration import Calibration
 from fmnist.errors import InvalidValue
 from fmnist.labels import CLASSES
 
@@ -24,15 +26,16 @@ class Prediction:
         return [{"label": CLASSES[i], "class_id": int(i), "probability": float(self.probabilities[i])} for i in order]
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+UNCALIBRATED = Calibration()  # an artifact with no "calibration" section: T = 1, raw entropy, never "unsure"
 
 
 class Predictor:
     """An artifact loaded once (the constructor), then normalize (uint8 pixels -> the model's input) and
-    predict_batch (normalised float32 (N,1,28,28) -> probabilities (N,10)).
+    predict_batch (normalised float32 (N,1,28,28) -> probabilities (N,10), calibrated by the manifest's
+    temperature); assess (probabilities -> out-of-distribution scores and flags).
+
+    An input with no garment at all (every pixel the background: a blank page after conversion) gets the
+    uniform answer, so it is flagged not_a_garment whatever the model would have said of an empty image.
 
     backend "onnx" runs the artifact's model.onnx with ONNX Runtime (no torch needed);
     "torch" rebuilds the torch model from safetensors.
@@ -42,6 +45,7 @@ class Predictor:
         self.artifact = artifact
         self.backend = backend
         self.preprocessing = artifact.preprocessing
+        self.calibration = Calibration.from_dict(artifact.manifest.get("calibration")) or UNCALIBRATED
         if backend == "onnx":
             import onnxruntime as ort
 
@@ -80,9 +84,25 @@ class Predictor:
         """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28) with the artifact's mean and std."""
         return self.preprocessing.normalize(pixels)
 
+    @property
+    def calibrated(self) -> bool:
+        return self.calibration is not UNCALIBRATED
+
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
-        """Normalised float32 (N, 1, 28, 28) -> probabilities (N, 10)."""
-        return _softmax(self._run(np.ascontiguousarray(x, dtype=np.float32)).astype(np.float64))
+        """Normalised float32 (N, 1, 28, 28) -> calibrated probabilities (N, 10)."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        probs = self.calibration.probabilities(self._run(x))
+        flat = x.reshape(len(x), -1)
+        blank = flat.max(axis=1) == flat.min(axis=1)
+        if blank.any():
+            probs[blank] = 1.0 / probs.shape[1]
+        return probs
+
+    def assess(self, probs: np.ndarray) -> tuple[np.ndarray, list]:
+        """Calibrated probabilities (N, 10) -> (ood_score (N,) in 0-1, flag per answer: None, unsure or
+        not_a_garment)."""
+        ood = self.calibration.ood_scores(probs)
+        return ood, self.calibration.flags(probs, ood)
 
     def warm_up(self) -> float:
         """One prediction on a blank image (readiness check); returns its latency in seconds."""

@@ -2,7 +2,8 @@
 
 Scores: PSI on the predicted-class distribution, Kolmogorov-Smirnov statistics on the max-softmax
 confidence and on the per-image mean pixel (on the reference's histogram bins), and the share of
-the most frequent class (the seed's "is the model always predicting the same class?").
+the most frequent class (the seed's "is the model always predicting the same class?"), and how many
+more answers are flagged not_a_garment than on the artifact's validation pictures (its calibration).
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from fmnist.calibration import FLAGS
 from fmnist.labels import CLASSES, NUM_CLASSES
 
 STATUS_ORDER = ("ok", "warn", "alert")
+OOD_EXCESS_WARN, OOD_EXCESS_ALERT = 0.05, 0.15  # not_a_garment share over the validation pictures' (2 % by design)
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,9 @@ def window_histograms(window: dict, reference: dict) -> dict:
     px_edges = np.asarray(reference["mean_pixel_histogram"]["edges"], float)
     conf = np.asarray(window["confidence"], float)
     px = np.asarray(window["mean_pixel"], float)
+    flags = window.get("flag") or []
     return {
+        "flag_counts": [sum(f == name for f in flags) for name in FLAGS],
         "n": int(len(window["class_id"])),
         "class_counts": np.bincount(np.asarray(window["class_id"], int), minlength=NUM_CLASSES).tolist(),
         "confidence_counts": np.histogram(np.clip(conf, conf_edges[0], conf_edges[-1]), bins=conf_edges)[0].tolist(),
@@ -99,8 +104,13 @@ def drift_from_histograms(h: dict, reference: dict, th: Thresholds) -> dict:
     share = counts / max(n, 1)
     ref_share = np.asarray(reference.get("class_distribution") or [1 / NUM_CLASSES] * NUM_CLASSES, float)
     conf_hist = np.asarray(h["confidence_counts"], int)
+    flag_share = np.asarray(h.get("flag_counts") or [0] * len(FLAGS), float) / max(n, 1)
+    expected = reference.get("flagged_share") or {}
     scores = {
         "class_psi": (psi(share, ref_share) if n else 0.0, th.psi_warn, th.psi_alert),
+        # more answers flagged not_a_garment than on the validation pictures: traffic the model does not know
+        "not_a_garment_excess": (max(0.0, float(flag_share[1]) - float(expected.get("not_a_garment", 0.0))),
+                                 OOD_EXCESS_WARN, OOD_EXCESS_ALERT),
         "confidence_ks": (_ks_counts(h["confidence_counts"], reference["confidence_histogram"]["counts"]),
                           th.ks_warn, th.ks_alert),
         "mean_pixel_ks": (_ks_counts(h["mean_pixel_counts"], reference["mean_pixel_histogram"]["counts"]),
@@ -126,12 +136,14 @@ def drift_from_histograms(h: dict, reference: dict, th: Thresholds) -> dict:
             "confidence_mean": h["confidence_sum"] / n if n else None,
             "confidence_histogram": conf_hist.tolist(),
             "mean_pixel_mean": h["mean_pixel_sum"] / n if n else None,
+            "flagged_share": dict(zip(FLAGS, flag_share.round(6).tolist())),
         },
         "reference": {
             "class_distribution": dict(zip(CLASSES, ref_share.round(6).tolist())),
             "confidence_mean": reference.get("confidence_mean"),
             "confidence_histogram": reference["confidence_histogram"]["counts"],
             "mean_pixel_mean": reference.get("mean_pixel_mean"),
+            "flagged_share": expected or None,
             "source": reference.get("source"),
         },
         "thresholds": asdict(th),

@@ -97,6 +97,17 @@ class Metrics:
                              ["model_version", "class"], registry=None)
         self.confidence = h("fmnist_prediction_confidence", "Max-softmax probability of each prediction",
                             buckets=CONFIDENCE_BUCKETS, registry=None)
+        self.flagged = c("fmnist_predictions_flagged_total", "Answers flagged, by model version and flag: unsure "
+                         "(calibrated confidence below the artifact's threshold) or not_a_garment (out of distribution)",
+                         ["model_version", "flag"], registry=None)
+        self.ood_score = h("fmnist_prediction_ood_score", "Out-of-distribution score of each answer (0-1: its "
+                           "uncertainty ranked against the validation pictures')", buckets=CONFIDENCE_BUCKETS,
+                           registry=None)
+        self.foreground = c("fmnist_foreground_extractions_total", "Pictures on a busy background whose garment was "
+                            "cut out before conversion, by outcome: found, or none (converted as they were)",
+                            ["outcome"], registry=None)
+        self.foreground_seconds = h("fmnist_foreground_extraction_seconds", "Time to cut one picture's garment out of "
+                                    "its busy background", buckets=PICTURE_BUCKETS, registry=None)
         self.mean_pixel = h("fmnist_input_mean_pixel", "Mean pixel (0-1, dataset polarity) of each input image",
                             buckets=MEAN_PIXEL_BUCKETS, registry=None)
         self.feedback = c("fmnist_feedback_total", "Labelled feedback by model version and outcome",
@@ -147,7 +158,8 @@ class Metrics:
 
     def _collectors(self) -> tuple:
         return (self.http_requests, self.http_duration, self.http_in_progress, self.inference_duration,
-                self.batch_size, self.predictions, self.confidence, self.mean_pixel, self.feedback,
+                self.batch_size, self.predictions, self.confidence, self.mean_pixel, self.feedback, self.flagged,
+                self.ood_score, self.foreground, self.foreground_seconds,
                 self.model_info, self.model_reload_failures, self.log_dropped, self.explanations,
                 self.explain_duration, self.pictures, self.picture_decode, self.picture_convert, self.auth_failures,
                 self.shed, self.deadline_expired, self.metrics_renders, self.key_requests, self.shadow_dropped)
@@ -164,12 +176,13 @@ class Metrics:
         self._pending.append(("request", method, route, str(status), seconds, key_id))
         self._ensure_flusher()
 
-    def observe_predictions(self, version: str, class_ids, confidences, mean_pixels) -> None:
-        self._pending.append(("predictions", version, class_ids, confidences, mean_pixels))
+    def observe_predictions(self, version: str, class_ids, confidences, mean_pixels, ood=(), flags=()) -> None:
+        self._pending.append(("predictions", version, class_ids, confidences, mean_pixels, ood, flags))
         self._ensure_flusher()
 
     def observe_pictures(self, where: str, timings: list) -> None:
-        """timings: (header pixels, decode seconds, convert seconds) per picture of one request."""
+        """timings: (header pixels, decode seconds, convert seconds, extraction seconds or None, garment found) per
+        picture of one request (the last two: pipeline.preprocess, for pictures on a busy background)."""
         self._pending.append(("pictures", where, timings))
         self._ensure_flusher()
 
@@ -189,6 +202,8 @@ class Metrics:
             self.predictions.labels(model_version=version, **{"class": cls})
         for outcome in ("correct", "incorrect"):
             self.feedback.labels(model_version=version, outcome=outcome)
+        for flag in ("unsure", "not_a_garment"):
+            self.flagged.labels(model_version=version, flag=flag)
 
     def retire_model(self, name: str, version: str) -> None:
         self.model_info.labels(name=name, version=version).set(0)
@@ -218,7 +233,8 @@ class Metrics:
             requests: dict = collections.Counter()
             durations: dict = collections.defaultdict(list)
             classes: dict = {}
-            conf, mean_px, sizes, seconds = [], [], [], []
+            conf, mean_px, sizes, seconds, oods, flagged, extract_s = [], [], [], [], [], collections.Counter(), []
+            extracted: dict = collections.Counter()
             pictures: dict = collections.Counter()
             stage_times: dict = collections.defaultdict(lambda: ([], []))
             dropped: dict = collections.Counter()
@@ -231,7 +247,11 @@ class Metrics:
                     if key_id:
                         by_key[(key_id, status)] += 1
                 elif kind == "predictions":
-                    version, ids, c, px = rest
+                    version, ids, c, px, ood, flags = rest
+                    oods.append(np.asarray(ood, dtype=np.float64))
+                    for f in flags:
+                        if f:
+                            flagged[(version, f)] += 1
                     counts = classes.setdefault(version, np.zeros(len(CLASSES), np.int64))
                     counts += np.bincount(np.asarray(ids, dtype=np.int64), minlength=len(CLASSES))
                     conf.append(np.asarray(c, dtype=np.float64))
@@ -243,7 +263,10 @@ class Metrics:
                         requests[(method, route, "504" if reason == "deadline" else "503")] += 1
                 elif kind == "pictures":
                     where, timings = rest
-                    for pixels, decode_s, convert_s in timings:
+                    for pixels, decode_s, convert_s, ext_s, found in timings:
+                        if ext_s is not None:
+                            extract_s.append(ext_s)
+                            extracted["found" if found else "none"] += 1
                         size = picture_size(pixels)
                         pictures[(size, where)] += 1
                         stage_times[size][0].append(decode_s)
@@ -258,7 +281,13 @@ class Metrics:
             for version, counts in classes.items():
                 for cid in np.flatnonzero(counts):
                     self.predictions.labels(model_version=version, **{"class": CLASSES[cid]}).inc(float(counts[cid]))
+            for (version, flag), n in flagged.items():
+                self.flagged.labels(model_version=version, flag=flag).inc(n)
+            for outcome, n in extracted.items():
+                self.foreground.labels(outcome).inc(n)
+            _observe_many(self.foreground_seconds, extract_s)
             if conf:
+                _observe_many(self.ood_score, np.concatenate(oods))
                 _observe_many(self.confidence, np.concatenate(conf))
                 _observe_many(self.mean_pixel, np.concatenate(mean_px))
             _observe_many(self.batch_size, sizes)

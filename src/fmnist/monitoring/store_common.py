@@ -8,7 +8,7 @@ import numpy as np
 from fmnist.errors import FmnistError
 
 ROW_FIELDS = ("request_id", "idx", "ts", "replica", "model_name", "model_version", "class_id", "confidence",
-              "mean_pixel", "input_sha256", "image", "key_id", "latency_ms")
+              "mean_pixel", "input_sha256", "image", "key_id", "latency_ms", "flag")
 READ_FIELDS = ("request_id", "index", "ts", "replica", "model_name", "model_version", "class_id", "confidence",
                "mean_pixel", "input_sha256", "true_label", "key_id")
 
@@ -18,10 +18,11 @@ class StoreUnavailable(FmnistError):
 
 
 def window(rows: list) -> dict:
-    """(class_id, confidence, mean_pixel, replica) rows -> the arrays drift needs, and the replica count."""
+    """(class_id, confidence, mean_pixel, replica, flag) rows -> the arrays drift needs (flag: "" for none, or
+    NULL in rows logged before the flag existed), and the replica count."""
     arr = np.asarray([r[:3] for r in rows], dtype=np.float64).reshape(-1, 3)
     return {"class_id": arr[:, 0].astype(int), "confidence": arr[:, 1], "mean_pixel": arr[:, 2],
-            "replicas": len({r[3] for r in rows})}
+            "flag": [r[4] for r in rows], "replicas": len({r[3] for r in rows})}
 
 
 def labelled(rows: list) -> dict:
@@ -46,7 +47,7 @@ class Queries:
         # what clients were answered: not a rollout's shadow runs (<id>@shadow) or failed requests (<id>@error);
         # a client's request id never holds "@" (reqlog). psycopg reads "%" as a placeholder: "%%" there
         answered = "request_id NOT LIKE '{0}@{0}'".format("%%" if ph == "%s" else "%")
-        recent = ("SELECT class_id, confidence, mean_pixel, replica FROM predictions WHERE " + answered + " "
+        recent = ("SELECT class_id, confidence, mean_pixel, replica, flag FROM predictions WHERE " + answered + " "
                   "{}ORDER BY ts DESC LIMIT " + ph)
         self.recent = recent.format("")  # (n,)
         self.recent_version = recent.format(f"AND model_version = {ph} ")  # (version, n)

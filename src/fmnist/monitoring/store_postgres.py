@@ -12,6 +12,7 @@ lock, so many pods starting at once apply each step exactly once:
   2. the `replica` column;
   3. the `key_id` column (which API key asked; '' without keys);
   4. the `latency_ms` column (NULL for a shadow run).
+  5. the `flag` column: "" (none), "unsure" or "not_a_garment" (NULL: logged before it existed).
 Inserts are idempotent (ON CONFLICT on the primary key), so a batch retried after a lost commit
 makes no duplicate rows.
 """
@@ -50,15 +51,17 @@ MIGRATIONS = [
     "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS replica TEXT NOT NULL DEFAULT ''",
     "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS key_id TEXT NOT NULL DEFAULT ''",
     "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS latency_ms REAL",
+    "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS flag TEXT",
 ]
 _LOCK_ID = 0x666D6E697374  # "fmnist": the advisory lock that serialises schema changes
 _INSERT = ("INSERT INTO predictions (request_id, idx, ts, replica, model_name, model_version, class_id, confidence, "
-           "mean_pixel, input_sha256, image, key_id, latency_ms) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+           "mean_pixel, input_sha256, image, key_id, latency_ms, flag) "
+           "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
            "ON CONFLICT (request_id, idx) DO UPDATE SET ts = EXCLUDED.ts, replica = EXCLUDED.replica, "
            "model_name = EXCLUDED.model_name, model_version = EXCLUDED.model_version, class_id = EXCLUDED.class_id, "
            "confidence = EXCLUDED.confidence, mean_pixel = EXCLUDED.mean_pixel, "
            "input_sha256 = EXCLUDED.input_sha256, image = EXCLUDED.image, key_id = EXCLUDED.key_id, "
-           "latency_ms = EXCLUDED.latency_ms")
+           "latency_ms = EXCLUDED.latency_ms, flag = EXCLUDED.flag")
 _Q = Queries("%s")
 
 

@@ -7,6 +7,7 @@ so processes starting together apply each step once:
   2. the `replica` column (which server made the prediction);
   3. the `key_id` column (which API key asked for it; '' without keys);
   4. the `latency_ms` column (the request's time in the server when it was answered; NULL for a shadow run).
+  5. the `flag` column: "" (none), "unsure" or "not_a_garment" (NULL: logged before it existed).
 """
 
 from __future__ import annotations
@@ -42,9 +43,11 @@ MIGRATIONS = [
     ["ALTER TABLE predictions ADD COLUMN replica TEXT NOT NULL DEFAULT ''"],
     ["ALTER TABLE predictions ADD COLUMN key_id TEXT NOT NULL DEFAULT ''"],
     ["ALTER TABLE predictions ADD COLUMN latency_ms REAL"],
+    ["ALTER TABLE predictions ADD COLUMN flag TEXT"],
 ]
 _INSERT = ("INSERT OR REPLACE INTO predictions (request_id, idx, ts, replica, model_name, model_version, class_id, "
-           "confidence, mean_pixel, input_sha256, image, key_id, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+           "confidence, mean_pixel, input_sha256, image, key_id, latency_ms, flag) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _Q = Queries("?")
 
 

@@ -34,8 +34,8 @@ def decode(blobs: list, settings) -> list:
 
 def preprocess(images: list, mode: str, timings: "list | None" = None) -> np.ndarray:
     """Decoded images -> uint8 (N, 28, 28) in the dataset's polarity (the serving conversion), each decoded
-    no larger than the conversion's working size. `timings` gets (header pixels, decode s, convert s) per
-    image. APIError on a bad image."""
+    no larger than the conversion's working size. `timings` gets (header pixels, decode s, convert s,
+    foreground extraction s or None, garment found) per image. APIError on a bad image."""
     out = []
     try:
         for name, im in images:
@@ -43,9 +43,11 @@ def preprocess(images: list, mode: str, timings: "list | None" = None) -> np.nda
             pixels = im.size[0] * im.size[1]
             load_image(im, name, WORK_SIDE)
             t1 = time.perf_counter()
-            out.append(to_model_pixels(im, mode))
+            info: dict = {}
+            out.append(to_model_pixels(im, mode, info=info))
             if timings is not None:
-                timings.append((pixels, t1 - t0, time.perf_counter() - t1))
+                timings.append((pixels, t1 - t0, time.perf_counter() - t1, info.get("extract_s"),
+                                info.get("extracted", False)))
     except ImageError as e:
         raise APIError(e.status, e.code, str(e)) from None
     return np.stack(out)
@@ -83,12 +85,20 @@ _JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 def encode(served, request_id: str, probs: np.ndarray, many: bool, top_k: int, t0: float) -> tuple[bytes, dict]:
-    """Probabilities -> (the JSON body of /predict, the fields of its access-log line)."""
+    """Probabilities -> (the JSON body of /predict, the fields of its access-log line).
+
+    Each answer carries its calibrated confidence, `ood_score` and `flag` (null, "unsure", "not_a_garment");
+    a flagged answer keeps its label unless the server is set not to give one (flagged_label off: label
+    and class_id null)."""
     predictor = served.predictor
     model = {"name": predictor.name, "version": predictor.version}
     preds = predictor.to_predictions(probs)
-    items = [{"label": p.label, "class_id": p.class_id, "confidence": p.confidence, "top_k": p.top_k(top_k)}
-             for p in preds]
+    ood, flags = predictor.assess(probs)
+    items = []
+    for p, o, f in zip(preds, ood.tolist(), flags):
+        labelled = f is None or served.flagged_label
+        items.append({"label": p.label if labelled else None, "class_id": p.class_id if labelled else None,
+                      "confidence": p.confidence, "top_k": p.top_k(top_k), "ood_score": round(o, 4), "flag": f})
     latency_ms = round((time.perf_counter() - t0) * 1000, 3)
     if many:
         body = {"predictions": items, "model": model, "request_id": request_id, "latency_ms": latency_ms}
@@ -96,5 +106,6 @@ def encode(served, request_id: str, probs: np.ndarray, many: bool, top_k: int, t
         body = {**items[0], "model": model, "request_id": request_id, "latency_ms": latency_ms}
     log_extra = {"label": preds[0].label if len(preds) == 1 else [p.label for p in preds],
                  "confidence": round(preds[0].confidence, 4) if len(preds) == 1 else None,
-                 "n_images": len(preds), "model_version": predictor.version}
+                 "n_images": len(preds), "model_version": predictor.version,
+                 "flag": flags[0] if len(preds) == 1 else [f for f in flags]}
     return _JSON.encode(body).encode(), log_extra

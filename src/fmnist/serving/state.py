@@ -31,6 +31,7 @@ class ServedModel:
     loaded_at: float
     load_seconds: float
     metrics: Metrics  # the worker's (WorkerState.metrics)
+    flagged_label: bool = True  # Settings.flagged_label: a flagged answer still names its class
 
     @property
     def name(self) -> str:
@@ -88,7 +89,11 @@ class WorkerState:
         if s.batching:
             batcher = MicroBatcher(predictor.predict_batch, s.max_batch_size, s.max_batch_wait_ms,
                                    on_batch=self.metrics.observe_batch)
-        return ServedModel(predictor, batcher, time.time(), time.perf_counter() - t0, self.metrics)
+        if not predictor.calibrated:
+            log.warning("%s has no calibration in its manifest: confidences are uncalibrated and answers are never "
+                        "flagged unsure (run: fmnist calibrate %s)", artifact.ref, artifact.ref)
+        return ServedModel(predictor, batcher, time.time(), time.perf_counter() - t0, self.metrics,
+                           flagged_label=s.flagged_label)
 
     def _resolve(self, verify: bool = True):
         from fmnist.registry import resolve
@@ -169,7 +174,8 @@ class WorkerState:
         ids = probs.argmax(axis=1)
         conf = probs.max(axis=1)
         mean_px = pixels.reshape(n, -1).mean(axis=1) / 255.0
-        self.metrics.observe_predictions(served.version, ids, conf, mean_px)
+        ood, flags = served.predictor.assess(probs)
+        self.metrics.observe_predictions(served.version, ids, conf, mean_px, ood, flags)
         keys = ([(request_id, i, key_id, latency_ms) for i in range(n)] if isinstance(request_id, str)
                 else request_id)
         now = time.time()
@@ -177,8 +183,9 @@ class WorkerState:
         name, version, replica = served.name, served.version, self.replica
         self.store.record([  # store.ROW_FIELDS order
             (rid, idx, now, replica, name, version, c, p, m, hashlib.sha256(px).hexdigest(), px if keep else None, kid,
-             ms) for (rid, idx, kid, ms), c, p, m, px in zip(keys, ids.tolist(), conf.tolist(), mean_px.tolist(),
-                                               (pixels[i].tobytes() for i in range(n)))
+             ms, f or "") for (rid, idx, kid, ms), c, p, m, px, f in zip(keys, ids.tolist(), conf.tolist(),
+                                                                     mean_px.tolist(), (pixels[i].tobytes()
+                                                                                        for i in range(n)), flags)
         ])
         self.rollout.shadow(served, keys, pixels)
 
@@ -186,4 +193,4 @@ class WorkerState:
         """A request this model failed to answer (its run raised), logged as `<request id>@error` (class -1):
         a rollout's error-rate gate counts them; monitoring's windows leave them out."""
         self.store.record([(request_id + "@error", 0, time.time(), self.replica, served.name, served.version, -1, 0.0,
-                            0.0, "", None, key_id, None)])
+                            0.0, "", None, key_id, None, "")])

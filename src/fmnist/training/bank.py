@@ -10,8 +10,10 @@ image for one of its round trips with the recipe's probability: the swap is a te
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -19,6 +21,7 @@ from fmnist import pictures as P
 from fmnist.errors import InvalidValue
 
 BANK_SALT = 7_919  # the bank's pictures never share generators with the benchmark's
+OUTLIER_SALT = 104_729
 
 
 def _styles(n: int, seed: int, variant: int) -> list:
@@ -57,4 +60,27 @@ def picture_bank(images: np.ndarray, labels: np.ndarray, variants: int, seed: in
             tmp = f.with_suffix(".tmp.npy")
             np.save(tmp, out[v])
             tmp.replace(f)
+    return out
+
+
+def outlier_bank(n: int, seed: int, workers: int = 0, cache: bool = True, quiet: bool = False) -> np.ndarray:
+    """uint8 (n, 28, 28): the recipe's non-garment pictures (fmnist.outliers.TRAIN_KINDS), rendered once and cached."""
+    import os
+
+    from fmnist import outliers
+    from fmnist.data import user_cache_dir
+
+    src = hashlib.sha256(Path(outliers.__file__).read_bytes() + P.cache_key(np.zeros(1, np.uint8), np.zeros(1)).encode())
+    f = user_cache_dir() / "pictures" / f"outliers-{n}-s{seed}-{src.hexdigest()[:16]}.npy"
+    if cache and f.is_file():
+        return np.load(f)
+    t0 = time.perf_counter()
+    out = outliers.training_outliers(n, seed * 1_000 + OUTLIER_SALT, workers or min(os.cpu_count() or 1, 16))
+    if not quiet:
+        print(f"outlier bank: {n:,} non-garment pictures ({time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
+    if cache:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_suffix(".tmp.npy")
+        np.save(tmp, out)
+        tmp.replace(f)
     return out

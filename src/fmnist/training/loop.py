@@ -31,8 +31,12 @@ def train_one_epoch(
     precision: str = "fp32",
     memory_format=torch.contiguous_format,
     progress=None,
+    outliers: "tuple | None" = None,
 ) -> tuple[float, float]:
-    """Shuffle, augment, step; returns (mean loss, accuracy) over the epoch's training batches."""
+    """Shuffle, augment, step; returns (mean loss, accuracy) over the epoch's training batches.
+
+    outliers: (pool (M, 1, 28, 28) normalised non-garment pictures, k, weight): k of them, drawn at random
+    and augmented, join every batch with a uniform target (outlier exposure: -weight x mean log-softmax)."""
     model.train()
     order = torch.randperm(len(images), generator=gen)
     total_loss, correct, seen = 0.0, 0, 0
@@ -42,16 +46,23 @@ def train_one_epoch(
         y = labels[idx].to(device)
         if augment is not None:
             x = augment(x, idx)
+        n = len(idx)
+        if outliers is not None:
+            pool, k, weight = outliers
+            o = pool[torch.randint(0, len(pool), (k,), generator=gen).to(pool.device)]
+            x = torch.cat([x, (augment(o, None) if augment is not None else o).to(x.device)])
         x = x.to(device).contiguous(memory_format=memory_format)
         with autocast(device, precision):
             logits = model(x)
-            loss = loss_fn(logits.float(), y, idx)
+            loss = loss_fn(logits[:n].float(), y, idx)
+            if outliers is not None:
+                loss = loss - weight * torch.log_softmax(logits[n:].float(), dim=1).mean()
+            logits = logits[:n]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        n = len(idx)
         total_loss += loss.item() * n
         correct += (logits.argmax(1) == y).sum().item()
         seen += n

@@ -20,9 +20,11 @@ from fmnist.evaluation.metrics import classification_report, reference_statistic
 from fmnist.models import count_flops, count_parameters, create_model
 from fmnist.preprocess import Preprocessing, dataset_stats
 from fmnist.training.augment import Augment
-from fmnist.training.bank import picture_bank
+from fmnist.training.bank import outlier_bank, picture_bank
 from fmnist.training.config import TrainConfig
 from fmnist.training.loop import Loss, loss_and_accuracy, predict_logits, train_one_epoch
+
+OUTLIER_COUNT = 12_000  # the outlier-exposure pool (TrainConfig.outliers): rendered once, cached
 
 
 @dataclass
@@ -152,6 +154,12 @@ def train(
         bank = torch.from_numpy(picture_bank(tr_x, tr_y, cfg.picture_variants, cfg.seed, workers=cfg.threads,
                                              quiet=quiet))
 
+    outliers = None
+    if cfg.outliers:
+        n_out = min(OUTLIER_COUNT, max(500, len(tr_x) // 4))  # a short run (train_limit) renders fewer
+        pool = torch.from_numpy(pre.normalize(outlier_bank(n_out, cfg.seed, workers=cfg.threads, quiet=quiet)))
+        outliers = (pool.to(device), max(1, round(cfg.outliers * cfg.batch_size)), cfg.outlier_weight)
+
     def normalize(px: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(pre.normalize(px.numpy()))
 
@@ -200,7 +208,7 @@ def train(
             model, train_t, train_y,
             optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn, batch_size=cfg.batch_size,
             gen=shuffle_gen, augment=augment if augment.active else None, device=device,
-            precision=cfg.precision, memory_format=mem_fmt, progress=bar,
+            precision=cfg.precision, memory_format=mem_fmt, progress=bar, outliers=outliers,
         )
         if bar is not None:
             bar.close()
