@@ -78,17 +78,22 @@ def test_tritonclient_against_v2(server, real_data):
     pre = read_artifact(SHIPPED).preprocessing
     x = real_data.test_images[:32]
     y = real_data.test_labels[:32]
-    # FP32, already normalised, binary tensors (the client's default), both outputs
-    inp = httpclient.InferInput("input", [32, 1, 28, 28], "FP32")
-    inp.set_data_from_numpy(pre.normalize(x))
-    outs = [httpclient.InferRequestedOutput("probabilities"), httpclient.InferRequestedOutput("labels")]
+    # FP32, already normalised, binary tensors (the client's default), every output; image 32 is blank
+    inp = httpclient.InferInput("input", [33, 1, 28, 28], "FP32")
+    inp.set_data_from_numpy(pre.normalize(np.concatenate([x, np.zeros((1, 28, 28), np.uint8)])))
+    outs = [httpclient.InferRequestedOutput(n) for n in ("probabilities", "labels", "ood_score", "flags")]
     res = client.infer("smallcnn", [inp], outputs=outs)
     probs = res.as_numpy("probabilities")
-    assert probs.shape == (32, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert probs.shape == (33, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
     labels = [b.decode() for b in res.as_numpy("labels")]
-    assert (probs.argmax(1) == y).mean() >= 0.85
+    assert (probs[:32].argmax(1) == y).mean() >= 0.85
     from fmnist.labels import CLASSES
     assert labels == [CLASSES[i] for i in probs.argmax(1)]
+    ood, flags = res.as_numpy("ood_score"), [b.decode() for b in res.as_numpy("flags")]
+    assert ood.shape == (33,) and 0 <= ood.min() and ood.max() <= 1
+    assert flags[32] == "not_a_garment" and ood[32] == 1.0 and set(flags) <= {"", "unsure", "not_a_garment"}
+    assert flags[:32].count("") >= 20  # most dataset images are answered unflagged
+    probs = probs[:32]
 
     # UINT8 raw pixels [N,28,28] as JSON data: the same probabilities
     inp8 = httpclient.InferInput("input", [32, 28, 28], "UINT8")

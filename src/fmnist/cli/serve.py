@@ -79,7 +79,10 @@ def cmd_predict(args) -> int:
         elif "error" in result:
             print(f"{path}: error: {result['error'].get('message', result['error'])}")
         else:
-            print(f"{path}: {result['label']} ({result['confidence']:.1%})"
+            flag = result.get("flag")
+            said = result["label"] if result.get("label") is not None else "(no label)"
+            print(f"{path}: {said} ({result['confidence']:.1%})"
+                  + (f" [{flag.replace('_', ' ')}: ood_score {result.get('ood_score', 0):.2f}]" if flag else "")
                   + "".join(f"  {t['label']} {t['probability']:.1%}" for t in result["top_k"][1:]))
         failures += "error" in result
     return 1 if failures else 0

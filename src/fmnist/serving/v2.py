@@ -22,7 +22,7 @@ from fmnist.serving.context import charge_images, require_model, serving_state
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 
 HEADER = "Inference-Header-Content-Length"
-OUTPUTS = ("probabilities", "labels")
+OUTPUTS = ("probabilities", "labels", "ood_score", "flags")  # flags: "" (none), "unsure" or "not_a_garment"
 _DTYPES = {"FP32": np.float32, "UINT8": np.uint8}
 
 
@@ -65,6 +65,8 @@ def model_metadata(name: str, version: "str | None" = None):
         "outputs": [
             {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
             {"name": "labels", "datatype": "BYTES", "shape": [-1]},
+            {"name": "ood_score", "datatype": "FP32", "shape": [-1]},
+            {"name": "flags", "datatype": "BYTES", "shape": [-1]},
         ],
         "parameters": {"classes": list(CLASSES), "also_accepts": "UINT8 raw pixels, shape [N,28,28] or [N,1,28,28]"},
     }
@@ -154,6 +156,22 @@ def _requested_outputs(body: dict) -> list[tuple[str, bool]]:
     return out
 
 
+def _tensor(name: str, value, as_binary: bool) -> "tuple[dict, bytes | None]":
+    """One output tensor of the response: FP32 (an array) or BYTES (a list of strings), in JSON or as binary data."""
+    if isinstance(value, np.ndarray):
+        data = value.astype(np.float32)
+        tensor = {"name": name, "datatype": "FP32", "shape": list(data.shape)}
+        if not as_binary:
+            return {**tensor, "data": [float(v) for v in data.reshape(-1)]}, None
+        blob = data.astype("<f4").tobytes()
+    else:
+        tensor = {"name": name, "datatype": "BYTES", "shape": [len(value)]}
+        if not as_binary:
+            return {**tensor, "data": value}, None
+        blob = b"".join(struct.pack("<I", len(s.encode())) + s.encode() for s in value)
+    return {**tensor, "parameters": {"binary_data_size": len(blob)}}, blob
+
+
 @bp.post("/models/<name>/infer")
 @bp.post("/models/<name>/versions/<version>/infer")
 def infer(name: str, version: "str | None" = None):
@@ -170,26 +188,14 @@ def infer(name: str, version: "str | None" = None):
         pipeline.record(st, served, g.request_id, pixels, probs, g.get("key_id"), g.get("t0"))
     p = served.predictor
     g.log_extra = {"n_images": len(probs), "model_version": p.version}
+    ood, flags = p.assess(probs)
+    values = {"probabilities": probs, "labels": [CLASSES[i] for i in probs.argmax(axis=1)], "ood_score": ood,
+              "flags": [f or "" for f in flags]}
     outputs, blobs = [], []
     for out_name, as_binary in _requested_outputs(body):
-        if out_name == "probabilities":
-            tensor = {"name": out_name, "datatype": "FP32", "shape": [len(probs), len(CLASSES)]}
-            data = probs.astype(np.float32)
-            if as_binary:
-                blob = data.astype("<f4").tobytes()
-                tensor["parameters"] = {"binary_data_size": len(blob)}
-                blobs.append(blob)
-            else:
-                tensor["data"] = [float(v) for v in data.reshape(-1)]
-        else:
-            labels = [CLASSES[i] for i in probs.argmax(axis=1)]
-            tensor = {"name": out_name, "datatype": "BYTES", "shape": [len(labels)]}
-            if as_binary:
-                blob = b"".join(struct.pack("<I", len(s.encode())) + s.encode() for s in labels)
-                tensor["parameters"] = {"binary_data_size": len(blob)}
-                blobs.append(blob)
-            else:
-                tensor["data"] = labels
+        tensor, blob = _tensor(out_name, values[out_name], as_binary)
+        if blob is not None:
+            blobs.append(blob)
         outputs.append(tensor)
     result = {"model_name": p.name, "model_version": p.version, "id": str(body.get("id", g.request_id)),
               "outputs": outputs}
