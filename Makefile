@@ -17,7 +17,7 @@ else
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 endif
 SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
-REPORT_MODELS ?= mlp mlp-deep lenet alexnet vgg smallcnn:1 smallcnn
+REPORT_MODELS ?= mlp mlp-deep lenet alexnet vgg:1 vgg smallcnn:1 smallcnn:4 smallcnn
 
 .PHONY: run test test-container setup setup-serve setup-train data test-deps report bench clean
 

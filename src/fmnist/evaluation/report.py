@@ -61,12 +61,17 @@ def write_report(refs, out: Path, registry=None, data_dir=None, command: str = "
     x, y = ds.test_images, ds.test_labels
     arts = [resolve(r, registry) for r in refs]
     bench = load_benchmark(ds)
+    from fmnist.evaluation import trust_report
+    from fmnist.outliers import ood_benchmark
+
+    ood = ood_benchmark()
     rows, preds = [], []
     for art in arts:
         pred = artifact_logits(art, x).argmax(1)
         preds.append(pred)
         rows.append(_row(art, classification_report(y, pred)))
         rows[-1]["pictures"] = picture_report(lambda px, art=art: artifact_logits(art, px), bench)
+        rows[-1]["trust"] = trust_report.trust(art, x, y, bench, ood)
 
     figs = {
         "per_class_f1": _fig_per_class(rows, out),
@@ -76,6 +81,7 @@ def write_report(refs, out: Path, registry=None, data_dir=None, command: str = "
         "misclassified": _fig_misclassified(rows, preds, x, y, out),
         "pictures": fig_pictures(rows, out),
         "picture_examples": fig_examples(ds, bench, out),
+        "coverage": trust_report.fig_coverage(rows, out),
     }
     md = _markdown(rows, figs, command, len(y))
     path = out / "report.md"
@@ -121,6 +127,9 @@ def _markdown(rows, figs, command, n_test) -> str:
     lines += ["", "(pictures: the picture benchmark below, mean over its plain-background styles; train−val gap: "
               "accuracy on clean training images minus validation accuracy at the kept epoch.)", ""]
     lines += _pictures_section(rows, figs)
+    from fmnist.evaluation.trust_report import trust_section
+
+    lines += trust_section(rows, figs)
     if base is not None:
         others = {c: np.mean([base["f1"][o] for o in CLASSES if o not in WEAK]) for c in WEAK}
         lines += [
