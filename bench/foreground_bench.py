@@ -7,7 +7,8 @@ counts; colour clustering), the picture benchmark's pictures (`fmnist.pictures`,
 the busy ones and two plain ones, to show a plain picture is left alone) are converted as /predict
 converts them and classified by the model. Prints accuracy per style, the share of pictures that took
 the extraction path and the mean conversion time per picture (one core, this process). Nothing
-reserved for independent checks is used. Not a test: figures depend on the machine.
+reserved for independent checks is used. Last, what the busy check costs a plain picture (product and
+photo styles, extraction off and on, alternating). Not a test: figures depend on the machine.
 """
 
 from __future__ import annotations
@@ -76,6 +77,24 @@ def main() -> None:
             foreground.GRABCUT_SIDE, foreground.GRABCUT_ITERS = saved
             foreground.extract = real_extract
         print(f"{label:<20}" + "".join(f"{c:>24}" for c in cells), flush=True)
+    plain_cost(rendered, to_model_pixels)
+
+
+def plain_cost(rendered: dict, to_model_pixels, rounds: int = 5) -> None:
+    """What the busy check costs a plain picture: its conversion timed with extraction off and on,
+    alternating picture by picture (the same machine state for both), best of `rounds`."""
+    for s in ("product", "photo"):
+        best = {None: float("inf"), "grabcut": float("inf")}
+        for _ in range(rounds):
+            spent = {None: 0.0, "grabcut": 0.0}
+            for im in rendered[s]:
+                for method in (None, "grabcut"):
+                    t0 = time.perf_counter()
+                    to_model_pixels(im, "auto", extract=method)
+                    spent[method] += time.perf_counter() - t0
+            best = {m: min(best[m], spent[m] / len(rendered[s])) for m in best}
+        print(f"plain {s}: conversion {best[None] * 1000:.2f} ms without the busy check, "
+              f"{best['grabcut'] * 1000:.2f} ms with it ({best['grabcut'] / best[None]:.2f}x)")
 
 
 if __name__ == "__main__":

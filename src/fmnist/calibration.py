@@ -37,8 +37,8 @@ def softmax_t(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 def entropy_share(probs: np.ndarray) -> np.ndarray:
     """Entropy of each row of probabilities as a share of the maximum (0: certain, 1: uniform)."""
-    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0)
-    return -(p * np.log(p)).sum(axis=1) / LOG_CLASSES
+    p = np.maximum(probs, 1e-12)
+    return (p * np.log(p)).sum(axis=1) / -LOG_CLASSES
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
@@ -113,6 +113,6 @@ class Calibration:
 
     def flags(self, probs: np.ndarray, ood: "np.ndarray | None" = None) -> list:
         ood = self.ood_scores(probs) if ood is None else ood
-        conf = probs.max(axis=1)
-        return ["not_a_garment" if o >= self.ood_above else "unsure" if c < self.unsure_below else None
-                for o, c in zip(ood.tolist(), conf.tolist())]
+        above, below = self.ood_above, self.unsure_below
+        return ["not_a_garment" if o >= above else "unsure" if c < below else None
+                for o, c in zip(ood.tolist(), probs.max(axis=1).tolist())]

@@ -42,8 +42,11 @@ METHODS = ("grabcut", "clusters")
 def border_stats(rgb: np.ndarray, plane: np.ndarray) -> tuple[float, float]:
     """(share of the border pixels, two deep, within PLANE_TOLERANCE of the fitted background plane; the median
     distance of those from it, in levels of 255): how much of the border is page, and how textured that page is."""
-    d = np.abs(rgb - plane).max(axis=2)
-    ring = np.concatenate([d[:2].ravel(), d[-2:].ravel(), d[2:-2, :2].ravel(), d[2:-2, -2:].ravel()])
+    def band(a: np.ndarray) -> np.ndarray:  # the border two pixels deep, (n, 3): never the whole picture
+        return np.concatenate([a[:2].reshape(-1, 3), a[-2:].reshape(-1, 3), a[2:-2, :2].reshape(-1, 3),
+                               a[2:-2, -2:].reshape(-1, 3)])
+
+    ring = np.abs(band(rgb) - band(plane)).max(axis=1)
     ok = ring <= PLANE_TOLERANCE
     if not ring.size or not ok.any():
         return (1.0, 0.0) if not ring.size else (0.0, float("inf"))

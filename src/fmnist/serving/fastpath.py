@@ -113,8 +113,8 @@ class PredictFastPath:
                       request_id, None, self.log_requests)
         return [out]
 
-    def _answer(self, job: "_Job", probs, start_response) -> list:
-        out, extra = pipeline.encode(job.served, job.request_id, probs, job.many, job.top_k, job.t0)
+    def _answer(self, job: "_Job", probs, start_response, assessed=None) -> list:
+        out, extra = pipeline.encode(job.served, job.request_id, probs, job.many, job.top_k, job.t0, assessed)
         if job.key_id:
             extra["key_id"] = job.key_id
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(out))),
@@ -143,8 +143,9 @@ class PredictFastPath:
                 log.exception("fast path failed on POST /predict; the Flask app answers instead")
                 return self.app(environ, start_response)
             self.state.metrics.observe_pictures(environ.get("fmnist.pool", "thread"), timings)
-            pipeline.record(self.state, job.served, job.request_id, pixels, probs, job.key_id, job.t0)
-            return self._answer(job, probs, start_response)
+            assessed = job.served.predictor.assess(probs)
+            pipeline.record(self.state, job.served, job.request_id, pixels, probs, job.key_id, job.t0, assessed)
+            return self._answer(job, probs, start_response, assessed)
         finally:
             self.state.metrics.http_in_progress.dec()
 
@@ -192,13 +193,17 @@ class PredictFastPath:
                     log.exception("fast path failed on a batch of %d requests; the Flask app answers them", len(group))
                     continue
                 now = time.perf_counter()
+                ood, flags = assessed = served.predictor.assess(probs)
                 pipeline.record(self.state, served, [(job.request_id, k, job.key_id or "", round((now - job.t0) * 1000, 3))
                                                      for _, job in group
-                                                     for k in range(len(job.pixels))], pixels, probs)  # once
+                                                     for k in range(len(job.pixels))], pixels, probs,
+                                assessed=assessed)  # once
+                ood = ood.tolist()
                 at = 0
                 for i, job in group:
                     n = len(job.pixels)
-                    results[i] = self._answer(job, probs[at:at + n], start_responses[i])
+                    results[i] = self._answer(job, probs[at:at + n], start_responses[i],
+                                              (ood[at:at + n], flags[at:at + n]))
                     at += n
         finally:
             self.state.metrics.http_in_progress.dec(len(jobs))

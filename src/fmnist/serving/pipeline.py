@@ -74,17 +74,19 @@ def infer(served, load) -> tuple[np.ndarray, np.ndarray]:
 
 
 def record(state, served, request_id: "str | list[tuple[str, int, str, float | None]]", pixels: np.ndarray,
-           probs: np.ndarray, key_id: "str | None" = "", t0: "float | None" = None) -> None:
+           probs: np.ndarray, key_id: "str | None" = "", t0: "float | None" = None, assessed=None) -> None:
     """Metrics and the prediction log for these predictions, with the API key's id and the request's time in
-    the server since t0 (perf_counter; WorkerState.record)."""
+    the server since t0 (perf_counter; WorkerState.record). `assessed`: the predictor's assess(probs), when
+    the caller has it already (computed once per answer)."""
     latency_ms = round((time.perf_counter() - t0) * 1000, 3) if t0 is not None else None
-    state.record(served, request_id, pixels, probs, key_id or "", latency_ms)
+    state.record(served, request_id, pixels, probs, key_id or "", latency_ms, assessed)
 
 
 _JSON = json.JSONEncoder(separators=(",", ":"))
 
 
-def encode(served, request_id: str, probs: np.ndarray, many: bool, top_k: int, t0: float) -> tuple[bytes, dict]:
+def encode(served, request_id: str, probs: np.ndarray, many: bool, top_k: int, t0: float, assessed=None
+           ) -> tuple[bytes, dict]:
     """Probabilities -> (the JSON body of /predict, the fields of its access-log line).
 
     Each answer carries its calibrated confidence, `ood_score` and `flag` (null, "unsure", "not_a_garment");
@@ -93,9 +95,9 @@ def encode(served, request_id: str, probs: np.ndarray, many: bool, top_k: int, t
     predictor = served.predictor
     model = {"name": predictor.name, "version": predictor.version}
     preds = predictor.to_predictions(probs)
-    ood, flags = predictor.assess(probs)
+    ood, flags = assessed if assessed is not None else predictor.assess(probs)
     items = []
-    for p, o, f in zip(preds, ood.tolist(), flags):
+    for p, o, f in zip(preds, ood if isinstance(ood, list) else ood.tolist(), flags):
         labelled = f is None or served.flagged_label
         items.append({"label": p.label if labelled else None, "class_id": p.class_id if labelled else None,
                       "confidence": p.confidence, "top_k": p.top_k(top_k), "ood_score": round(o, 4), "flag": f})

@@ -118,6 +118,7 @@ def predict():
         raise
     if timings:
         st.metrics.observe_pictures(request.environ.get("fmnist.pool", "thread"), timings)
-    pipeline.record(st, served, g.request_id, pixels, probs, g.get("key_id"), g.get("t0"))
-    body, g.log_extra = pipeline.encode(served, g.request_id, probs, many, query.top_k, g.t0)
+    assessed = served.predictor.assess(probs)
+    pipeline.record(st, served, g.request_id, pixels, probs, g.get("key_id"), g.get("t0"), assessed)
+    body, g.log_extra = pipeline.encode(served, g.request_id, probs, many, query.top_k, g.t0, assessed)
     return Response(body, mimetype="application/json")

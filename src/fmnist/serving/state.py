@@ -166,7 +166,8 @@ class WorkerState:
                 log.exception("model watch failed")
 
     def record(self, served: ServedModel, request_id: "str | list[tuple[str, int, str, float | None]]",
-               pixels: np.ndarray, probs: np.ndarray, key_id: str = "", latency_ms: "float | None" = None) -> None:
+               pixels: np.ndarray, probs: np.ndarray, key_id: str = "", latency_ms: "float | None" = None,
+               assessed=None) -> None:
         """Metrics and the prediction log for each image (pixels: uint8 (N, 28, 28)) of one request
         (request_id, asked with the API key `key_id`, in the server for latency_ms so far), or of several at
         once: then one (request id, index in its request, key id, latency ms) per image."""
@@ -174,7 +175,7 @@ class WorkerState:
         ids = probs.argmax(axis=1)
         conf = probs.max(axis=1)
         mean_px = pixels.reshape(n, -1).mean(axis=1) / 255.0
-        ood, flags = served.predictor.assess(probs)
+        ood, flags = assessed if assessed is not None else served.predictor.assess(probs)
         self.metrics.observe_predictions(served.version, ids, conf, mean_px, ood, flags)
         keys = ([(request_id, i, key_id, latency_ms) for i in range(n)] if isinstance(request_id, str)
                 else request_id)
