@@ -176,7 +176,7 @@ def test_idx_with_labels_summary_and_parquet(tmp_path):
         labels = images.with_name("t10k-labels-idx1-ubyte.gz")
     _batch(images, "--labels", labels, "--model", SHIPPED, "--out", tmp_path / "r.parquet")
     table = pa.read_table(tmp_path / "r.parquet")
-    assert table.num_rows == 10_000 and json.loads(table.schema.metadata[b"fmnist_model"])["version"] == "4"
+    assert table.num_rows == 10_000 and json.loads(table.schema.metadata[b"fmnist_model"])["version"] == SHIPPED.name
     summary = json.loads((tmp_path / "r.parquet.summary.json").read_text())
     manifest = json.loads((SHIPPED / "manifest.json").read_text())
     assert summary["accuracy"]["accuracy"] == pytest.approx(manifest["metrics"]["test"]["accuracy"], abs=1e-4)

@@ -184,7 +184,7 @@ def test_dashboard_asks_for_a_key_once_and_keeps_it_for_the_tab(tmp_path, browse
 
 @pytest.mark.realdata
 def test_dashboard_shows_a_rollout_side_by_side(tmp_path, real_data, browser_works):
-    """A shadow rollout of smallcnn:1 against smallcnn:4: the rollout panel shows both versions' evidence, each
+    """A shadow rollout of smallcnn:4 against smallcnn:5: the rollout panel shows both versions' evidence, each
     gate with its status, and the verdict."""
     import shutil
 
@@ -195,9 +195,9 @@ def test_dashboard_shows_a_rollout_side_by_side(tmp_path, real_data, browser_wor
     from tests.conftest import REPO
 
     registry = tmp_path / "models"
-    for v in ("1", "4"):
+    for v in ("4", "5"):
         shutil.copytree(REPO / "models" / "smallcnn" / v, registry / "smallcnn" / v)
-    rollout_plan.start("smallcnn", "1", "shadow", gates=rollout_plan.Gates(min_requests=100, min_seconds=3600),
+    rollout_plan.start("smallcnn", "4", "shadow", gates=rollout_plan.Gates(min_requests=100, min_seconds=3600),
                        root=registry)
     with running_server(tmp_path, "--model", "smallcnn", "--registry", str(registry), workers=1,
                         extra_env={"FMNIST_RELOAD_INTERVAL": "0.5"}) as srv:
@@ -211,7 +211,7 @@ def test_dashboard_shows_a_rollout_side_by_side(tmp_path, real_data, browser_wor
             wait.until(lambda d: d.find_element(By.ID, "rollout-panel").is_displayed())
             wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#rollout-versions tbody tr")) == 2)
             title = driver.find_element(By.ID, "rollout-title").text
-            assert title.startswith("smallcnn:1 shadow against production 4") and "running" in title
+            assert title.startswith("smallcnn:4 shadow against production 5") and "running" in title
             wait.until(lambda d: "verdict: wait" in d.find_element(By.ID, "rollout-verdict").text)  # min_seconds
             gates = {r.find_elements(By.TAG_NAME, "td")[0].text: r.find_elements(By.TAG_NAME, "td")[3].text
                      for r in driver.find_elements(By.CSS_SELECTOR, "#rollout-gates tbody tr")}

@@ -1,5 +1,6 @@
 """`fmnist import` of the lesson's Keras model (.keras and .h5), of ONNX files, and of bad files; the
-imported models served by a real Gunicorn answer as Keras itself does. Keras runs on the torch
+imported models served by a real Gunicorn answer as Keras itself does, at the temperature the import
+calibrated. Keras runs on the torch
 backend (no TensorFlow); the tests skip, saying why, where keras is not installed."""
 
 import json
@@ -12,6 +13,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from fmnist.calibration import softmax_t
 from tests.conftest import REPO, running_server
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
@@ -51,6 +53,11 @@ def _import(registry, *args) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600, cwd=REPO)
 
 
+def _temperature(registry, name: str) -> float:
+    """The temperature `fmnist import` calibrated the model with (served probabilities are softmax(logits / T))."""
+    return json.loads((registry / name / "1" / "manifest.json").read_text())["calibration"]["temperature"]
+
+
 def _served(url: str, images: np.ndarray) -> "tuple[list, np.ndarray]":
     labels, conf = [], []
     for i in range(0, len(images), 60):
@@ -76,15 +83,17 @@ def test_the_lessons_keras_and_h5_files_are_served_as_keras_predicts(lesson, rea
         assert manifest["preprocessing"]["mean"] == 0.0 and manifest["preprocessing"]["std"] == 1.0
         assert manifest["metrics"]["test"]["accuracy"] > 0.7 and manifest["reference"]["class_distribution"]
         assert len(manifest["training"]["source_sha256"]) == 64
+        assert manifest["calibration"]["fitted_on"].startswith("validation split")  # imported models get it too
     images = real_data.test_images[:300]
     want = lesson["model"].predict(images.astype("float32")[..., None] / 255.0, verbose=0)
     for name in ("lesson", "lesson-h5"):
         with running_server(tmp_path, "--model", name, "--registry", str(registry), workers=1) as srv:
             labels, conf = _served(srv["url"], images)
         assert labels == [CLASSES[i] for i in want.argmax(1)]
-        diff = float(np.abs(conf - want.max(1)).max())
-        print(f"{name}: served vs Keras on 300 test images: labels agree, max |confidence diff| {diff:.1e}")
-        assert diff <= 1e-4  # softmax applied once: the served confidence is Keras's own probability
+        t = _temperature(registry, name)
+        diff = float(np.abs(conf - softmax_t(np.log(want), t).max(1)).max())
+        print(f"{name}: served vs Keras on 300 test images: labels agree, max |confidence diff| {diff:.1e} (T={t:.3f})")
+        assert diff <= 1e-4  # softmax applied once: the served confidence is Keras's own, calibrated
 
 
 def test_a_logits_model_an_onnx_file_and_another_class_order(lesson, real_data, tmp_path):
@@ -107,13 +116,16 @@ def test_a_logits_model_an_onnx_file_and_another_class_order(lesson, real_data, 
     probs = lesson["model"].predict(x, verbose=0)
     with running_server(tmp_path, "--model", "logits", "--registry", str(registry), workers=1) as srv:
         labels, conf = _served(srv["url"], images)
-    assert labels == [CLASSES[i] for i in z.argmax(1)] and np.abs(conf - p.max(1)).max() <= 1e-4
+    want = softmax_t(z, _temperature(registry, "logits")).max(1)
+    assert labels == [CLASSES[i] for i in z.argmax(1)] and np.abs(conf - want).max() <= 1e-4
     with running_server(tmp_path, "--model", "from-onnx", "--registry", str(registry), workers=1) as srv:
         labels, conf = _served(srv["url"], images)
-    assert labels == [CLASSES[i] for i in z.argmax(1)] and np.abs(conf - p.max(1)).max() <= 1e-4
+    want = softmax_t(z, _temperature(registry, "from-onnx")).max(1)
+    assert labels == [CLASSES[i] for i in z.argmax(1)] and np.abs(conf - want).max() <= 1e-4
     with running_server(tmp_path, "--model", "reversed", "--registry", str(registry), workers=1) as srv:
         labels, conf = _served(srv["url"], images)
-    assert labels == [order[i] for i in probs.argmax(1)] and np.abs(conf - probs.max(1)).max() <= 1e-4
+    want = softmax_t(np.log(probs), _temperature(registry, "reversed")).max(1)
+    assert labels == [order[i] for i in probs.argmax(1)] and np.abs(conf - want).max() <= 1e-4
 
 
 def test_unsafe_and_broken_files_are_refused_and_nothing_is_written(lesson, tmp_path):

@@ -32,8 +32,9 @@ def test_every_style_renders_deterministically_and_converts_to_28x28():
         assert np.array_equal(np.asarray(a), np.asarray(b)), style
         seen = P.roundtrip(px, 3, style, P.image_rng(1, 0, style))
         assert seen.shape == (28, 28) and seen.dtype == np.uint8 and seen.max() > 0
-    assert set(P.TRAIN_STYLES) | {"lineart", "cluttered"} == set(P.STYLE_NAMES)
-    assert not {"lineart", "cluttered"} & set(P.TRAIN_STYLES)  # held out from the training recipe
+    assert set(P.TRAIN_STYLES) | {"lineart", "cluttered", "onphoto"} == set(P.STYLE_NAMES)
+    assert not {"lineart", "cluttered", "onphoto"} & set(P.TRAIN_STYLES)  # held out from the training recipe
+    assert P.PHOTO_SETS == {"busy": "train", "onphoto": "held_out"}  # two photo sets, never mixed
     assert not np.array_equal(P.roundtrip(px, 3, "product", P.image_rng(1, 0)),
                               P.roundtrip(px, 3, "product", P.image_rng(1, 1)))
 
@@ -174,3 +175,17 @@ def test_a_large_picture_is_converted_in_bounded_memory():
     assert peak < 100e6, f"{peak / 1e6:.0f} MB"  # a full-size float copy alone would be 240 MB
     rows, cols = np.nonzero(out > 60)
     assert rows.max() - rows.min() + 1 >= 27 and 17 <= cols.max() - cols.min() + 1 <= 20  # 2:3, long edge 28
+
+
+def test_the_two_background_sets_share_no_picture():
+    """The training style and the held-out benchmark style lay garments on different photographs (by content)."""
+    import hashlib
+
+    from fmnist import backgrounds
+
+    digests = {which: {hashlib.sha256(a.tobytes()).hexdigest() for a in backgrounds.photos(which)}
+               for which in backgrounds.SETS}
+    assert len(digests["train"]) == 34 and len(digests["held_out"]) == 30
+    assert not digests["train"] & digests["held_out"]
+    names = (backgrounds.HERE / "SOURCES.tsv").read_text().splitlines()[1:]
+    assert {line.split("\t")[0] for line in names} == set(backgrounds.SETS) and len(names) == 64

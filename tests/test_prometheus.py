@@ -40,7 +40,7 @@ def test_grafana_dashboard_covers_the_panels():
     dash = json.loads((REPO / "deploy" / "grafana" / "fmnist-dashboard.json").read_text())
     titles = " | ".join(p["title"] for p in dash["panels"]).lower()
     for word in ("requests/s", "p99", "5xx", "class share", "confidence", "drift", "accuracy", "cpu", "memory",
-                 "gpu", "model in service"):
+                 "gpu", "model in service", "flagged", "not a garment"):
         assert word in titles, word
 
 

@@ -19,7 +19,7 @@ import pytest
 from fmnist.errors import InvalidValue
 from fmnist.rollout import gates as rollout_gates
 from fmnist.rollout import plan as rollout_plan
-from tests.conftest import REPO, needs, program, running_server
+from tests.conftest import REPO, SHIPPED, needs, program, running_server
 from tests.wrk import COUNT_NON200
 
 CLASSES_SWAPPED = "Trouser,T-shirt/top,Pullover,Dress,Coat,Sandal,Shirt,Sneaker,Bag,Ankle boot"
@@ -97,11 +97,11 @@ def test_gates_decide_on_evidence_and_not_before():
 def test_plan_start_decide_once(tmp_path):
     shutil.copytree(REPO / "models" / "smallcnn", tmp_path / "smallcnn")
     with pytest.raises(InvalidValue, match="already production"):
-        rollout_plan.start("smallcnn", "4", "shadow", root=tmp_path)
+        rollout_plan.start("smallcnn", SHIPPED.name, "shadow", root=tmp_path)
     with pytest.raises(InvalidValue, match="exclusive"):
         rollout_plan.start("smallcnn", "1", "canary", share=1.0, root=tmp_path)
     plan = rollout_plan.start("smallcnn", "1", "canary", share=0.1, root=tmp_path)
-    assert plan.production == "4" and plan.running
+    assert plan.production == SHIPPED.name and plan.running
     with pytest.raises(InvalidValue, match="is running"):
         rollout_plan.start("smallcnn", "1", "shadow", root=tmp_path)
     results = []
@@ -164,22 +164,24 @@ def _wait_state(name, registry, timeout):
 @pytest.mark.integration
 @needs("wrk")
 def test_canary_then_shadow_under_load_promote_and_roll_back(tmp_path, real_data):
-    """Two loop workers under wrk (distinct X-Client-IDs): a canary of 10 % for smallcnn:1 answers 8-12 % of the
-    traffic and is promoted by the gates; then a shadow of a bad candidate (smallcnn:4 with two classes swapped,
-    imported) answers nobody, is logged for every request it saw, and is rolled back by the gates; a worker
+    """Two loop workers under wrk (distinct X-Client-IDs): a canary of 10 % for smallcnn:5 (production: smallcnn:4)
+    answers 8-12 % of the traffic and is promoted by the gates; then a shadow of a bad candidate (smallcnn:5 with
+    two classes swapped, imported) answers nobody, is logged for every request it saw, and is rolled back by the gates; a worker
     killed mid-rollout comes back into it; not one request fails."""
     registry = tmp_path / "models"
     registry.mkdir()
-    shutil.copytree(REPO / "models" / "smallcnn" / "1", registry / "smallcnn" / "1")
     shutil.copytree(REPO / "models" / "smallcnn" / "4", registry / "smallcnn" / "4")
+    shutil.copytree(REPO / "models" / "smallcnn" / "5", registry / "smallcnn" / "5")
     _cli("promote", "smallcnn", "4", registry=registry)
-    script = _many_images_script(tmp_path / "load.lua", real_data.test_images[:100])
+    # 1,000 distinct images: the gates compare two distributions, which 100 repeated images make coarse
+    script = _many_images_script(tmp_path / "load.lua", real_data.test_images[:1000])
     env = {"FMNIST_RELOAD_INTERVAL": "0.5"}
     with running_server(tmp_path, "--model", "smallcnn", "--registry", str(registry), "--worker", "loop",
                         workers=2, extra_env=env) as srv:
         db = tmp_path / "predictions.sqlite"
-        # 1) canary 10 % of smallcnn:1, gates after 300 requests and 4 s
-        _cli("rollout", "start", "smallcnn", "1", "--canary", "10", "--gate", "min_requests=300",
+        # 1) canary 10 % of smallcnn:5, gates after 300 requests and 4 s (two calibrated models of one recipe
+        # family: smallcnn:1 against smallcnn:4 now fails the confidence KS gate, their temperatures differ)
+        _cli("rollout", "start", "smallcnn", "5", "--canary", "10", "--gate", "min_requests=300",
              "--gate", "min_seconds=4", registry=registry)
         _load_without_failures(srv["url"], script, 8)
         plan = _wait_state("smallcnn", registry, 20)
@@ -187,19 +189,19 @@ def test_canary_then_shadow_under_load_promote_and_roll_back(tmp_path, real_data
         with sqlite3.connect(db) as conn:
             counts = dict(conn.execute("SELECT model_version, COUNT(*) FROM predictions WHERE ts >= ? AND ts <= ? "
                                        "GROUP BY model_version", (plan.started, plan.decision["at"])).fetchall())
-        share = counts.get("1", 0) / sum(counts.values())
+        share = counts.get("5", 0) / sum(counts.values())
         ev = plan.decision["evidence"]
-        print(f"canary: {share:.1%} of {sum(counts.values())} answers from version 1; promoted after "
+        print(f"canary: {share:.1%} of {sum(counts.values())} answers from version 5; promoted after "
               f"{ev['evidence']} candidate answers and {ev['elapsed_s']:.1f} s")
         assert 0.08 <= share <= 0.12, counts
         status = _cli("rollout", "status", "smallcnn", "--prediction-log", str(db), registry=registry)
         assert "promoted by gates" in status and "verdict: promote" in status
         deadline = time.monotonic() + 10
         while json.loads(subprocess.run(["curl", "-s", srv["url"] + "/model"], capture_output=True,
-                                        text=True).stdout)["version"] != "1" and time.monotonic() < deadline:
+                                        text=True).stdout)["version"] != "5" and time.monotonic() < deadline:
             time.sleep(0.2)  # every worker follows the production alias to the promoted version
-        # 2) shadow of a bad candidate: smallcnn:1 is production now; version 5 swaps T-shirt/top and Trouser
-        subprocess.run([sys.executable, "-m", "fmnist.cli", "import", str(registry / "smallcnn" / "1" / "model.onnx"),
+        # 2) shadow of a bad candidate: smallcnn:5 is production now; version 6 swaps T-shirt/top and Trouser
+        subprocess.run([sys.executable, "-m", "fmnist.cli", "import", str(registry / "smallcnn" / "5" / "model.onnx"),
                         "--name", "smallcnn", "--mean", "0.2860", "--std", "0.3530", "--classes", CLASSES_SWAPPED,
                         "--no-eval", "--registry", str(registry)], check=True, capture_output=True, timeout=120)
         bad = sorted(os.listdir(registry / "smallcnn"), key=lambda v: int(v) if v.isdigit() else -1)[-1]

@@ -119,4 +119,12 @@ def trust_section(rows: list, figs: dict) -> list:
     lines += ["", "(answered: neither flag; coverage at 95 %: the largest share of the pictures, most confident "
               "first, whose accuracy is still 95 %; OOD AUROC: the ood_score separating non-garments from garment "
               "pictures, mean over the kinds.)", "", f"![coverage vs accuracy]({figs['coverage']})", ""]
+    if rows:
+        last = rows[-1]
+        lines += [f"Per style, {last['label']}: accuracy of all answers → share answered without a flag, and their "
+                  "accuracy.", "", "| style | accuracy | answered | accuracy of answered |", "|---|---:|---:|---:|"]
+        for style, v in last["trust"]["per_style"].items():
+            acc = f"{100 * v['accuracy']:.1f} %" if v["accuracy"] is not None else "-"
+            lines.append(f"| {style} | {100 * v['raw_accuracy']:.1f} % | {100 * v['coverage']:.1f} % | {acc} |")
+        lines.append("")
     return lines
