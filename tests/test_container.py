@@ -294,7 +294,7 @@ def test_the_registry_volume_variant_follows_a_rollout_plan_without_a_new_image(
         assert versions == {"1", SHIPPED.name}, versions
         status = subprocess.run(["podman", "exec", ctr, "fmnist", "rollout", "status", "smallcnn"],
                                 capture_output=True, text=True, env=env)
-        assert status.returncode == 0 and "canary 50% of version 1 against production 4" in status.stdout, status
+        assert status.returncode == 0 and f"canary 50% of version 1 against production {SHIPPED.name}" in status.stdout, status
     finally:
         _down(tmp_path, env)
         subprocess.run(["podman", "volume", "rm", "-f", "fmnist-models"], capture_output=True, env=env)

@@ -157,3 +157,20 @@ def test_busy_photo_takes_the_heavy_pool_and_is_counted(tmp_path, real_data):
         assert _metric(srv["url"], "fmnist_pictures_total", size="small", where="heavy_pool") == 2
         assert _metric(srv["url"], "fmnist_predictions_flagged_total", model_version=SHIPPED.name,
                        flag="not_a_garment") == 1
+
+
+def test_drift_flags_traffic_the_model_does_not_know():
+    """The prediction log's window carries each answer's flag: a window where 30 % are not_a_garment (expected 2 %)
+    is an alert; one with the expected share is ok; fmnist batch's windows (no flags) have no such check."""
+    from fmnist.monitoring.drift import Thresholds, drift_report
+    from fmnist.registry import resolve
+
+    reference = resolve(str(SHIPPED)).manifest["reference"]
+    n = 1000
+    base = {"class_id": np.arange(n) % 10, "confidence": np.full(n, 0.9), "mean_pixel": np.full(n, 0.3)}
+    odd = drift_report({**base, "flag": ["not_a_garment"] * 300 + [""] * 700}, reference, Thresholds.from_settings())
+    usual = drift_report({**base, "flag": ["not_a_garment"] * 20 + ["unsure"] * 100 + [""] * 880}, reference,
+                         Thresholds.from_settings())
+    assert odd["checks"]["not_a_garment_excess"]["status"] == "alert" and odd["window"]["flagged_share"]["not_a_garment"] == 0.3
+    assert usual["checks"]["not_a_garment_excess"]["score"] == 0.0
+    assert "not_a_garment_excess" not in drift_report(base, reference, Thresholds.from_settings())["checks"]

@@ -73,9 +73,7 @@ def window_histograms(window: dict, reference: dict) -> dict:
     px_edges = np.asarray(reference["mean_pixel_histogram"]["edges"], float)
     conf = np.asarray(window["confidence"], float)
     px = np.asarray(window["mean_pixel"], float)
-    flags = window.get("flag") or []
-    return {
-        "flag_counts": [sum(f == name for f in flags) for name in FLAGS],
+    out = {
         "n": int(len(window["class_id"])),
         "class_counts": np.bincount(np.asarray(window["class_id"], int), minlength=NUM_CLASSES).tolist(),
         "confidence_counts": np.histogram(np.clip(conf, conf_edges[0], conf_edges[-1]), bins=conf_edges)[0].tolist(),
@@ -83,6 +81,9 @@ def window_histograms(window: dict, reference: dict) -> dict:
         "confidence_sum": float(conf.sum()),
         "mean_pixel_sum": float(px.sum()),
     }
+    if "flag" in window:  # the prediction log's windows carry each answer's flag; fmnist batch's parts do not
+        out["flag_counts"] = [sum(f == name for f in window["flag"]) for name in FLAGS]
+    return out
 
 
 def _ks_counts(live_counts, ref_counts) -> float:
@@ -108,15 +109,15 @@ def drift_from_histograms(h: dict, reference: dict, th: Thresholds) -> dict:
     expected = reference.get("flagged_share") or {}
     scores = {
         "class_psi": (psi(share, ref_share) if n else 0.0, th.psi_warn, th.psi_alert),
-        # more answers flagged not_a_garment than on the validation pictures: traffic the model does not know
-        "not_a_garment_excess": (max(0.0, float(flag_share[1]) - float(expected.get("not_a_garment", 0.0))),
-                                 OOD_EXCESS_WARN, OOD_EXCESS_ALERT),
         "confidence_ks": (_ks_counts(h["confidence_counts"], reference["confidence_histogram"]["counts"]),
                           th.ks_warn, th.ks_alert),
         "mean_pixel_ks": (_ks_counts(h["mean_pixel_counts"], reference["mean_pixel_histogram"]["counts"]),
                           th.ks_warn, th.ks_alert),
         "dominant_class_share": (float(share.max()) if n else 0.0, th.dominance_warn, th.dominance_alert),
     }
+    if "flag_counts" in h:  # more answers flagged not_a_garment than on the validation pictures: unknown traffic
+        scores["not_a_garment_excess"] = (max(0.0, float(flag_share[1]) - float(expected.get("not_a_garment", 0.0))),
+                                          OOD_EXCESS_WARN, OOD_EXCESS_ALERT)
     enough = n >= th.min_samples
     checks = {
         name: {"score": round(score, 6), "warn": warn, "alert": alert,
@@ -136,7 +137,7 @@ def drift_from_histograms(h: dict, reference: dict, th: Thresholds) -> dict:
             "confidence_mean": h["confidence_sum"] / n if n else None,
             "confidence_histogram": conf_hist.tolist(),
             "mean_pixel_mean": h["mean_pixel_sum"] / n if n else None,
-            "flagged_share": dict(zip(FLAGS, flag_share.round(6).tolist())),
+            "flagged_share": dict(zip(FLAGS, flag_share.round(6).tolist())) if "flag_counts" in h else None,
         },
         "reference": {
             "class_distribution": dict(zip(CLASSES, ref_share.round(6).tolist())),
