@@ -174,3 +174,10 @@ def test_drift_flags_traffic_the_model_does_not_know():
     assert odd["checks"]["not_a_garment_excess"]["status"] == "alert" and odd["window"]["flagged_share"]["not_a_garment"] == 0.3
     assert usual["checks"]["not_a_garment_excess"]["score"] == 0.0
     assert "not_a_garment_excess" not in drift_report(base, reference, Thresholds.from_settings())["checks"]
+
+
+def test_a_loop_limit_that_would_run_the_costly_path_on_the_event_loop_is_refused(make_app):
+    from fmnist.errors import InvalidValue
+
+    with pytest.raises(InvalidValue, match="loop_max_pixels must be below 2304"):
+        make_app(loop_max_pixels=4096)

@@ -144,12 +144,6 @@ class Settings:
             raise InvalidValue(f"heavy_nice must be 0-19 (how much lower the heavy threads' priority is), got {self.heavy_nice}")
         if self.max_batch_wait_ms < 0:
             raise InvalidValue("max_batch_wait_ms must be >= 0")
-        from fmnist.foreground import EXTRACT_MIN_SIDE
-
-        if self.loop_max_pixels >= EXTRACT_MIN_SIDE ** 2:  # a busy picture's costly path must never run on the loop
-            raise InvalidValue(f"loop_max_pixels must be below {EXTRACT_MIN_SIDE ** 2} ({EXTRACT_MIN_SIDE}x"
-                               f"{EXTRACT_MIN_SIDE}: pictures from that size may take the foreground extraction, "
-                               f"which runs in the heavy pool), got {self.loop_max_pixels}")
 
     def exposure_problem(self) -> "str | None":
         """Why serving these settings would be unsafe (no API keys, on an address others can reach, and not

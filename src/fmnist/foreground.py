@@ -7,8 +7,8 @@ the whole picture, and the model sees the gravel. So:
 - `is_busy`: decided from the picture itself, by how much of its border the fitted background plane
   explains (a plain page, a lighting gradient: nearly all; grass, wood, a sofa: little) and how textured
   the part it explains is. Cheap (the border only), and only for pictures of at least EXTRACT_MIN_SIDE
-  pixels a side, which the loop worker never converts on its event loop (config.Settings checks
-  loop_max_pixels against it).
+  pixels a side, which the loop worker never converts on its event loop (create_app refuses a
+  loop_max_pixels that would let it).
 - `extract`: OpenCV's GrabCut (Rother et al. 2004), seeded with a rectangle INSET inside the border
   (a garment photographed is in the middle of the frame), run at GRABCUT_SIDE pixels for GRABCUT_ITERS
   iterations: its cost is bounded whatever the picture (~15-25 ms on one core). The largest connected

@@ -8,6 +8,7 @@ import sys
 from flask import Flask
 
 from fmnist.config import Settings
+from fmnist.errors import InvalidValue
 from fmnist.serving.errors import register_error_handlers
 from fmnist.serving.reqlog import init_request_logging
 from fmnist.serving.state import WorkerState
@@ -57,6 +58,12 @@ def _dropped_counter(routes: frozenset, metrics):
 def create_app(config: "dict | Settings | None" = None) -> Flask:
     """Settings: defaults < $FMNIST_CONFIG file < FMNIST_* variables < `config`. Loads the model once."""
     settings = config if isinstance(config, Settings) else Settings.load(config)
+    from fmnist.foreground import EXTRACT_MIN_SIDE
+
+    if settings.loop_max_pixels >= EXTRACT_MIN_SIDE ** 2:  # a busy picture's costly path never runs on the loop
+        raise InvalidValue(f"loop_max_pixels must be below {EXTRACT_MIN_SIDE ** 2} ({EXTRACT_MIN_SIDE}x{EXTRACT_MIN_SIDE}: "
+                           f"pictures from that size may take the foreground extraction, which belongs in the heavy "
+                           f"pool), got {settings.loop_max_pixels}")
     app = Flask("fmnist")
     # HEAVY_POOL: the loop worker's threads and queue for requests the fast path marks heavy (big pictures)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_content_length, JSON_SORT_KEYS=False,
