@@ -39,7 +39,9 @@ def test_unknown_option_is_refused():
 
 @pytest.mark.realdata
 def test_short_real_training_run_learns(real_data, tmp_path):
-    cfg = config_for("smallcnn", epochs=2, train_limit=3000, eval_limit=1000, threads=1, seed=3)
+    # the shipped recipe (pictures, outlier exposure) on a short run; one round trip per image keeps it short
+    cfg = config_for("smallcnn", epochs=2, train_limit=3000, eval_limit=1000, threads=1, seed=3, picture_variants=1)
+    assert cfg.outliers > 0 and cfg.pictures > 0
     result = train(cfg, dataset=real_data, checkpoint=tmp_path / "ck.pt", quiet=True)
     assert result.test_report["n"] == 1000
     assert result.test_report["accuracy"] > 0.65  # chance is 0.10
