@@ -62,7 +62,8 @@ def catalogue(tmp_path_factory, real_data):
 @pytest.mark.integration
 @pytest.mark.realdata
 def test_answers_are_predicts_answers(catalogue, make_app, tmp_path):
-    """Every file's answer is what POST /predict answers for the same bytes (label, top-k, confidence)."""
+    """Every file's answer is what POST /predict answers for the same bytes (label, top-k, confidence, ood_score,
+    flag)."""
     d, _, labels = catalogue
     _batch(d, "--model", SHIPPED, "--out", tmp_path / "r.jsonl", "--workers", "2", "--chunk", "7")
     rows = {r["id"]: r for r in _rows(tmp_path / "r.jsonl")}
@@ -74,6 +75,7 @@ def test_answers_are_predicts_answers(catalogue, make_app, tmp_path):
         assert row["label"] == ans["label"] and row["class_id"] == ans["class_id"], rid
         assert row["confidence"] == pytest.approx(ans["confidence"], abs=1e-6)
         assert [t["label"] for t in row["top_k"]] == [t["label"] for t in ans["top_k"]]
+        assert row["ood_score"] == pytest.approx(ans["ood_score"], abs=1e-4) and row["flag"] == ans["flag"], rid
         assert row["model"] == ans["model"]
 
 
@@ -180,7 +182,9 @@ def test_idx_with_labels_summary_and_parquet(tmp_path):
     summary = json.loads((tmp_path / "r.parquet.summary.json").read_text())
     manifest = json.loads((SHIPPED / "manifest.json").read_text())
     assert summary["accuracy"]["accuracy"] == pytest.approx(manifest["metrics"]["test"]["accuracy"], abs=1e-4)
-    assert set(summary["drift"]["checks"]) == {"class_psi", "confidence_ks", "mean_pixel_ks", "dominant_class_share"}
+    assert set(summary["drift"]["checks"]) == {"class_psi", "confidence_ks", "mean_pixel_ks", "dominant_class_share",
+                                               "not_a_garment_excess"}
+    assert summary["flagged"]["not_a_garment"] <= 0.05 * 10_000 and sum(table.column("flag").is_null().to_pylist()) > 7_000
     assert summary["drift"]["status"] == "ok"  # the test set is what the reference was measured on
     assert (tmp_path / "r.parquet.summary.png").stat().st_size > 10_000
 
@@ -243,8 +247,10 @@ def test_jsonl_columns_are_json_dumps_of_the_answer_rows():
     probs = rng.dirichlet(np.ones(10), 50).astype(np.float32)
     probs[3] = np.float32(0.1)  # a ten-way tie: the first class wins, as argmax and the server say
     ids = [f"img-{i}" for i in range(48)] + ['quote"and\\backslash', "ünïcode/щ"]
+    flags = [None, "unsure", "not_a_garment"] * 16 + [None, None]
     answers = Answers(ids, [None if i % 2 else f"dir/{i}.png" for i in range(50)], [i % 10 if i % 3 else None
-                                                                                  for i in range(50)], probs)
+                                                                                  for i in range(50)], probs,
+                      rng.random(50), flags)
     model = {"name": "m", "version": "7", "model_onnx_sha256": "x", "path": "/p"}
     got = writers.rows_bytes(answers, "jsonl", model, 3)
     want = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in answers.rows(3, model)).encode()

@@ -177,15 +177,19 @@ class Answers:
     paths: list
     true_labels: list  # int or None each
     probs: np.ndarray  # (n, 10) float32
+    ood: "np.ndarray | None" = None  # (n,) the answers' ood_score (Predictor.assess)
+    flags: "list | None" = None  # None, "unsure" or "not_a_garment" each
 
     def rows(self, top_k: int, model: dict) -> list:
         """As dicts, the way POST /predict answers (Predictor.to_predictions): for tests and small runs."""
         from fmnist.inference import Predictor
 
         out = []
-        for rid, path, true, pred in zip(self.ids, self.paths, self.true_labels, Predictor.to_predictions(self.probs)):
+        for i, (rid, path, true, pred) in enumerate(zip(self.ids, self.paths, self.true_labels,
+                                                         Predictor.to_predictions(self.probs))):
             out.append({"id": rid, "path": path, "label": pred.label, "class_id": pred.class_id,
-                        "confidence": pred.confidence, "top_k": pred.top_k(top_k), "true_label": true,
+                        "confidence": pred.confidence, "top_k": pred.top_k(top_k),
+                        "ood_score": round(float(self.ood[i]), 4), "flag": self.flags[i], "true_label": true,
                         "model": {"name": model["name"], "version": model["version"]}})
         return out
 
@@ -195,12 +199,15 @@ def classify_chunk(clf: Classifier, items: list, pixels: np.ndarray, ok: list, e
     from fmnist.monitoring.drift import window_histograms
 
     probs = clf.probabilities(pixels)
-    answers = Answers([items[k].id for k in ok], [items[k].path for k in ok], [items[k].label for k in ok], probs)
+    ood, flags = clf.predictor.assess(probs)
+    answers = Answers([items[k].id for k in ok], [items[k].path for k in ok], [items[k].label for k in ok], probs,
+                      ood, flags)
     err_rows = [{"id": items[k].id, "path": items[k].path, "error": reason} for k, reason in errors]
     ref = clf.artifact.manifest.get("reference") or {}
     mean_px = pixels.reshape(len(pixels), -1).mean(axis=1) / 255.0 if len(pixels) else np.zeros(0)
     predicted = probs.argmax(1)
-    window = {"class_id": predicted, "confidence": probs.max(1) if len(probs) else np.zeros(0), "mean_pixel": mean_px}
+    window = {"class_id": predicted, "confidence": probs.max(1) if len(probs) else np.zeros(0), "mean_pixel": mean_px,
+              "flag": flags}
     stats = window_histograms(window, ref) if ref else {"n": len(probs)}
     confusion = np.zeros((10, 10), np.int64)
     for true, pred in zip(answers.true_labels, predicted.tolist()):

@@ -25,11 +25,17 @@ def summarise(stats: list, manifest: dict, meta: dict) -> dict:
              for key in ("class_counts", "confidence_counts", "mean_pixel_counts")}
         h.update(n=n, confidence_sum=sum(s["confidence_sum"] for s in stats),
                  mean_pixel_sum=sum(s["mean_pixel_sum"] for s in stats))
+        if all("flag_counts" in s for s in stats):
+            h["flag_counts"] = np.sum([np.asarray(s["flag_counts"]) for s in stats], axis=0).tolist()
         th = Thresholds.from_settings()
         drift = drift_from_histograms(h, ref, th)
         out["class_counts"] = dict(zip(CLASSES, h["class_counts"]))
         out["confidence_histogram"] = {"edges": ref["confidence_histogram"]["edges"], "counts": h["confidence_counts"]}
         out["drift"] = drift
+        if "flag_counts" in h:
+            from fmnist.calibration import FLAGS
+
+            out["flagged"] = dict(zip(FLAGS, h["flag_counts"]))
     labelled = int(confusion.sum())
     if labelled:
         per_class = {c: (float(confusion[i, i] / confusion[i].sum()) if confusion[i].sum() else None)

@@ -18,7 +18,8 @@ from fmnist.errors import InvalidValue
 from fmnist.labels import CLASSES
 
 FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet"}
-CSV_COLUMNS = ("id", "path", "label", "class_id", "confidence", "true_label", "model_name", "model_version", "top_k")
+CSV_COLUMNS = ("id", "path", "label", "class_id", "confidence", "true_label", "model_name", "model_version", "top_k",
+               "ood_score", "flag")
 _encode_str = json.encoder.encode_basestring_ascii  # json.dumps' own string encoder (C)
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -82,6 +83,8 @@ def rows_bytes(answers, fmt: str, model: dict, top_k: int) -> bytes:
     conf = [p[0] for p in top_p]  # the argmax comes first (stable sort: the first maximum, as argmax)
     cls = [o[0] for o in order]
     true = ["null" if t is None else str(t) for t in answers.true_labels]
+    ood = [round(v, 4) for v in answers.ood.tolist()]
+    flags = answers.flags
     if fmt == "jsonl":
         enc = _encode_str
         model_json = json.dumps({"name": model["name"], "version": model["version"]}, separators=(",", ":"))
@@ -90,7 +93,9 @@ def rows_bytes(answers, fmt: str, model: dict, top_k: int) -> bytes:
             tk = ",".join(f'{{"label":{_LABELS[c]},"class_id":{c},"probability":{p!r}}}' for c, p in zip(order[i], top_p[i]))
             path = "null" if answers.paths[i] is None else enc(answers.paths[i])
             lines.append(f'{{"id":{enc(answers.ids[i])},"path":{path},"label":{_LABELS[cls[i]]},"class_id":{cls[i]},'
-                         f'"confidence":{conf[i]!r},"top_k":[{tk}],"true_label":{true[i]},"model":{model_json}}}\n')
+                         f'"confidence":{conf[i]!r},"top_k":[{tk}],"ood_score":{ood[i]!r},'
+                         f'"flag":{"null" if flags[i] is None else enc(flags[i])},"true_label":{true[i]},'
+                         f'"model":{model_json}}}\n')
         return "".join(lines).encode()
     top_json = [json.dumps([{"label": CLASSES[c], "class_id": c, "probability": p} for c, p in zip(o, tp)],
                            separators=(",", ":")) for o, tp in zip(order, top_p)]
@@ -100,7 +105,7 @@ def rows_bytes(answers, fmt: str, model: dict, top_k: int) -> bytes:
         for i in range(n):
             w.writerow([answers.ids[i], answers.paths[i] or "", CLASSES[cls[i]], cls[i], repr(conf[i]),
                         "" if answers.true_labels[i] is None else answers.true_labels[i], model["name"],
-                        model["version"], top_json[i]])
+                        model["version"], top_json[i], repr(ood[i]), flags[i] or ""])
         return buf.getvalue().encode()
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -110,6 +115,7 @@ def rows_bytes(answers, fmt: str, model: dict, top_k: int) -> bytes:
         "class_id": pa.array(cls, pa.int8()), "confidence": pa.array(conf, pa.float64()),
         "true_label": pa.array(answers.true_labels, pa.int8()),
         "model_name": [model["name"]] * n, "model_version": [model["version"]] * n, "top_k": top_json,
+        "ood_score": pa.array(ood, pa.float64()), "flag": pa.array(flags, pa.string()),
     }).replace_schema_metadata({"fmnist_model": json.dumps(model)})
     buf = pa.BufferOutputStream()
     pq.write_table(table, buf)
