@@ -84,6 +84,8 @@ def test_dashboard_shows_server_numbers(tmp_path, real_data, browser_works):
             assert int(driver.find_element(By.ID, "window-n").text) >= 200
             bars = driver.find_elements(By.CSS_SELECTOR, "#class-chart rect")
             assert len(bars) == 20  # ten classes, live and reference
+            assert len(driver.find_elements(By.CSS_SELECTOR, "#flag-chart rect")) == 4  # two flags, live and expected
+            assert int(driver.find_element(By.ID, "flag-n").text) >= 200
             rows = driver.find_elements(By.CSS_SELECTOR, "#processes tbody tr")
             assert len(rows) == 3  # master + 2 workers
             # FMNIST_SCREENSHOT=docs/dashboard.png refreshes the picture kept in the docs
