@@ -26,7 +26,7 @@ import numpy as np
 EXTRACT_MIN_SIDE = 48  # smaller pictures are icons or dataset-like: converted as they are
 # is_busy's rule, from the border of 150 pictures per benchmark style and of test images enlarged, inverted,
 # tinted and JPEG-compressed (garments touching the frame): busy for 1 % of product shots, 0 % of the other
-# plain styles, 3 % of the enlarged dataset images, 81 % of onphoto, 52 % of cluttered, 45 % of busy (the
+# plain styles, 3 % of the enlarged dataset images, 80 % of onphoto, 48 % of cluttered, 41 % of busy (the
 # rest of those lie on smooth or paper-like backgrounds, where the plain conversion works)
 BUSY_BELOW = 0.90  # share of the border that is page, under which a textured page makes the picture busy
 TEXTURED = 6.0  # median distance (levels of 255) of the page pixels from the fitted plane: above, it is textured
