@@ -54,6 +54,13 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
     return float(total)
 
 
+def accuracy_by_confidence(conf: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(order, accuracy): the answers most confident first, and the accuracy of the first k+1 of them for each k
+    (the coverage/accuracy curve that the unsure threshold is read from)."""
+    order = np.argsort(-np.asarray(conf), kind="stable")
+    return order, np.cumsum(np.asarray(right)[order]) / np.arange(1, len(order) + 1)
+
+
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """T > 0 minimising the negative log-likelihood of softmax(logits / T) (golden-section search on log T)."""
     z = np.asarray(logits, dtype=np.float64)

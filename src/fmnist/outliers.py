@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from fmnist import backgrounds
-from fmnist.pictures import _colour, image_rng
+from fmnist.pictures import _colour, image_rng, map_processes
 from fmnist.preprocess import to_model_pixels
 
 TRAIN_KINDS = ("scene", "polygons", "smooth_noise")
@@ -122,14 +122,9 @@ def training_outliers(n: int, seed: int, workers: int = 1) -> np.ndarray:
     (the same pictures however it is split)."""
     if workers <= 1 or n < 200:
         return outlier_pixels(TRAIN_KINDS, n, seed, "train")
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     step = -(-n // (workers * 4))
     jobs = [(TRAIN_KINDS, min(step, n - s), seed, "train", s) for s in range(0, n, step)]
-    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        return np.concatenate(list(pool.map(_chunk, jobs)))
+    return np.concatenate(list(map_processes(_chunk, jobs, workers)))
 
 
 def ood_benchmark(per_kind: int = 200) -> dict:

@@ -257,17 +257,42 @@ def render_many(images: np.ndarray, labels: np.ndarray, styles, seed: int, start
     return out
 
 
-def cache_key(images: np.ndarray, labels: np.ndarray) -> str:
-    """What cached round trips of these images depend on: the images, their labels, and the renderer's and
-    the conversion's source (a cached picture is stale when either changes; the background pictures are
-    named in fmnist.backgrounds' source, and change only with it)."""
+def cache_key(*arrays: np.ndarray, modules=()) -> str:
+    """What cached pictures depend on: the arrays they were made from (images, labels), and the source of the
+    renderer, of the conversion and of any other `modules` that drew them (a cached picture is stale when one
+    changes; the background pictures are named in fmnist.backgrounds' source, and change only with it)."""
     import fmnist.backgrounds
     import fmnist.foreground
     import fmnist.preprocess
 
-    src = b"".join(Path(m.__file__).read_bytes() for m in (fmnist.preprocess, fmnist.foreground, fmnist.backgrounds))
-    src = Path(__file__).read_bytes() + src
-    return hashlib.sha256(images.tobytes() + labels.tobytes() + src).hexdigest()[:16]
+    mods = (fmnist.preprocess, fmnist.foreground, fmnist.backgrounds, *modules)
+    src = Path(__file__).read_bytes() + b"".join(Path(m.__file__).read_bytes() for m in mods)
+    return hashlib.sha256(b"".join(a.tobytes() for a in arrays) + src).hexdigest()[:16]
+
+
+def cached_array(path: Path, make, cache: bool = True) -> np.ndarray:
+    """np.load(path) if it exists (and `cache`); else make(), written atomically to path (when `cache`)."""
+    if cache and path.is_file():
+        return np.load(path)
+    out = make()
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, out)
+        os.replace(tmp, path)
+    return out
+
+
+def map_processes(fn, jobs: list, workers: int):
+    """fn(job) for every job over `workers` processes, results in the jobs' order (a generator). Forked where
+    the platform can (a spawned worker would re-run a caller's script that lacks the `if __name__ ==
+    "__main__"` guard); the workers run only NumPy, Pillow and OpenCV, never the caller's torch."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        yield from pool.map(fn, jobs)
 
 
 def _render_chunk(args):
@@ -278,27 +303,20 @@ def _render_chunk(args):
 def render_parallel(images, labels, styles, seed: int, workers: int = 0, progress=None) -> np.ndarray:
     """render_many over processes (the same output: every image has its own generator).
 
-    progress(done, total) is called as chunks finish. Workers are forked where the platform can (a
-    spawned worker would re-run a caller's script that lacks the `if __name__ == "__main__"` guard);
-    they run only NumPy and Pillow, never the caller's torch.
+    progress(done, total) is called as chunks finish (map_processes).
     """
     workers = workers or min(os.cpu_count() or 1, 8)
     n = len(images)
     if workers <= 1 or n < 200:
         return render_many(images, labels, styles, seed)
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     step = min(-(-n // (workers * 4)), 2000)
     jobs = [(images[s:s + step], labels[s:s + step], list(styles[s:s + step]), seed, s) for s in range(0, n, step)]
     out, done = [], 0
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(
-            "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")) as pool:
-        for chunk in pool.map(_render_chunk, jobs):
-            out.append(chunk)
-            done += len(chunk)
-            if progress is not None:
-                progress(done, n)
+    for chunk in map_processes(_render_chunk, jobs, workers):
+        out.append(chunk)
+        done += len(chunk)
+        if progress is not None:
+            progress(done, n)
     return np.concatenate(out)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 
 import numpy as np
 
@@ -42,22 +43,18 @@ def validation_pictures(ds, limit: "int | None" = None) -> tuple[np.ndarray, np.
 
     va_x, va_y = _validation(ds, limit)
     path = user_cache_dir() / "pictures" / f"validation-{len(va_x)}-{P.cache_key(va_x, va_y)}.npy"
-    if path.is_file():
-        return np.load(path), va_y
-    rng = np.random.default_rng(VAL_PICTURE_SEED)
-    styles = [P.TRAIN_STYLES[k] for k in rng.integers(len(P.TRAIN_STYLES), size=len(va_x))]
-    px = P.render_parallel(va_x, va_y, styles, VAL_PICTURE_SEED)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, px)
-    os.replace(tmp, path)
-    return px, va_y
+
+    def render():
+        rng = np.random.default_rng(VAL_PICTURE_SEED)
+        styles = [P.TRAIN_STYLES[k] for k in rng.integers(len(P.TRAIN_STYLES), size=len(va_x))]
+        return P.render_parallel(va_x, va_y, styles, VAL_PICTURE_SEED)
+
+    return P.cached_array(path, render), va_y
 
 
 def unsure_threshold(conf: np.ndarray, right: np.ndarray, target: float = UNSURE_TARGET) -> float:
     """The lowest confidence c such that the answers with confidence >= c are right at least `target` of the time."""
-    order = np.argsort(-conf, kind="stable")
-    acc = np.cumsum(right[order]) / np.arange(1, len(order) + 1)
+    order, acc = C.accuracy_by_confidence(conf, right)
     ok = np.nonzero(acc >= target)[0]
     if not len(ok):
         return 1.0
@@ -89,8 +86,7 @@ def fit(logits_fn, ds, limit: "int | None" = None) -> tuple[C.Calibration, dict]
                   f"(seed {VAL_PICTURE_SEED})",
     )
     flags = cal.flags(p)
-    cal = C.Calibration(**{**cal.to_dict(), "expected": {
-        f: round(float(np.mean([g == f for g in flags])), 5) for f in C.FLAGS}})
+    cal = replace(cal, expected={f: round(float(np.mean([g == f for g in flags])), 5) for f in C.FLAGS})
     reference = reference_statistics(p[: len(z_raw)], va_x)
     reference["source"] = f"validation split ({len(va_x)} images held out from training), calibrated (T={t:.3f})"
     reference["flagged_share"] = cal.expected  # drift compares the live not_a_garment share with it

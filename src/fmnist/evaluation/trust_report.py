@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fmnist.calibration import Calibration, expected_calibration_error, softmax_t
+from fmnist.calibration import Calibration, accuracy_by_confidence, expected_calibration_error, softmax_t
 from fmnist.evaluation.evaluate import artifact_logits
 
 PEOPLE_STYLES = ("product", "drawing", "pattern", "photo", "rotated", "dark", "lineart", "onphoto")  # what people send
@@ -34,8 +34,7 @@ def trust(art, x: np.ndarray, y: np.ndarray, bench: dict, ood: dict) -> dict:
     ood_p, flags = cal.ood_scores(pp), cal.flags(pp)
     answered = np.array([f is None for f in flags])
     right = pp.argmax(1) == yp
-    order = np.argsort(-np.where(ood_p < cal.ood_above, pp.max(1), -1.0), kind="stable")
-    curve_acc = np.cumsum(right[order]) / np.arange(1, len(order) + 1)
+    order, curve_acc = accuracy_by_confidence(np.where(ood_p < cal.ood_above, pp.max(1), -1.0), right)
     per_style = {}
     for k, s in enumerate(styles):
         sel = slice(k * len(bench["labels"]), (k + 1) * len(bench["labels"]))
@@ -43,13 +42,12 @@ def trust(art, x: np.ndarray, y: np.ndarray, bench: dict, ood: dict) -> dict:
         per_style[s] = {"coverage": float(a.mean()), "accuracy": float(right[sel][a].mean()) if a.any() else None,
                         "raw_accuracy": float(right[sel].mean())}
     ood_rows = {}
-    garment_ood = cal.ood_scores(pp)
     for kind, px in ood.items():
         po = cal.probabilities(artifact_logits(art, px))
         fo = cal.flags(po)
         ood_rows[kind] = {"not_a_garment": float(np.mean([f == "not_a_garment" for f in fo])),
                           "any_flag": float(np.mean([f is not None for f in fo])),
-                          "auroc": _auroc(cal.ood_scores(po), garment_ood)}
+                          "auroc": _auroc(cal.ood_scores(po), ood_p)}
     return {
         "temperature": cal.temperature,
         "ece_raw": expected_calibration_error(softmax_t(np.concatenate([z, zp]), 1.0), np.concatenate([y, yp])),

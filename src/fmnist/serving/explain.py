@@ -110,8 +110,9 @@ def explain():
         st.explain_slots.release()
     st.metrics.explain_duration.observe(time.perf_counter() - t0)
     st.metrics.explanations.labels(outcome="done").inc()
-    pipeline.record(st, served, g.request_id, seen[None], probs, g.get("key_id"), g.get("t0"))
-    body, g.log_extra = pipeline.encode(served, g.request_id, probs, False, query.top_k, g.t0)
+    assessed = served.predictor.assess(probs)
+    pipeline.record(st, served, g.request_id, seen[None], probs, g.get("key_id"), g.get("t0"), assessed)
+    body, g.log_extra = pipeline.encode(served, g.request_id, probs, False, query.top_k, g.t0, assessed)
     panels = _panels(original, seen, sal)
     if request.accept_mimetypes.best_match(["application/json", "image/png"]) == "image/png":
         strip = Image.new("RGB", (3 * PANEL, PANEL), (255, 255, 255))

@@ -198,7 +198,6 @@ class PredictFastPath:
                                                      for _, job in group
                                                      for k in range(len(job.pixels))], pixels, probs,
                                 assessed=assessed)  # once
-                ood = ood.tolist()
                 at = 0
                 for i, job in group:
                     n = len(job.pixels)

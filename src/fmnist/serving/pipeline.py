@@ -97,7 +97,7 @@ def encode(served, request_id: str, probs: np.ndarray, many: bool, top_k: int, t
     preds = predictor.to_predictions(probs)
     ood, flags = assessed if assessed is not None else predictor.assess(probs)
     items = []
-    for p, o, f in zip(preds, ood if isinstance(ood, list) else ood.tolist(), flags):
+    for p, o, f in zip(preds, ood.tolist(), flags):
         labelled = f is None or served.flagged_label
         items.append({"label": p.label if labelled else None, "class_id": p.class_id if labelled else None,
                       "confidence": p.confidence, "top_k": p.top_k(top_k), "ood_score": round(o, 4), "flag": f})

@@ -184,11 +184,11 @@ def infer(name: str, version: "str | None" = None):
     else:
         x = np.ascontiguousarray(pixels, dtype=np.float32)[:, None]
     probs = served.run(x)
-    if dtype == "UINT8":  # FP32 inputs are already normalised: no pixels to log
-        pipeline.record(st, served, g.request_id, pixels, probs, g.get("key_id"), g.get("t0"))
     p = served.predictor
+    ood, flags = assessed = p.assess(probs)
+    if dtype == "UINT8":  # FP32 inputs are already normalised: no pixels to log
+        pipeline.record(st, served, g.request_id, pixels, probs, g.get("key_id"), g.get("t0"), assessed)
     g.log_extra = {"n_images": len(probs), "model_version": p.version}
-    ood, flags = p.assess(probs)
     values = {"probabilities": probs, "labels": [CLASSES[i] for i in probs.argmax(axis=1)], "ood_score": ood,
               "flags": [f or "" for f in flags]}
     outputs, blobs = [], []

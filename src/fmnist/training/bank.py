@@ -10,10 +10,8 @@ image for one of its round trips with the recipe's probability: the swap is a te
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -40,26 +38,21 @@ def picture_bank(images: np.ndarray, labels: np.ndarray, variants: int, seed: in
     path = user_cache_dir() / "pictures" / f"bank-{len(images)}-s{seed}-{key}-v{{}}.npy"
     out = np.empty((variants, len(images), 28, 28), np.uint8)
     for v in range(variants):
-        f = path.parent / path.name.format(v)
-        if cache and f.is_file():
-            out[v] = np.load(f)
-            continue
-        t0 = time.perf_counter()
+        def render(v=v):
+            t0 = time.perf_counter()
 
-        def progress(done, total, v=v, t0=t0):
-            if not quiet:
-                print(f"\rpicture bank {v + 1}/{variants}: {done:,}/{total:,} round trips "
-                      f"({time.perf_counter() - t0:.0f}s)", end="", file=sys.stderr, flush=True)
+            def progress(done, total):
+                if not quiet:
+                    print(f"\rpicture bank {v + 1}/{variants}: {done:,}/{total:,} round trips "
+                          f"({time.perf_counter() - t0:.0f}s)", end="", file=sys.stderr, flush=True)
 
-        out[v] = P.render_parallel(images, labels, _styles(len(images), seed, v), seed * 1_000 + BANK_SALT + v,
+            px = P.render_parallel(images, labels, _styles(len(images), seed, v), seed * 1_000 + BANK_SALT + v,
                                    workers=workers, progress=progress)
-        if not quiet:
-            print(file=sys.stderr, flush=True)
-        if cache:
-            f.parent.mkdir(parents=True, exist_ok=True)
-            tmp = f.with_suffix(".tmp.npy")
-            np.save(tmp, out[v])
-            tmp.replace(f)
+            if not quiet:
+                print(file=sys.stderr, flush=True)
+            return px
+
+        out[v] = P.cached_array(path.parent / path.name.format(v), render, cache)
     return out
 
 
@@ -70,17 +63,13 @@ def outlier_bank(n: int, seed: int, workers: int = 0, cache: bool = True, quiet:
     from fmnist import outliers
     from fmnist.data import user_cache_dir
 
-    src = hashlib.sha256(Path(outliers.__file__).read_bytes() + P.cache_key(np.zeros(1, np.uint8), np.zeros(1)).encode())
-    f = user_cache_dir() / "pictures" / f"outliers-{n}-s{seed}-{src.hexdigest()[:16]}.npy"
-    if cache and f.is_file():
-        return np.load(f)
-    t0 = time.perf_counter()
-    out = outliers.training_outliers(n, seed * 1_000 + OUTLIER_SALT, workers or min(os.cpu_count() or 1, 16))
-    if not quiet:
-        print(f"outlier bank: {n:,} non-garment pictures ({time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
-    if cache:
-        f.parent.mkdir(parents=True, exist_ok=True)
-        tmp = f.with_suffix(".tmp.npy")
-        np.save(tmp, out)
-        tmp.replace(f)
-    return out
+    def render():
+        t0 = time.perf_counter()
+        out = outliers.training_outliers(n, seed * 1_000 + OUTLIER_SALT, workers or min(os.cpu_count() or 1, 16))
+        if not quiet:
+            print(f"outlier bank: {n:,} non-garment pictures ({time.perf_counter() - t0:.0f}s)", file=sys.stderr,
+                  flush=True)
+        return out
+
+    f = user_cache_dir() / "pictures" / f"outliers-{n}-s{seed}-{P.cache_key(modules=(outliers,))}.npy"
+    return P.cached_array(f, render, cache)
