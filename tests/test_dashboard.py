@@ -190,6 +190,7 @@ def test_dashboard_shows_a_rollout_side_by_side(tmp_path, real_data, browser_wor
     gate with its status, and the verdict."""
     import shutil
 
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -215,9 +216,19 @@ def test_dashboard_shows_a_rollout_side_by_side(tmp_path, real_data, browser_wor
             title = driver.find_element(By.ID, "rollout-title").text
             assert title.startswith("smallcnn:4 shadow against production 5") and "running" in title
             wait.until(lambda d: "verdict: wait" in d.find_element(By.ID, "rollout-verdict").text)  # min_seconds
-            gates = {r.find_elements(By.TAG_NAME, "td")[0].text: r.find_elements(By.TAG_NAME, "td")[3].text
-                     for r in driver.find_elements(By.CSS_SELECTOR, "#rollout-gates tbody tr")}
-            assert gates["disagreement"] == "PASS" and gates["class_psi"] == "PASS", gates
+
+            def gates(d) -> dict:
+                return {r.find_elements(By.TAG_NAME, "td")[0].text: r.find_elements(By.TAG_NAME, "td")[3].text
+                        for r in d.find_elements(By.CSS_SELECTOR, "#rollout-gates tbody tr")}
+
+            # The shadow's evidence reaches the store (and the panel's next refresh) after the answers: wait for
+            # the gates to be decided (PENDING until 100 requests of both versions are in), then read them.
+            try:
+                WebDriverWait(driver, 30).until(lambda d: gates(d) and "PENDING" not in {v.upper() for v in gates(d).values()})
+            except TimeoutException:
+                raise AssertionError(f"gates still pending after 30 s: {gates(driver)}") from None
+            decided = gates(driver)
+            assert decided["disagreement"] == "PASS" and decided["class_psi"] == "PASS", decided
             driver.execute_script("document.getElementById('rollout-panel').scrollIntoView()")
             driver.save_screenshot(os.environ.get("FMNIST_ROLLOUT_SCREENSHOT") or str(tmp_path / "rollout.png"))
         finally:
