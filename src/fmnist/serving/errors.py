@@ -60,13 +60,18 @@ def register_error_handlers(app: Flask) -> None:
         if e.code != 413:
             _drain_body()
         code, message = _http_message(e)
+        # Werkzeug's own headers but its HTML Content-Type: a 405's Allow (RFC 9110 §15.5.6: MUST), a 416's range
+        headers = [(k, v) for k, v in e.get_headers() if k.lower() != "content-type"]
         if request.path.startswith("/v2"):
-            return {"error": message}, e.code
+            return {"error": message}, e.code, headers
         body, status = error_body(e.code or 500, code, message)
-        return body, status
+        return body, status, headers
 
     @app.errorhandler(Exception)
     def _unexpected(e: Exception):  # a bug of ours: logged with its traceback, a JSON 500, the worker lives
         log.exception("unhandled error on %s %s", request.method, request.path)
-        body, status = error_body(500, "internal_error", f"internal error ({e.__class__.__name__}); see server log")
+        message = f"internal error ({e.__class__.__name__}); see server log"
+        if request.path.startswith("/v2"):
+            return {"error": message}, 500  # the protocol's shape, as for its 4xx
+        body, status = error_body(500, "internal_error", message)
         return body, status

@@ -15,7 +15,7 @@ from fmnist.monitoring.drift import STATUS_ORDER, Thresholds, accuracy_report, d
 from fmnist.monitoring.prometheus import ReferenceCollector
 from fmnist.monitoring.store_common import StoreUnavailable
 from fmnist.monitoring.system import SystemCollector, process_stats, server_processes
-from fmnist.serving.apierror import APIError
+from fmnist.serving.apierror import APIError, parse_json
 from fmnist.serving.context import require_model, serving_state
 from fmnist.serving.contract import bounded_number
 
@@ -76,7 +76,7 @@ def monitoring():
 @bp.post("/feedback")
 def feedback():
     st, _ = require_model()
-    body = request.get_json(silent=True)
+    body = parse_json(request.get_data(cache=False)) if request.is_json else None
     if not isinstance(body, dict):
         raise APIError(400, "bad_json", 'expected a JSON object {"request_id": "...", "label": "Shirt" | 6}')
     rid = body.get("request_id")
@@ -89,8 +89,9 @@ def feedback():
     except ValueError as e:
         raise APIError(400, "bad_label", str(e)) from None
     idx = body.get("index", 0)
-    if not isinstance(idx, int) or isinstance(idx, bool) or idx < 0:
-        raise APIError(400, "bad_parameter", "index must be a non-negative integer (the image's position)")
+    if not isinstance(idx, int) or isinstance(idx, bool) or not 0 <= idx < st.settings.max_images:
+        raise APIError(400, "bad_parameter", f"index must be an integer 0-{st.settings.max_images - 1} (the image's "
+                                             f"position in its request), got {idx!r}"[:300])
     try:
         row = _find(st, rid, idx)
         if row is not None:

@@ -82,7 +82,7 @@ def record(state, served, request_id: "str | list[tuple[str, int, str, float | N
     state.record(served, request_id, pixels, probs, key_id or "", latency_ms, assessed)
 
 
-_JSON = json.JSONEncoder(separators=(",", ":"))
+_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)  # NaN in a body is not JSON: a 500, never sent
 
 
 def encode(served, request_id: str, probs: np.ndarray, many: bool, top_k: int, t0: float, assessed=None

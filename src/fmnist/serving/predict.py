@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 
 import numpy as np
 from flask import Blueprint, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from fmnist.serving import multipart, pipeline
-from fmnist.serving.apierror import APIError
+from fmnist.serving.apierror import APIError, parse_json
 from fmnist.serving.context import charge_images, require_model
 from fmnist.serving.contract import PredictQuery, image_files
 
@@ -58,20 +57,17 @@ def read_inputs(settings) -> tuple[list, "np.ndarray | None", bool]:
     if ctype == "multipart/form-data":
         parts = multipart.parse(request.get_data(), request.content_type or "")  # the body stays cached
         if parts is None:  # not the plain form the fast reader knows: Werkzeug's parser decides
-            parts = [(k, f.filename, f) for k, f in request.files.items(multi=True)]
-            parts += [(k, None, v) for k, v in request.form.items(multi=True)]
+            parts = [(k or "", f.filename, f) for k, f in request.files.items(multi=True)]  # RFC 7578 §4.2: a part
+            parts += [(k or "", None, v) for k, v in request.form.items(multi=True)]  # has a name; None if not
         selected = image_files(parts)
         if selected is None:
-            fields = sorted({field for field, _, _ in parts})
+            fields = sorted({field or "(a part without a name)" for field, _, _ in parts})
             raise APIError(400, "missing_image", "no file in form field 'image' (or 'images')"
                            + (f"; got fields {', '.join(fields)}" if fields else ""))
         blobs, many = selected
         return [(name, c if isinstance(c, bytes) else c.read()) for name, c in blobs], None, many
     if ctype == "application/json":
-        try:
-            body = json.loads(request.get_data(cache=False))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise APIError(400, "bad_json", f"request body is not valid JSON ({e})") from None
+        body = parse_json(request.get_data(cache=False))
         if not isinstance(body, dict):
             raise APIError(400, "bad_json", 'expected a JSON object with "image", "images" or "pixels"')
         if "image" in body:

@@ -16,7 +16,7 @@ from flask import Blueprint, Response, g, request
 from fmnist import __version__
 from fmnist.labels import CLASSES
 from fmnist.serving import pipeline
-from fmnist.serving.apierror import APIError
+from fmnist.serving.apierror import APIError, parse_json
 from fmnist.serving.context import charge_images, require_model, serving_state
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
@@ -92,13 +92,26 @@ def _parse_body() -> tuple[dict, bytes]:
         head, binary = raw[:n], raw[n:]
     else:
         head, binary = raw, b""
-    try:
-        body = json.loads(head)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise APIError(400, "bad_json", f"inference request is not valid JSON ({e})") from None
+    body = parse_json(head, "inference request")
     if not isinstance(body, dict):
         raise APIError(400, "bad_json", "inference request must be a JSON object with 'inputs'")
     return body, binary
+
+
+FP32_LIMIT = 1000.0  # |x| of a normalised FP32 input: pixels 0-255 normalise to about -0.8..2.0
+
+
+def _object(value, where: str) -> dict:
+    """A `parameters` object: absent/null -> {}; anything but a JSON object -> 400."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise APIError(400, "bad_parameters", f"{where} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _input_tensor(body: dict, binary: bytes, max_images: int) -> tuple[np.ndarray, str]:
@@ -109,50 +122,62 @@ def _input_tensor(body: dict, binary: bytes, max_images: int) -> tuple[np.ndarra
     dtype = t.get("datatype")
     if dtype not in _DTYPES:
         raise APIError(400, "bad_datatype",
-                       f"datatype {dtype!r} is not supported: use FP32 (normalised) or UINT8 (raw pixels 0-255)")
+                       f"datatype {dtype!r} is not supported: use FP32 (normalised) or UINT8 (raw pixels 0-255)"[:300])
     shape = t.get("shape")
-    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)
+    if not (isinstance(shape, list) and len(shape) in (3, 4) and all(_whole(d) for d in shape)
             and (shape[1:] == [1, 28, 28] or shape[1:] == [28, 28])):
-        raise APIError(400, "bad_shape", f"shape {shape} is not supported: use [N,1,28,28] or [N,28,28]")
+        raise APIError(400, "bad_shape", f"shape {shape!r} is not supported: use [N,1,28,28] or [N,28,28]"[:300])
     n = shape[0]
     if not 1 <= n <= max_images:
-        raise APIError(400, "bad_shape", f"batch size {n}: expected 1-{max_images}")
-    count = int(np.prod(shape))
+        raise APIError(400, "bad_shape", f"batch size {n}: expected 1-{max_images}"[:300])
+    count = n * 784
     np_dtype = np.dtype(_DTYPES[dtype])
-    size = (t.get("parameters") or {}).get("binary_data_size")
+    size = _object(t.get("parameters"), "the input's parameters").get("binary_data_size")
     if size is not None:
-        if size != count * np_dtype.itemsize or len(binary) < size:
-            raise APIError(400, "bad_binary", f"binary_data_size {size} does not match shape {shape} of {dtype} "
-                                              f"({count * np_dtype.itemsize} bytes; {len(binary)} received)")
+        if not _whole(size) or size != count * np_dtype.itemsize or len(binary) < size:
+            raise APIError(400, "bad_binary", f"binary_data_size {size!r} does not match shape {shape} of {dtype} "
+                                              f"({count * np_dtype.itemsize} bytes; {len(binary)} received)"[:300])
         arr = np.frombuffer(binary[:size], dtype=np_dtype.newbyteorder("<"))
     else:
         try:
             arr = np.asarray(t.get("data"), dtype=np.float64).reshape(-1)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise APIError(400, "bad_data", "'data' must be a flat or nested list of numbers") from None
         if arr.size != count:
             raise APIError(400, "bad_data", f"'data' has {arr.size} values, shape {shape} needs {count}")
-        if not np.all(np.isfinite(arr)):
-            raise APIError(400, "bad_data", "'data' holds NaN or infinite values")
-        if dtype == "UINT8":
-            if arr.min() < 0 or arr.max() > 255 or not np.all(arr == np.round(arr)):
-                raise APIError(400, "bad_data", "UINT8 data must be whole numbers 0-255")
-        arr = arr.astype(np_dtype)
-    return arr.reshape(n, 28, 28), dtype
+    if dtype == "UINT8":
+        if arr.dtype != np.uint8 and (arr.min() < 0 or arr.max() > 255 or not np.all(arr == np.round(arr))):
+            raise APIError(400, "bad_data", "UINT8 data must be whole numbers 0-255")
+    else:  # as the model will see it: float32 (1e39 is finite as a JSON double, infinite as FP32)
+        arr = arr.astype(np.float32)
+        if not np.all(np.abs(arr) <= FP32_LIMIT):  # NaN fails this too
+            bad = "NaN or infinite values" if not np.all(np.isfinite(arr)) else "values beyond ±1000"
+            raise APIError(400, "bad_data", f"FP32 data holds {bad}: expected normalised pixels, "
+                                            f"(pixel / 255 - mean) / std, about -0.8 to 2.0")
+    return arr.astype(np_dtype).reshape(n, 28, 28), dtype
 
 
 def _requested_outputs(body: dict) -> list[tuple[str, bool]]:
-    params = body.get("parameters") or {}
-    binary_all = bool(params.get("binary_data_output", False))
+    params = _object(body.get("parameters"), "parameters")
+    binary_all = params.get("binary_data_output", False)
+    if not isinstance(binary_all, bool):
+        raise APIError(400, "bad_parameters", "binary_data_output must be true or false")
     wanted = body.get("outputs")
-    if not wanted:
+    if wanted is None or wanted == []:
         return [("probabilities", binary_all)]
+    if not isinstance(wanted, list):
+        raise APIError(400, "bad_output", f"'outputs' must be a list of {{\"name\": ...}} objects, got "
+                                          f"{type(wanted).__name__}")
     out = []
     for o in wanted:
         name = o.get("name") if isinstance(o, dict) else None
-        if name not in OUTPUTS:
-            raise APIError(400, "bad_output", f"unknown output {name!r}: available outputs are {', '.join(OUTPUTS)}")
-        out.append((name, bool((o.get("parameters") or {}).get("binary_data", binary_all))))
+        if not isinstance(name, str) or name not in OUTPUTS:
+            raise APIError(400, "bad_output", f"each output must be {{\"name\": one of {', '.join(OUTPUTS)}}}, "
+                                              f"got {o!r}"[:300])
+        binary = _object(o.get("parameters"), f"output {name}'s parameters").get("binary_data", binary_all)
+        if not isinstance(binary, bool):
+            raise APIError(400, "bad_parameters", f"output {name}'s binary_data must be true or false")
+        out.append((name, binary))
     return out
 
 
@@ -177,7 +202,11 @@ def _tensor(name: str, value, as_binary: bool) -> "tuple[dict, bytes | None]":
 def infer(name: str, version: "str | None" = None):
     st, served = _model_or_404(name, version)
     body, binary = _parse_body()
+    request_id = body.get("id", g.request_id)
+    if not isinstance(request_id, str):
+        raise APIError(400, "bad_id", f"'id' must be a string, got {type(request_id).__name__}")
     pixels, dtype = _input_tensor(body, binary, st.settings.max_images)
+    wanted = _requested_outputs(body)  # checked before the model runs
     charge_images(len(pixels))
     if dtype == "UINT8":
         x = served.predictor.normalize(pixels)
@@ -192,14 +221,14 @@ def infer(name: str, version: "str | None" = None):
     values = {"probabilities": probs, "labels": [CLASSES[i] for i in probs.argmax(axis=1)], "ood_score": ood,
               "flags": [f or "" for f in flags]}
     outputs, blobs = [], []
-    for out_name, as_binary in _requested_outputs(body):
+    for out_name, as_binary in wanted:
         tensor, blob = _tensor(out_name, values[out_name], as_binary)
         if blob is not None:
             blobs.append(blob)
         outputs.append(tensor)
-    result = {"model_name": p.name, "model_version": p.version, "id": str(body.get("id", g.request_id)),
+    result = {"model_name": p.name, "model_version": p.version, "id": request_id,
               "outputs": outputs}
-    head = json.dumps(result, separators=(",", ":")).encode()
+    head = json.dumps(result, separators=(",", ":"), allow_nan=False).encode()
     if not blobs:
         return Response(head, mimetype="application/json")
     resp = Response(head + b"".join(blobs), mimetype="application/octet-stream")
