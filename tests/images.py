@@ -45,3 +45,31 @@ def photo(pixels: np.ndarray, size: "tuple[int, int]" = (2400, 1800), quality: i
     mask = garment.point(lambda v: 255 if v < 200 else 0)
     page.paste(garment, ((w - side) // 2, (h - side) // 3), mask)
     return encode(page.convert("RGB"), "JPEG", quality=quality)
+
+
+def png16_rgba(width: int, height: int) -> bytes:
+    """A 16-bit RGBA PNG (a grey box on transparent black), written row by row: 25 megapixels in ~100 kB,
+    which Pillow decodes to width x height x 4 bytes."""
+    import struct
+    import zlib
+
+    row = np.zeros((width, 4), ">u2")
+    row[:, 3] = 65535
+    box = row.copy()
+    box[width // 4: 3 * width // 4, :3] = 40000
+    plain, boxed = b"\0" + row.tobytes(), b"\0" + box.tobytes()
+    z = zlib.compressobj(1)
+    data = b"".join(z.compress(boxed if height // 4 < y < 3 * height // 4 else plain) for y in range(height)) + z.flush()
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 6, 0, 0, 0))
+            + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+
+
+def heavy_pictures(side: int = 5000) -> dict[str, bytes]:
+    """Small files that decode to side x side pixels (25 MP by default): what a careless or hostile client
+    sends to make a server decode as much as it can for as few bytes as it can."""
+    return {"png16": png16_rgba(side, side), "gif": encode(Image.new("P", (side, side)), "GIF"),
+            "webp": encode(Image.new("RGB", (side, side), (200, 200, 200)), "WEBP", lossless=True)}

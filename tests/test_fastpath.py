@@ -1,6 +1,7 @@
 """The WSGI fast path answers the common /predict itself and leaves everything else to Flask, with
 the same answers either way."""
 
+import base64
 import io
 import json
 
@@ -68,7 +69,23 @@ def test_common_requests_skip_flask_and_answer_the_same(apps, files, query):
     _same(r, _post(flask, files, query))
 
 
-@pytest.mark.parametrize("case", ["bad image", "bad parameter", "bad repeated parameter", "no file", "json", "too many"])
+@pytest.mark.parametrize("body", [
+    {"pixels": GARMENT.tolist()},
+    {"pixels": [GARMENT.tolist(), (255 - GARMENT).tolist()]},
+    {"image": base64.b64encode(png(GARMENT)).decode()},
+    {"images": [base64.b64encode(png(GARMENT)).decode(),
+                "data:image/png;base64," + base64.b64encode(png(255 - GARMENT)).decode()]},
+])
+def test_small_json_requests_skip_flask_and_answer_the_same(apps, body):
+    """JSON bodies (up to fastpath.LOOP_JSON_BYTES on the loop worker) take the same fast path as multipart."""
+    (fast, fast_calls), (flask, _) = apps
+    before = len(fast_calls)
+    r = _post(fast, json=body)
+    assert len(fast_calls) == before, "the fast path should have answered without the Flask view"
+    _same(r, _post(flask, json=body))
+
+
+@pytest.mark.parametrize("case", ["bad image", "bad parameter", "bad repeated parameter", "no file", "bad json", "too many"])
 def test_everything_else_goes_to_flask_with_the_same_answer(apps, case):
     (fast, fast_calls), (flask, _) = apps
     args = {
@@ -79,8 +96,8 @@ def test_everything_else_goes_to_flask_with_the_same_answer(apps, case):
         "too many": ({"images": [(png(GARMENT), f"{i}.png") for i in range(65)]}, ""),
     }
     before = len(fast_calls)
-    if case == "json":
-        r, r2 = (_post(c, json={"pixels": GARMENT.tolist()}) for c in (fast, flask))
+    if case == "bad json":
+        r, r2 = (_post(c, json={"pixels": GARMENT.tolist()[:27]}) for c in (fast, flask))
     else:
         r, r2 = (_post(c, *args[case]) for c in (fast, flask))
     assert len(fast_calls) == before + 1, "Flask should have answered"

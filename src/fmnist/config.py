@@ -56,6 +56,9 @@ class Settings:
     heavy_threads: int = 1  # per loop worker: threads decoding larger pictures (off the event loop)
     heavy_queue: int = 32  # larger pictures waiting for them, per worker; beyond, 503 + Retry-After
     heavy_nice: int = 10  # their threads' CPU priority, lowered by this much: photos yield to small requests
+    # pixels a worker decodes at once, all routes and threads together (serving/memory.py): its memory bound
+    decode_pixels: int = 25_000_000
+    decode_wait_s: float = 10.0  # how long a big picture may wait for its share of decode_pixels; then 503
     # the loop worker answers 503 + Retry-After, without starting it, a request that waited longer than this (0: never)
     queue_wait_ms: float = 50.0
     explain_concurrency: int = 2  # POST /explain computations at once per worker (145 images each); more: 503
@@ -132,6 +135,7 @@ class Settings:
             if getattr(self, name) < 1:
                 raise InvalidValue(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("loop_max_pixels", "heavy_threads", "heavy_queue", "prediction_log_buffer_rows", "intra_op_threads",
+                     "decode_pixels",
                      "max_batch_size", "max_images", "max_content_length", "max_image_pixels",
                      "default_top_k", "retention_rows", "drift_window", "feedback_window", "min_samples"):
             if getattr(self, name) < 1:
@@ -142,6 +146,8 @@ class Settings:
             raise InvalidValue(f"queue_wait_ms must be 0-60000 (0: never shed by waiting), got {self.queue_wait_ms}")
         if not 0 <= self.heavy_nice <= 19:
             raise InvalidValue(f"heavy_nice must be 0-19 (how much lower the heavy threads' priority is), got {self.heavy_nice}")
+        if not 0 <= self.decode_wait_s <= 600:
+            raise InvalidValue(f"decode_wait_s must be 0-600 seconds, got {self.decode_wait_s}")
         if self.max_batch_wait_ms < 0:
             raise InvalidValue("max_batch_wait_ms must be >= 0")
 

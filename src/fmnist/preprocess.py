@@ -134,6 +134,27 @@ def open_image(data: bytes, max_pixels: int = 25_000_000, name: str = "image"):
     return im
 
 
+def _draft_request(im, work_side: "int | None") -> "tuple[int, int] | None":
+    """The size to ask a big JPEG's draft mode for (None: decoded whole), in the picture's own proportions:
+    draft keeps both sides at least the request."""
+    w, h = im.size
+    if not work_side or im.format not in ("JPEG", "MPO") or max(w, h) < 2 * work_side:
+        return None
+    long_side = max(w, h)
+    return -(-w * work_side // long_side), -(-h * work_side // long_side)
+
+
+def decoded_pixels(im, work_side: "int | None" = None) -> int:
+    """How many pixels `load_image(im, work_side=...)` will decode: the header's, or a JPEG's draft scale's
+    (the largest of 1, 1/2, 1/4, 1/8 that keeps both sides at least the request)."""
+    w, h = im.size
+    request = _draft_request(im, work_side)
+    if request is None:
+        return w * h
+    scale = max(s for s in (1, 2, 4, 8) if -(-w // s) >= request[0] and -(-h // s) >= request[1])
+    return -(-w // scale) * -(-h // scale)
+
+
 def load_image(im, name: str = "image", work_side: "int | None" = None):
     """An opened image -> its pixels: first frame, EXIF orientation applied.
 
@@ -143,11 +164,10 @@ def load_image(im, name: str = "image", work_side: "int | None" = None):
     Other formats have no such mode and decode whole."""
     from PIL import Image, ImageOps
 
-    w, h = im.size
     try:
-        if work_side and im.format in ("JPEG", "MPO") and max(w, h) >= 2 * work_side:
-            long_side = max(w, h)  # draft keeps both sides >= the request: ask in the picture's own proportions
-            im.draft(im.mode, (-(-w * work_side // long_side), -(-h * work_side // long_side)))
+        request = _draft_request(im, work_side)
+        if request is not None:
+            im.draft(im.mode, request)
         im.seek(0)
         im.load()
         if im.format != "PNG" or _ORIENTATION_KEYS & im.info.keys():  # a PNG says so in one of these chunks

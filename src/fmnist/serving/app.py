@@ -79,8 +79,10 @@ def create_app(config: "dict | Settings | None" = None) -> Flask:
     routes = frozenset(rule.rule for rule in app.url_map.iter_rules() if "<" not in rule.rule)  # metrics' labels
     state = WorkerState(settings)
     app.extensions["fmnist"] = state
-    # QUEUE_WAIT, FMNIST_DROPPED: the loop worker's admission (serving/http/admission.py) and its counter
-    app.config.update(QUEUE_WAIT=settings.queue_wait_ms / 1000.0, FMNIST_DROPPED=_dropped_counter(routes, state.metrics))
+    # QUEUE_WAIT, FMNIST_DROPPED, PROBE_PATHS: the loop worker's admission (serving/http/admission.py), its
+    # counter, and the probes it never sheds
+    app.config.update(QUEUE_WAIT=settings.queue_wait_ms / 1000.0, FMNIST_DROPPED=_dropped_counter(routes, state.metrics),
+                      PROBE_PATHS=health.PROBES)
     init_request_logging(app, settings.log_requests, state.metrics)
     if state.auth is not None:
         _require_keys(app, state)

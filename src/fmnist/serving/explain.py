@@ -63,10 +63,17 @@ def _png(im) -> bytes:
     return buf.getvalue()
 
 
-def _panels(original, seen: np.ndarray, sal: np.ndarray):
-    """(the picture as sent, fitted; what the model saw; the saliency over it), each PANEL x PANEL."""
+def _fitted(original):
+    """The picture as sent, fitted into PANEL x PANEL (RGB)."""
+    if max(original.size) > 4 * PANEL and original.mode in ("L", "LA", "RGB", "RGBA"):
+        original = original.reduce(max(original.size) // (2 * PANEL))  # a big picture reduced before its RGB copy
     orig = original.convert("RGB")
     orig.thumbnail((PANEL, PANEL))
+    return orig
+
+
+def _panels(orig, seen: np.ndarray, sal: np.ndarray):
+    """(the picture as sent, fitted (_fitted); what the model saw; the saliency over it), each PANEL x PANEL."""
     canvas = Image.new("RGB", (PANEL, PANEL), (255, 255, 255))
     canvas.paste(orig, ((PANEL - orig.width) // 2, (PANEL - orig.height) // 2))
     seen_im = Image.fromarray(seen, "L").resize((PANEL, PANEL), Image.Resampling.NEAREST).convert("RGB")
@@ -89,11 +96,12 @@ def explain():
         raise APIError(400, "one_image_only", f"/explain takes one image, got {count}: send one per request")
     if pixels is None:
         images = pipeline.decode(blobs, settings)
-        seen = pipeline.preprocess(images, query.preprocess)[0]  # what /predict's model sees
-        original = images[0][1]  # decoded by preprocess, no larger than the conversion needed
+        seen = pipeline.preprocess(images, query.preprocess, budget=st.pixels, keep=True)[0]  # what /predict sees
+        original = _fitted(images[0][1])  # decoded by preprocess, no larger than the conversion needed
+        images[0][1].close()  # a big picture's pixels go now
     else:
         seen = pixels[0]
-        original = Image.fromarray(seen, "L")
+        original = _fitted(Image.fromarray(seen, "L"))
     charge_images(1)
     if not st.explain_slots.acquire(blocking=False):
         st.metrics.explanations.labels(outcome="busy").inc()

@@ -18,6 +18,7 @@ fifth of a whole request on gthread and more than that on the loop worker.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import time
 
@@ -26,9 +27,14 @@ import numpy as np
 from fmnist.serving import multipart, pipeline, reqlog
 from fmnist.serving.apierror import APIError, error_json
 from fmnist.serving.auth import Denied
-from fmnist.serving.contract import PredictQuery, image_files
+from fmnist.serving.contract import PredictQuery, image_files, json_inputs
+from fmnist.serving.health import PROBES, probe
 
 log = logging.getLogger("fmnist.serving")
+LOOP_JSON_BYTES = 16 * 1024  # a JSON /predict body up to this size is parsed on the loop; a larger one in the heavy pool
+_FORMS = ("multipart/form-data", "application/json")
+_STATUS = {200: "200 OK", 503: "503 Service Unavailable"}
+_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 class PredictFastPath:
@@ -42,8 +48,15 @@ class PredictFastPath:
         """The request, if the fast path answers it (body read, query checked, files found, their headers
         read); else None. `on_loop` (the loop worker's batch): a request with a picture over
         `loop_max_pixels` is left to the worker's heavy pool (environ["fmnist.heavy"]), where this fast path
-        takes it in a thread: decoding and converting a photo must not hold the event loop."""
-        if environ.get("PATH_INFO") != "/predict" or environ.get("REQUEST_METHOD") != "POST":
+        takes it in a thread: decoding and converting a photo must not hold the event loop. So is a JSON body
+        over LOOP_JSON_BYTES (not parsed on the loop: a few kB of base64 can hold a 25-megapixel picture)
+        and every /explain (146 model inputs, and a picture of any size): big pictures take one bounded,
+        low-priority path whichever way they come."""
+        path, method = environ.get("PATH_INFO"), environ.get("REQUEST_METHOD")
+        if path == "/explain" and method == "POST" and on_loop:
+            environ["fmnist.heavy"] = True
+            return None
+        if path != "/predict" or method != "POST":
             return None
         key = environ.get("fmnist.key") if self.state.auth is not None else None  # checked by _refused already
         key_id = key.id if key is not None else None
@@ -58,8 +71,11 @@ class PredictFastPath:
             query = PredictQuery.parse(environ.get("QUERY_STRING", ""), self.state.settings.default_top_k)
         except APIError:
             return None  # the Flask view refuses it, with the same contract
-        if (served is None or not ctype[:19].lower() == "multipart/form-data"
-                or not 0 < length <= self.state.settings.max_content_length):
+        kind = ctype.partition(";")[0].strip().lower()
+        if served is None or kind not in _FORMS or not 0 < length <= self.state.settings.max_content_length:
+            return None
+        if kind == "application/json" and length > LOOP_JSON_BYTES and on_loop:
+            environ["fmnist.heavy"] = True
             return None
         t0 = time.perf_counter()
         stream = environ["wsgi.input"]
@@ -68,16 +84,26 @@ class PredictFastPath:
             stream.seek(0)
         else:
             environ["wsgi.input"] = io.BytesIO(body)
-        parts = multipart.parse(body, ctype) if len(body) == length else None
-        selected = image_files(parts) if parts is not None else None
-        if selected is None:
+        if len(body) != length:
             return None
+        raw_pixels = None
+        if kind == "application/json":
+            try:
+                blobs, raw_pixels, many = json_inputs(body, self.state.settings.max_images)
+            except APIError:
+                return None  # the Flask app refuses it, with the same contract
+        else:
+            parts = multipart.parse(body, ctype)
+            selected = image_files(parts) if parts is not None else None
+            if selected is None:
+                return None
+            blobs, many = selected
         if self.state.auth is not None:  # the key pays for its images (an image rate), once per request
-            denied = self.state.auth.charge_images(environ, len(selected[0]))
+            denied = self.state.auth.charge_images(environ, len(blobs) if raw_pixels is None else len(raw_pixels))
             if denied is not None:
                 return denied
         try:
-            images = pipeline.decode(selected[0], self.state.settings)
+            images = pipeline.decode(blobs, self.state.settings)
         except APIError:
             return None  # the Flask app refuses it, with its error handling
         if on_loop:
@@ -85,9 +111,25 @@ class PredictFastPath:
             if any(im.size[0] * im.size[1] > limit for _, im in images):
                 environ["fmnist.heavy"] = True
                 return None
-        job = _Job(served, images, selected[1], query.top_k, query.preprocess, request_id, t0)
-        job.key_id = key_id
+        job = _Job(served, images, many, query.top_k, query.preprocess, request_id, t0)
+        job.key_id, job.pixels = key_id, raw_pixels
         return job
+
+    def _probe(self, environ, start_response) -> "list | None":
+        """GET/HEAD of a health probe (health.PROBES), answered here: on the loop worker, on its loop, so that
+        no pool queue of pictures or slow views can hold a liveness probe up. None: not a probe."""
+        path = environ.get("PATH_INFO")
+        if path not in PROBES or environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+            return None
+        t0 = time.perf_counter()
+        body, status, headers = probe(self.state, path)
+        out = _JSON.encode(body).encode()
+        request_id = reqlog.request_id_from(environ.get("HTTP_X_REQUEST_ID", ""))
+        start_response(_STATUS[status], [("Content-Type", "application/json"), ("Content-Length", str(len(out))),
+                                         ("X-Request-ID", request_id), *headers.items()])
+        reqlog.finish(self.state.metrics, environ["REQUEST_METHOD"], path, status, time.perf_counter() - t0, request_id,
+                      None, self.log_requests)
+        return [out]
 
     def _refused(self, environ, start_response) -> "list | None":
         """With API keys, any request (any route) whose key is refused (401, 403, 429) is answered here, before
@@ -124,9 +166,9 @@ class PredictFastPath:
         return [out]
 
     def __call__(self, environ, start_response):
-        refused = self._refused(environ, start_response)
-        if refused is not None:
-            return refused
+        answered = self._probe(environ, start_response) or self._refused(environ, start_response)
+        if answered is not None:
+            return answered
         job = self._take(environ)
         if job is None:
             return self.app(environ, start_response)
@@ -136,7 +178,7 @@ class PredictFastPath:
         try:
             timings: list = []
             try:
-                pixels, probs = pipeline.infer(job.served, lambda: pipeline.preprocess(job.images, job.mode, timings))
+                pixels, probs = pipeline.infer(job.served, lambda: self._pixels(job, timings))
             except APIError:  # a bad image: the Flask app gives the same answer with its error handling
                 return self.app(environ, start_response)
             except Exception:
@@ -158,9 +200,9 @@ class PredictFastPath:
         jobs = []
         timings: list = []
         for i, environ in enumerate(environs):
-            refused = self._refused(environ, start_responses[i])
-            if refused is not None:
-                results[i] = refused
+            answered = self._probe(environ, start_responses[i]) or self._refused(environ, start_responses[i])
+            if answered is not None:
+                results[i] = answered
                 continue
             job = self._take(environ, on_loop=True)
             if job is None:
@@ -169,7 +211,7 @@ class PredictFastPath:
                 results[i] = self._deny(environ, start_responses[i], job)
                 continue
             try:
-                job.pixels = pipeline.preprocess(job.images, job.mode, timings)
+                job.pixels = self._pixels(job, timings)
             except APIError:
                 continue  # the Flask app answers it (its body was rewound), with its error handling
             except Exception:
@@ -207,6 +249,12 @@ class PredictFastPath:
         finally:
             self.state.metrics.http_in_progress.dec(len(jobs))
         return results
+
+    def _pixels(self, job: "_Job", timings: list) -> np.ndarray:
+        """The job's uint8 (N, 28, 28): sent as pixels, or its pictures decoded and converted."""
+        if job.pixels is not None:
+            return job.pixels
+        return pipeline.preprocess(job.images, job.mode, timings, self.state.pixels)
 
     @staticmethod
     def _groups(jobs: list) -> list:

@@ -12,20 +12,43 @@ bp = Blueprint("health", __name__)
 _STARTED = time.time()
 
 
-@bp.get("/health")
-def health():
+PROBES = frozenset({"/health", "/ready", "/v2/health/live", "/v2/health/ready"})  # never shed, never in a pool
+
+
+def liveness() -> tuple[dict, int, dict]:
     """Liveness: the process is up and answering (says nothing about the model)."""
-    return {"status": "ok", "uptime_seconds": round(time.time() - _STARTED, 3)}
+    return {"status": "ok", "uptime_seconds": round(time.time() - _STARTED, 3)}, 200, {}
 
 
-@bp.get("/ready")
-def ready():
-    st = serving_state()
+def readiness(st) -> tuple[dict, int, dict]:
     served = st.current
     if served is None:
         return {"status": "not_ready", "reason": st.error or "model loading"}, 503, {"Retry-After": "1"}
     return {"status": "ready", "model": {"name": served.name, "version": served.version},
-            "load_seconds": round(served.load_seconds, 3)}
+            "load_seconds": round(served.load_seconds, 3)}, 200, {}
+
+
+def probe(st, path: str) -> tuple[dict, int, dict]:
+    """The answer to GET `path`, one of PROBES: the same from Flask's views and from the loop worker, which
+    answers them on its loop so that no queue of pictures or slow views can hold a probe up."""
+    if path == "/health":
+        return liveness()
+    if path == "/ready":
+        return readiness(st)
+    if path == "/v2/health/live":
+        return {"live": True}, 200, {}
+    ready = st.ready
+    return {"ready": ready}, 200 if ready else 503, {}
+
+
+@bp.get("/health")
+def health():
+    return liveness()
+
+
+@bp.get("/ready")
+def ready():
+    return readiness(serving_state())
 
 
 @bp.get("/model")

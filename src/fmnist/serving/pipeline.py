@@ -12,13 +12,15 @@ Reading the request (multipart, JSON, query) is the caller's: `contract` says wh
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 
 import numpy as np
 
-from fmnist.preprocess import WORK_SIDE, ImageError, load_image, open_image, to_model_pixels
+from fmnist.preprocess import WORK_SIDE, ImageError, decoded_pixels, load_image, open_image, to_model_pixels
 from fmnist.serving.apierror import APIError
+from fmnist.serving.memory import BudgetExceeded, PixelBudget
 
 
 def decode(blobs: list, settings) -> list:
@@ -32,29 +34,43 @@ def decode(blobs: list, settings) -> list:
         raise APIError(e.status, e.code, str(e)) from None
 
 
-def preprocess(images: list, mode: str, timings: "list | None" = None) -> np.ndarray:
+def preprocess(images: list, mode: str, timings: "list | None" = None, budget: "PixelBudget | None" = None,
+               keep: bool = False) -> np.ndarray:
     """Decoded images -> uint8 (N, 28, 28) in the dataset's polarity (the serving conversion), each decoded
     no larger than the conversion's working size. `timings` gets (header pixels, decode s, convert s,
-    foreground extraction s or None, garment found) per image. APIError on a bad image."""
+    foreground extraction s or None, garment found) per image. APIError on a bad image.
+
+    `budget` (the worker's memory.PixelBudget): a big picture is decoded only while holding its share of it
+    (503 when it cannot have it in time). Each picture's pixels are freed once converted unless `keep`."""
     out = []
     try:
         for name, im in images:
             t0 = time.perf_counter()
             pixels = im.size[0] * im.size[1]
-            load_image(im, name, WORK_SIDE)
-            t1 = time.perf_counter()
             info: dict = {}
-            out.append(to_model_pixels(im, mode, info=info))
+            with budget.hold(decoded_pixels(im, WORK_SIDE)) if budget is not None else _NO_SHARE:
+                load_image(im, name, WORK_SIDE)
+                t1 = time.perf_counter()
+                out.append(to_model_pixels(im, mode, info=info))
+                if not keep:
+                    im.close()  # its pixel array goes now, not when the request ends
             if timings is not None:
                 timings.append((pixels, t1 - t0, time.perf_counter() - t1, info.get("extract_s"),
                                 info.get("extracted", False)))
     except ImageError as e:
         raise APIError(e.status, e.code, str(e)) from None
+    except BudgetExceeded as e:
+        raise APIError(503, "server_busy", f"this worker is decoding as many large pictures as it may hold at once "
+                                           f"({e}); retry shortly", {"Retry-After": "1"}) from None
     return np.stack(out)
 
 
-def decode_and_preprocess(blobs: list, settings, mode: str, timings: "list | None" = None) -> np.ndarray:
-    return preprocess(decode(blobs, settings), mode, timings)
+_NO_SHARE = contextlib.nullcontext()
+
+
+def decode_and_preprocess(blobs: list, settings, mode: str, timings: "list | None" = None,
+                          budget: "PixelBudget | None" = None) -> np.ndarray:
+    return preprocess(decode(blobs, settings), mode, timings, budget)
 
 
 def infer(served, load) -> tuple[np.ndarray, np.ndarray]:

@@ -3,52 +3,16 @@ pipeline's stages."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-
 import numpy as np
 from flask import Blueprint, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from fmnist.serving import multipart, pipeline
-from fmnist.serving.apierror import APIError, parse_json
+from fmnist.serving.apierror import APIError
 from fmnist.serving.context import charge_images, require_model
-from fmnist.serving.contract import PredictQuery, image_files
+from fmnist.serving.contract import PredictQuery, image_files, json_inputs
 
 bp = Blueprint("predict", __name__)
-
-
-def _b64(value, where: str) -> bytes:
-    if not isinstance(value, str):
-        raise APIError(400, "bad_image", f"{where} must be a base64 string, got {type(value).__name__}")
-    if value.startswith("data:"):  # data URL: data:image/png;base64,....
-        value = value.partition(",")[2]
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise APIError(400, "bad_image", f"{where} is not valid base64") from None
-
-
-def _pixels(value, max_images: int) -> tuple[np.ndarray, bool]:
-    """JSON pixels: one 28x28 list of ints 0-255, or a list of them -> (uint8 (N,28,28), many?)."""
-    expected = "28 rows of 28 integers 0-255, or a list of such images"
-    try:
-        arr = np.asarray(value)
-    except ValueError:
-        raise APIError(400, "bad_pixels", f"pixels is ragged: expected {expected}") from None
-    if arr.dtype == object or arr.dtype.kind not in "iuf" or arr.size == 0:
-        raise APIError(400, "bad_pixels", f"pixels must be numbers: expected {expected}")
-    many = arr.ndim == 3
-    if arr.ndim not in (2, 3) or arr.shape[-2:] != (28, 28):
-        raise APIError(400, "bad_pixels", f"pixels has shape {list(arr.shape)}: expected {expected}")
-    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr) & (arr == np.round(arr))):
-        raise APIError(400, "bad_pixels", f"pixels must be whole numbers: expected {expected}")
-    if arr.min() < 0 or arr.max() > 255:
-        raise APIError(400, "bad_pixels", f"pixel values range {arr.min()}..{arr.max()}: expected 0-255")
-    arr = arr.astype(np.uint8).reshape(-1, 28, 28)
-    if len(arr) > max_images:
-        raise APIError(400, "too_many_images", f"{len(arr)} images in one request; the limit is {max_images}")
-    return arr, many
 
 
 def read_inputs(settings) -> tuple[list, "np.ndarray | None", bool]:
@@ -67,20 +31,7 @@ def read_inputs(settings) -> tuple[list, "np.ndarray | None", bool]:
         blobs, many = selected
         return [(name, c if isinstance(c, bytes) else c.read()) for name, c in blobs], None, many
     if ctype == "application/json":
-        body = parse_json(request.get_data(cache=False))
-        if not isinstance(body, dict):
-            raise APIError(400, "bad_json", 'expected a JSON object with "image", "images" or "pixels"')
-        if "image" in body:
-            return [("image", _b64(body["image"], "image"))], None, False
-        if "images" in body:
-            imgs = body["images"]
-            if not isinstance(imgs, list) or not imgs:
-                raise APIError(400, "bad_image", '"images" must be a non-empty list of base64 strings')
-            return [(f"images[{i}]", _b64(v, f"images[{i}]")) for i, v in enumerate(imgs)], None, True
-        if "pixels" in body:
-            arr, many = _pixels(body["pixels"], settings.max_images)
-            return [], arr, many
-        raise APIError(400, "missing_image", 'JSON body needs "image" (base64), "images" (list) or "pixels"')
+        return json_inputs(request.get_data(cache=False), settings.max_images)
     if not ctype and not request.content_length:
         raise APIError(400, "missing_image", "empty request: send multipart/form-data with field 'image' or JSON")
     raise APIError(415, "unsupported_media_type",
@@ -103,7 +54,7 @@ def predict():
         blobs, pixels, many = read_inputs(settings)
         charge_images(len(blobs) if pixels is None else len(pixels))
         return pixels if pixels is not None else pipeline.decode_and_preprocess(blobs, settings, query.preprocess,
-                                                                               timings)
+                                                                               timings, st.pixels)
 
     try:
         pixels, probs = pipeline.infer(served, load)

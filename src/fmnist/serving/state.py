@@ -20,6 +20,7 @@ from fmnist.inference import MicroBatcher, Predictor
 from fmnist.monitoring.prometheus import Metrics
 from fmnist.monitoring.store import open_store
 from fmnist.serving.auth import KeyStore
+from fmnist.serving.memory import PixelBudget, give_back_freed_memory
 
 log = logging.getLogger("fmnist.serving")
 
@@ -70,6 +71,8 @@ class WorkerState:
                                 password_file=settings.prediction_log_password_file or None)
         self._swap_lock = threading.Lock()
         self.explain_slots = threading.BoundedSemaphore(max(1, settings.explain_concurrency))
+        self.pixels = PixelBudget(settings.decode_pixels, settings.decode_wait_s)  # big pictures decoded at once
+        give_back_freed_memory()  # this process's freed big blocks go back to the system (serving/memory.py)
         self.auth = KeyStore(settings.api_keys, settings.worker_count) if settings.api_keys else None  # serving/auth.py
         from fmnist.serving.rollout_worker import WorkerRollout
 

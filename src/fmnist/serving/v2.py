@@ -18,6 +18,7 @@ from fmnist.labels import CLASSES
 from fmnist.serving import pipeline
 from fmnist.serving.apierror import APIError, parse_json
 from fmnist.serving.context import charge_images, require_model, serving_state
+from fmnist.serving.health import probe
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 
@@ -43,13 +44,9 @@ def server_metadata():
 
 
 @bp.get("/health/live")
-def live():
-    return {"live": True}
-
-
 @bp.get("/health/ready")
-def ready():
-    return ({"ready": True}, 200) if serving_state().ready else ({"ready": False}, 503)
+def health():
+    return probe(serving_state(), request.path)
 
 
 @bp.get("/models/<name>")

@@ -35,9 +35,12 @@ _JSON = ("Content-Type", "application/json")
 
 
 class Admission:
-    def __init__(self, max_wait: float, max_requests: int, dropped=None):
+    def __init__(self, max_wait: float, max_requests: int, dropped=None, probes: frozenset = frozenset()):
         """max_wait: seconds a ready request may wait (0: never shed by waiting); max_requests: per turn at
-        most; dropped(reason, where, method, path): the app's counter (or None)."""
+        most; dropped(reason, where, method, path): the app's counter (or None); probes: the paths of the
+        app's health probes, whose GET is never shed for waiting (a liveness probe refused under load would
+        have a healthy server restarted)."""
+        self.probes = frozenset(p.encode("latin-1") for p in probes)
         self.max_wait = max_wait
         self.max_requests = max_requests
         self.cost = 0.0  # seconds per started request, running average over turns
@@ -70,7 +73,8 @@ class Admission:
             if left <= self.cost * batch:
                 self.count("deadline", "loop", req.method, path_of(req))
                 return too_late(req, now)
-        if backlog and self.max_wait and now - req.ready_at > self.max_wait:
+        if backlog and self.max_wait and now - req.ready_at > self.max_wait and not (
+                req.method in ("GET", "HEAD") and req.url.partition(b"?")[0] in self.probes):
             self.count("queue", "loop", req.method, path_of(req))
             return self.busy
         return None

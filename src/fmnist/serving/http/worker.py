@@ -94,7 +94,8 @@ class LoopWorker(Closing, base.Worker):
         self.heavy_pool = tuple(config.get("HEAVY_POOL") or HEAVY_POOL)
         wait = config.get("QUEUE_WAIT")
         self.admission = Admission(QUEUE_WAIT if wait is None else float(wait), STEP_REQUESTS,
-                                   config.get("FMNIST_DROPPED"))  # the app's counter of what was not started
+                                   config.get("FMNIST_DROPPED"),  # the app's counter of what was not started
+                                   config.get("PROBE_PATHS") or frozenset())
         host, port = self._server_name()
         self.base_environ = {
             "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr,
