@@ -4,6 +4,7 @@
 # Everything Python goes into ./.venv. Serving needs no torch; where torch is installed it is the
 # CPU build unless TORCH=cuda is given (make TORCH=cuda test, or make TORCH=cuda setup-train).
 
+SHELL := /bin/bash
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -19,7 +20,7 @@ endif
 SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 REPORT_MODELS ?= mlp mlp-deep lenet alexnet vgg:1 vgg smallcnn:1 smallcnn:4 smallcnn
 
-.PHONY: run test test-container setup setup-serve setup-train data test-deps report bench clean
+.PHONY: run test test-container setup setup-serve setup-train data test-deps report bench fuzz clean
 
 run: setup-serve
 	$(BIN)/fmnist serve --model smallcnn --port 5000
@@ -27,7 +28,7 @@ run: setup-serve
 # Everything, the podman image and compose tests included (they skip, saying why, where podman
 # cannot run a container).
 test: setup-train data test-deps
-	$(BIN)/ruff check src tests bench tools
+	$(BIN)/ruff check src tests bench tools fuzz
 	FMNIST_CONTAINER_TESTS=1 $(BIN)/python -m pytest -ra
 
 setup: setup-train
@@ -89,6 +90,14 @@ report: setup-train data
 bench: setup-train data
 	@command -v wrk >/dev/null || $(SUDO) apt-get install -y -qq wrk
 	$(BIN)/python bench/serve_bench.py --matrix --side-traffic --replicas --ceiling --out docs/benchmarks-run.md
+
+# The fuzz campaign for when there is time (fuzz/README.md): each target FUZZ_SECONDS (300) with atheris, new
+# coverage kept in .fuzz/, a crash written to fuzz/crashes/TARGET/ (then fix it and commit it: a regression case).
+FUZZ_SECONDS ?= 300
+fuzz: setup-train
+	@for t in multipart image json v2; do echo "== fuzz $$t ($(FUZZ_SECONDS) s)"; \
+	  $(BIN)/python fuzz/run.py $$t -max_total_time=$(FUZZ_SECONDS) -timeout=20 2>&1 | grep -E "^(Done|#[0-9]+ +DONE)|Uncaught|Error|crash-" ; \
+	  test $${PIPESTATUS[0]} -eq 0 || exit 1; done
 
 clean:
 	rm -rf $(VENV) report explain runs

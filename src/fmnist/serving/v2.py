@@ -77,15 +77,19 @@ def model_ready(name: str, version: "str | None" = None):
 
 
 def _parse_body() -> tuple[dict, bytes]:
-    raw = request.get_data(cache=False)
-    header_len = request.headers.get(HEADER)
+    return split_body(request.get_data(cache=False), request.headers.get(HEADER))
+
+
+def split_body(raw: bytes, header_len: "str | None") -> tuple[dict, bytes]:
+    """An inference request's body -> (its JSON object, the binary tensor data after it); `header_len`: the
+    Inference-Header-Content-Length header (None: all JSON). APIError 400 for anything else."""
     if header_len is not None:
         try:
             n = int(header_len)
         except ValueError:
-            raise APIError(400, "bad_header", f"{HEADER} must be an integer, got {header_len!r}") from None
+            raise APIError(400, "bad_header", f"{HEADER} must be an integer, got {header_len!r}"[:300]) from None
         if not 0 < n <= len(raw):
-            raise APIError(400, "bad_header", f"{HEADER} {n} does not fit a body of {len(raw)} bytes")
+            raise APIError(400, "bad_header", f"{HEADER} {n} does not fit a body of {len(raw)} bytes"[:300])
         head, binary = raw[:n], raw[n:]
     else:
         head, binary = raw, b""
@@ -93,6 +97,16 @@ def _parse_body() -> tuple[dict, bytes]:
     if not isinstance(body, dict):
         raise APIError(400, "bad_json", "inference request must be a JSON object with 'inputs'")
     return body, binary
+
+
+def read_request(body: dict, binary: bytes, max_images: int) -> "tuple[np.ndarray, str, list, str | None]":
+    """A parsed inference request -> (the input as (N, 28, 28) of its datatype, the datatype, the outputs
+    asked for as [(name, binary?)], its id or None); every field checked, APIError 400 otherwise."""
+    request_id = body.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise APIError(400, "bad_id", f"'id' must be a string, got {type(request_id).__name__}")
+    pixels, dtype = _input_tensor(body, binary, max_images)
+    return pixels, dtype, _requested_outputs(body), request_id
 
 
 FP32_LIMIT = 1000.0  # |x| of a normalised FP32 input: pixels 0-255 normalise to about -0.8..2.0
@@ -117,7 +131,7 @@ def _input_tensor(body: dict, binary: bytes, max_images: int) -> tuple[np.ndarra
         raise APIError(400, "bad_inputs", "'inputs' must hold exactly one tensor (shape [N,1,28,28] or [N,28,28])")
     t = inputs[0]
     dtype = t.get("datatype")
-    if dtype not in _DTYPES:
+    if not isinstance(dtype, str) or dtype not in _DTYPES:
         raise APIError(400, "bad_datatype",
                        f"datatype {dtype!r} is not supported: use FP32 (normalised) or UINT8 (raw pixels 0-255)"[:300])
     shape = t.get("shape")
@@ -198,12 +212,7 @@ def _tensor(name: str, value, as_binary: bool) -> "tuple[dict, bytes | None]":
 @bp.post("/models/<name>/versions/<version>/infer")
 def infer(name: str, version: "str | None" = None):
     st, served = _model_or_404(name, version)
-    body, binary = _parse_body()
-    request_id = body.get("id", g.request_id)
-    if not isinstance(request_id, str):
-        raise APIError(400, "bad_id", f"'id' must be a string, got {type(request_id).__name__}")
-    pixels, dtype = _input_tensor(body, binary, st.settings.max_images)
-    wanted = _requested_outputs(body)  # checked before the model runs
+    pixels, dtype, wanted, request_id = read_request(*_parse_body(), st.settings.max_images)  # all checked first
     charge_images(len(pixels))
     if dtype == "UINT8":
         x = served.predictor.normalize(pixels)
@@ -223,7 +232,7 @@ def infer(name: str, version: "str | None" = None):
         if blob is not None:
             blobs.append(blob)
         outputs.append(tensor)
-    result = {"model_name": p.name, "model_version": p.version, "id": request_id,
+    result = {"model_name": p.name, "model_version": p.version, "id": g.request_id if request_id is None else request_id,
               "outputs": outputs}
     head = json.dumps(result, separators=(",", ":"), allow_nan=False).encode()
     if not blobs:
