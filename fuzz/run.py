@@ -42,7 +42,8 @@ def main() -> None:
     crashes = Path(os.environ.get("FUZZ_CRASHES", HERE / "crashes")) / name
     work.mkdir(parents=True, exist_ok=True)
     crashes.mkdir(parents=True, exist_ok=True)
-    corpora = [str(work), str(HERE / "corpus" / name), str(HERE / "crashes" / name)]
+    kept = [HERE / "corpus" / name, HERE / "crashes" / name]  # a target with no crash yet has no folder (git)
+    corpora = [str(work), *(str(d) for d in kept if d.is_dir())]
     args = [sys.argv[0], *options, f"-artifact_prefix={crashes}/", "-max_len=65536", "-rss_limit_mb=3072", *corpora]
     warnings.simplefilter("ignore")  # Pillow warns on every odd tag it meets; findings are exceptions
     target = TARGETS[name]

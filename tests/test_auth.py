@@ -203,7 +203,11 @@ def test_keys_command(tmp_path, capsys):
     assert key.startswith("fmk_")
     assert main(["keys", "list", "--file", str(path)]) == 0
     assert "monitor,predict" in capsys.readouterr().out
-    assert main(["keys", "revoke", key.split("_")[1], "--file", str(path)]) == 0
+    assert main(["keys", "revoke", "--file", str(path), key.split("_")[1]]) == 0  # options before the id too
+    assert "revoked" in capsys.readouterr().out
+    assert main(["keys", "list", "--file", str(path)]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert listed[0].split()[:3] == ["ID", "STATE", "SCOPES"] and "revoked" in listed[1], listed
     assert main(["keys", "create", "--file", str(path), "--scopes", "root"]) == 2
     assert "scopes must be among" in capsys.readouterr().err
 

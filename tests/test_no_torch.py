@@ -1,5 +1,6 @@
 """The serving path must import and serve without torch (`pip install fmnist[serve]` brings none)."""
 
+import os
 import subprocess
 import sys
 
@@ -50,3 +51,30 @@ print("ok")
                           capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
     assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 5
+
+
+BLOCKED_CLI = """
+import builtins, sys
+real_import = builtins.__import__
+def guarded(name, *a, **k):
+    if name.partition(".")[0] in ("torch", "matplotlib"):
+        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+    return real_import(name, *a, **k)
+builtins.__import__ = guarded
+from fmnist.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("argv", [["archs"], ["train", "--arch", "mlp", "--epochs", "1"],
+                                  ["export", "smallcnn", "--format", "pth", "--output", "x.pth"]])
+def test_a_command_that_needs_the_train_extra_says_so_in_one_line(argv, tmp_path):
+    """In the `make run` set-up (no torch), the training commands stop at once with the command that
+    installs what they need, never a ModuleNotFoundError traceback (issue 31)."""
+    from tests.conftest import REPO
+
+    proc = subprocess.run([sys.executable, "-c", BLOCKED_CLI, *argv], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "FMNIST_MODELS": str(REPO / "models")})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "make setup-train" in lines[0] and "Traceback" not in proc.stderr, proc.stderr

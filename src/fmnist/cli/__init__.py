@@ -10,6 +10,15 @@ from fmnist.cli.parser import build_parser
 __all__ = ["CLIError", "build_parser", "main"]
 
 
+# optional dependencies -> (the extra that brings them, the make target that installs it)
+EXTRAS = {"torch": ("train", "make setup-train"), "safetensors": ("train", "make setup-train"),
+          "onnx": ("train", "make setup-train"), "matplotlib": ("train", "make setup-train"),
+          "tqdm": ("train", "make setup-train"), "keras": ("keras", "make setup-train"),
+          "h5py": ("keras", "make setup-train"), "pyarrow": ("batch", "make setup-train"),
+          "dask": ("batch", "make setup-train"), "distributed": ("batch", "make setup-train"),
+          "psycopg": ("postgres", "make setup-train"), "psycopg_pool": ("postgres", "make setup-train")}
+
+
 def main(argv=None) -> int:
     """Run one command. A user's mistake (an FmnistError, a file that is not there or not readable, a
     server that does not answer) is one line on stderr and exit status 2; anything else is a bug and
@@ -28,6 +37,14 @@ def main(argv=None) -> int:
     except (FmnistError, ServerUnreachable, FileNotFoundError, IsADirectoryError, NotADirectoryError,
             PermissionError) as e:
         print(f"fmnist {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        top = (e.name or "").partition(".")[0]
+        if top not in EXTRAS:
+            raise  # not an optional dependency: a bug, with its traceback
+        extra, make = EXTRAS[top]
+        print(f"fmnist {args.command}: error: this command needs {top}, which the serve set-up does not install; "
+              f"run `{make}` (or pip install 'fmnist[{extra}]')", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"fmnist {args.command}: interrupted", file=sys.stderr)

@@ -22,12 +22,13 @@ def cmd_keys(args) -> int:
         print(f"(shown once: {path} keeps only its sha256; send it as 'Authorization: Bearer <key>')",
               file=sys.stderr)
     elif args.action == "revoke":
-        if not args.id:
-            raise CLIError("revoke which key? give its id (fmnist keys list)")
         auth.revoke(path, args.id)
         print(f"revoked {args.id}; servers reading {path} refuse it within a second")
     else:
-        for k in auth.listing(path):
+        keys = auth.listing(path)
+        if keys:
+            print(f"{'ID':<{len(keys[0].id)}}  {'STATE':7}  {'SCOPES':24}  {'RATE':10}  {'CREATED (UTC)':16}  NAME")
+        for k in keys:
             when = datetime.datetime.fromtimestamp(k.created, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
             rate = (f"{k.rate:g}/s" if k.rate else "no limit") + (f", {k.image_rate:g} img/s" if k.image_rate else "")
             print(f"{k.id}  {'revoked' if k.revoked else 'active ':7}  {','.join(k.scopes):24}  {rate:10}  {when}  {k.name}")

@@ -166,20 +166,24 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_serve)
 
     sp = sub.add_parser("keys", help="API keys: create (shown once), list, revoke; the server rereads the file")
-    sp.add_argument("action", choices=["create", "list", "revoke"])
-    sp.add_argument("id", nargs="?", help="for revoke: the key's id")
-    sp.add_argument("--file", help="the key file (default: $FMNIST_API_KEYS)")
-    sp.add_argument("--name", default="", help="for create: who or what the key is for")
-    sp.add_argument("--scopes", default="predict", help="for create: comma-separated, among predict, feedback, "
-                    "monitor (default predict)")
-    sp.add_argument("--rate", type=float, default=0.0, help="for create: requests per second of one server "
-                    "(shared out over its workers; 0: no limit)")
-    sp.add_argument("--burst", type=int, default=0, help="for create: requests at once above the rate "
-                    "(default: one second's worth)")
-    sp.add_argument("--image-rate", type=float, default=0.0, help="for create: images per second of one server "
-                    "(a request holds up to max_images; 0: no limit)")
-    sp.add_argument("--image-burst", type=int, default=0, help="for create: images at once above the image rate "
-                    "(default: one second's worth)")
+    keyfile = argparse.ArgumentParser(add_help=False)
+    keyfile.add_argument("--file", help="the key file (default: $FMNIST_API_KEYS)")
+    actions = sp.add_subparsers(dest="action", required=True, metavar="ACTION")
+    kp = actions.add_parser("create", parents=[keyfile], help="a new key, printed once")
+    kp.add_argument("--name", default="", help="who or what the key is for")
+    kp.add_argument("--scopes", default="predict", help="comma-separated, among predict, feedback, monitor "
+                    "(default predict)")
+    kp.add_argument("--rate", type=float, default=0.0, help="requests per second of one server (shared out over "
+                    "its workers; 0: no limit)")
+    kp.add_argument("--burst", type=int, default=0, help="requests at once above the rate (default: one second's "
+                    "worth)")
+    kp.add_argument("--image-rate", type=float, default=0.0, help="images per second of one server (a request "
+                    "holds up to max_images; 0: no limit)")
+    kp.add_argument("--image-burst", type=int, default=0, help="images at once above the image rate (default: one "
+                    "second's worth)")
+    actions.add_parser("list", parents=[keyfile], help="every key: id, state, scopes, rate, created, name")
+    kp = actions.add_parser("revoke", parents=[keyfile], help="refuse a key from now on (servers: within a second)")
+    kp.add_argument("id", help="the key's id (fmnist keys list)")
     sp.set_defaults(func=cmd_keys)
 
     sp = sub.add_parser("cluster", help="N replicas behind nginx on this machine: up, down, status")
@@ -238,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "arrays, 128 for files)")
     sp.add_argument("--shard", help="i/N: only the inputs at positions i, i+N, ... (for N copies of the job)")
     sp.add_argument("--engine", choices=["local", "dask"], default="local",
-                    help="local: this machine; dask: a Dask cluster (pip install 'fmnist[dask]')")
+                    help="local: this machine; dask: a Dask cluster (pip install 'fmnist[batch]')")
     sp.add_argument("--scheduler", help="for --engine dask: the scheduler's address (default: a local cluster)")
     sp.add_argument("--dask-workers", type=int, default=0, help="for a local Dask cluster: worker processes")
     sp.add_argument("--restart", action="store_true", help="forget an unfinished run's parts and start over")
