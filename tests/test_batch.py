@@ -94,6 +94,7 @@ def test_hostile_files_are_reported_and_never_stop_the_run(catalogue, tmp_path):
     (bad / "big.jpg").write_bytes(encode(Image.new("RGB", (5472, 3648), (200, 190, 180)), "JPEG", quality=70))  # 20 MP
     out = _batch(bad, "--model", SHIPPED, "--out", tmp_path / "r.csv", check=False)
     assert out.returncode == 1 and "4 inputs could not be classified" in out.stderr
+    assert "6 inputs" in out.stdout and "2 classified now" in out.stdout and "4 unreadable" in out.stdout, out.stdout
     errors = {e["id"]: e["error"] for e in _rows(tmp_path / "r.csv.errors.jsonl")}
     assert sorted(errors) == ["bomb.png", "empty.png", "text.jpg", "truncated.png"]
     assert "limit is 25,000,000" in errors["bomb.png"] and "empty" in errors["empty.png"]
@@ -176,7 +177,8 @@ def test_idx_with_labels_summary_and_parquet(tmp_path):
 
         images = data.load(allow_download=False).directory / "t10k-images-idx3-ubyte.gz"
         labels = images.with_name("t10k-labels-idx1-ubyte.gz")
-    _batch(images, "--labels", labels, "--model", SHIPPED, "--out", tmp_path / "r.parquet")
+    said = _batch(images, "--labels", labels, "--model", SHIPPED, "--out", tmp_path / "r.parquet").stdout
+    assert "drift ok" in said and "accuracy " in said and "labelled (test set" in said, said  # the console says it
     table = pa.read_table(tmp_path / "r.parquet")
     assert table.num_rows == 10_000 and json.loads(table.schema.metadata[b"fmnist_model"])["version"] == SHIPPED.name
     summary = json.loads((tmp_path / "r.parquet.summary.json").read_text())

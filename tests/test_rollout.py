@@ -47,8 +47,11 @@ def test_promote_and_rollback_move_the_alias(tmp_path):
     promote("smallcnn", "2", root)
     assert resolve("smallcnn", root).version == "2"
     assert rollback("smallcnn", root)["production"] == "1"
+    # the production before the first promotion was implicit (the latest, 3): rollback goes back to it (issue 31)
+    assert rollback("smallcnn", root)["production"] == "3"
     with pytest.raises(ArtifactError, match="nothing to roll back to"):
         rollback("smallcnn", root)
+    promote("smallcnn", "1", root)
     # a tampered artifact cannot be promoted
     w = root / "smallcnn" / "2" / "model.safetensors"
     w.write_bytes(w.read_bytes()[:-1] + b"\x00")

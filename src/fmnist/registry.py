@@ -104,6 +104,10 @@ def promote(name: str, version: str, root: "str | Path | None" = None) -> dict:
     root = registry_root(root)
     art = resolve(f"{name}:{version}", root, verify=True)
     data = read_aliases(root, name)
+    if not data["stack"]:  # production was implicit (the latest version): recorded, so that rollback returns to it
+        implicit = versions(root, name)[-1]
+        if implicit != art.version:
+            data["stack"].append(implicit)
     if data["production"] != art.version:
         data["stack"].append(art.version)
     data["history"].append({"action": "promote", "version": art.version, "at": time.time()})

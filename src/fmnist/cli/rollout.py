@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
 
@@ -46,6 +47,13 @@ def print_status(plan, report) -> None:
         print(f"decided: {d['outcome']} by {d['by']} at {time.strftime('%H:%M:%S', time.localtime(d['at']))}")
 
 
+def _older(version: str, than: str) -> bool:
+    try:
+        return int(version) < int(than)
+    except ValueError:  # named versions: no order to speak of
+        return False
+
+
 def cmd_rollout(args) -> int:
     from fmnist.rollout import gates as rollout_gates
     from fmnist.rollout import plan as rollout_plan
@@ -60,6 +68,9 @@ def cmd_rollout(args) -> int:
         plan = rollout_plan.start(args.name, args.version, mode, (args.canary or 0) / 100,
                                   rollout_plan.Gates.parse(args.gate), root)
         what = "a copy of every request" if mode == "shadow" else f"{plan.share:.0%} of clients"
+        if _older(plan.candidate, plan.production):
+            print(f"note: {plan.name}:{plan.candidate} is older than production {plan.production}; if the gates pass "
+                  f"it becomes production (fmnist rollback {plan.name} goes back)", file=sys.stderr)
         print(f"{plan.name}: rollout of version {plan.candidate} started ({mode}: it gets {what}); production stays "
               f"{plan.production} until the gates decide. Servers join within their reload interval.")
         return 0

@@ -60,12 +60,28 @@ def cmd_serve(args) -> int:
     art = resolve(settings.model, settings.models or None)
     if kind == "gthread":
         kind += f" x {settings.threads} threads"
-    print(f"fmnist: serving {art.ref} on http://{args.host}:{args.port} (workers="
-          f"{settings.worker_count} {kind}, batching={'on' if settings.batching else 'off'})",
+    url = f"http://{args.host}:{args.port}"
+    print(f"fmnist: serving {art.ref} on {url} (workers={settings.worker_count} {kind}, batching="
+          f"{'on' if settings.batching else 'off'}); dashboard {url}/dashboard, API {url}/openapi.json",
           file=sys.stderr, flush=True)
     argv = [sys.executable, "-m", "gunicorn", "-c", "python:fmnist.serving.http.gunicorn_conf", "fmnist.serving:create_app()"]
     os.execvpe(argv[0], argv, env)
     return 0  # not reached
+
+
+def _said(result: dict) -> str:
+    """One answer in a line: the flag first when there is one (then the label is only a guess), the other
+    classes of top_k, and the model that answered (it matters during a canary)."""
+    flag, best = result.get("flag"), result["top_k"][0]
+    model = result.get("model") or {}
+    ref = f"  [{model.get('name')}:{model.get('version')}]" if model else ""
+    others = "".join(f"  {t['label']} {t['probability']:.1%}" for t in result["top_k"][1:])
+    if flag == "not_a_garment":
+        return (f"not a garment (ood_score {result.get('ood_score', 0):.2f}; best guess {best['label']} "
+                f"{best['probability']:.1%}){ref}")
+    if flag == "unsure":
+        return f"unsure, maybe {best['label']} ({best['probability']:.1%}){others}{ref}"
+    return f"{result['label']} ({result['confidence']:.1%}){others}{ref}"
 
 
 def cmd_predict(args) -> int:
@@ -79,11 +95,7 @@ def cmd_predict(args) -> int:
         elif "error" in result:
             print(f"{path}: error: {result['error'].get('message', result['error'])}")
         else:
-            flag = result.get("flag")
-            said = result["label"] if result.get("label") is not None else "(no label)"
-            print(f"{path}: {said} ({result['confidence']:.1%})"
-                  + (f" [{flag.replace('_', ' ')}: ood_score {result.get('ood_score', 0):.2f}]" if flag else "")
-                  + "".join(f"  {t['label']} {t['probability']:.1%}" for t in result["top_k"][1:]))
+            print(f"{path}: {_said(result)}")
         failures += "error" in result
     return 1 if failures else 0
 

@@ -36,8 +36,9 @@ from fmnist.errors import InvalidValue
 
 log = logging.getLogger("fmnist.serving")
 SCOPES = ("predict", "feedback", "monitor")
-OPEN_PATHS = frozenset({"/health", "/ready", "/v2/health/live", "/v2/health/ready",
-                        "/dashboard"})  # the dashboard's page holds no data: it asks for a key, then fetches with it
+OPEN_PATHS = frozenset({"/health", "/ready", "/v2/health/live", "/v2/health/ready", "/",
+                        "/dashboard"})  # the dashboard's page holds no data: it asks for a key, then fetches with it;
+# "/" only names the routes (and sends a browser to the dashboard)
 _KEY = re.compile(r"^fmk_([0-9a-f]{8})_([A-Za-z0-9_-]{32})$")
 _DUMMY = hashlib.sha256(b"no such key").hexdigest()
 RELOAD_EVERY = 1.0  # seconds between looks at the key file

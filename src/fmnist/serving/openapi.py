@@ -172,6 +172,8 @@ def build_spec() -> dict:
                               **ERRORS, "503": _err("Model not loaded yet, or this worker is computing "
                                                     "explain_concurrency explanations already (Retry-After)")},
             }},
+            "/": _get("Where to go: a browser (Accept: text/html) is redirected to /dashboard; others get the "
+                      "routes", _obj("name, dashboard, openapi, routes"), {"302": {"description": "to /dashboard"}}),
             "/health": _get("Liveness: the process is up", _obj("alive")),
             "/ready": _get("Readiness: the model is loaded and warmed up", _obj("ready"), {"503": _obj("not ready")}),
             "/model": _get("Model card: name, version, architecture, classes, input spec, test metrics",
@@ -207,8 +209,9 @@ def build_spec() -> dict:
                     "properties": {"request_id": {"type": "string"},
                                    "label": {"oneOf": [{"type": "string", "enum": list(CLASSES)},
                                                        {"type": "integer", "minimum": 0, "maximum": 9}]},
-                                   "index": {"type": "integer", "minimum": 0, "default": 0,
-                                             "description": "which image of a multi-image request"}}}}}},
+                                   "index": {"type": "integer", "minimum": 0, "maximum": 63, "default": 0,
+                                             "description": "which image of a multi-image request "
+                                                            "(below the server's max_images, 64 by default)"}}}}}},
                 "responses": {"200": _obj("recorded: predicted, label, correct"),
                               "400": _err("Bad JSON, missing request_id, bad label"),
                               "404": _err("No prediction with that request_id"), "503": ERRORS["503"]},
@@ -254,3 +257,15 @@ def _secure(spec: dict) -> None:
 @bp.get("/openapi.json")
 def openapi():
     return build_spec()
+
+
+@bp.get("/")
+def index():
+    """Where to go: a browser is sent to the dashboard; anyone else gets the routes, in JSON."""
+    from flask import current_app, redirect, request
+
+    if request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html":
+        return redirect("/dashboard", 302)
+    routes = sorted({f"{m} {r.rule}" for r in current_app.url_map.iter_rules()
+                     for m in r.methods - {"HEAD", "OPTIONS"} if r.rule != "/"})
+    return {"name": "fmnist", "dashboard": "/dashboard", "openapi": "/openapi.json", "routes": routes}
