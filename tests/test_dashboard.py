@@ -233,3 +233,26 @@ def test_dashboard_shows_a_rollout_side_by_side(tmp_path, real_data, browser_wor
             driver.save_screenshot(os.environ.get("FMNIST_ROLLOUT_SCREENSHOT") or str(tmp_path / "rollout.png"))
         finally:
             driver.quit()
+
+
+def test_a_young_window_says_it_waits_and_latency_shows_at_once(tmp_path, browser_works):
+    """With fewer predictions than the drift checks need, the drift badge says how many it has (not "ok"), and
+    the latency and request-rate tiles have numbers from the first poll (issue 31)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with running_server(tmp_path, workers=1) as srv:
+        url = srv["url"]
+        for k in range(5):
+            _post(url, "/predict", json.dumps({"pixels": [[k * 40] * 28] * 28}).encode(), "application/json")
+        driver = _browser()
+        try:
+            driver.get(url + "/dashboard")
+            WebDriverWait(driver, 20).until(lambda d: "smallcnn" in d.find_element(By.ID, "model").text)
+            assert driver.find_element(By.ID, "drift-status").text.lower() == "waiting: 5 of 100 samples"
+            assert {c.text.lower() for c in driver.find_elements(By.CSS_SELECTOR, "#checks tbody td:last-child")} == {"waiting"}
+            assert driver.find_element(By.ID, "p99").text not in ("–", "")
+            assert float(driver.find_element(By.ID, "rps").text) > 0
+            driver.save_screenshot(str(tmp_path / "young.png"))
+        finally:
+            driver.quit()

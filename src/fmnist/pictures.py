@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -270,11 +272,17 @@ def cache_key(*arrays: np.ndarray, modules=()) -> str:
     return hashlib.sha256(b"".join(a.tobytes() for a in arrays) + src).hexdigest()[:16]
 
 
+progress_log = logging.getLogger("fmnist.progress")  # the CLI prints it; long steps say what they do
+
+
 def cached_array(path: Path, make, cache: bool = True) -> np.ndarray:
     """np.load(path) if it exists (and `cache`); else make(), written atomically to path (when `cache`)."""
     if cache and path.is_file():
         return np.load(path)
+    t0 = time.monotonic()
+    progress_log.info("making %s (once: later runs read it from %s)", path.name, path.parent)
     out = make()
+    progress_log.info("made %s in %.0f s", path.name, time.monotonic() - t0)
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npy")
@@ -311,12 +319,15 @@ def render_parallel(images, labels, styles, seed: int, workers: int = 0, progres
         return render_many(images, labels, styles, seed)
     step = min(-(-n // (workers * 4)), 2000)
     jobs = [(images[s:s + step], labels[s:s + step], list(styles[s:s + step]), seed, s) for s in range(0, n, step)]
-    out, done = [], 0
+    out, done, told, t0 = [], 0, 0, time.monotonic()
     for chunk in map_processes(_render_chunk, jobs, workers):
         out.append(chunk)
         done += len(chunk)
         if progress is not None:
             progress(done, n)
+        elif done * 4 // n > told:  # a line at each quarter: minutes of drawing are never silent
+            told = done * 4 // n
+            progress_log.info("drawing pictures: %s/%s (%.0f s)", f"{done:,}", f"{n:,}", time.monotonic() - t0)
     return np.concatenate(out)
 
 

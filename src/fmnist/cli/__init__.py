@@ -19,6 +19,19 @@ EXTRAS = {"torch": ("train", "make setup-train"), "safetensors": ("train", "make
           "psycopg": ("postgres", "make setup-train"), "psycopg_pool": ("postgres", "make setup-train")}
 
 
+def _show_progress() -> None:
+    """What the library says of its long steps (logger fmnist.progress: drawing pictures, caches), on stderr."""
+    import logging
+
+    log = logging.getLogger("fmnist.progress")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("fmnist: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
 def main(argv=None) -> int:
     """Run one command. A user's mistake (an FmnistError, a file that is not there or not readable, a
     server that does not answer) is one line on stderr and exit status 2; anything else is a bug and
@@ -27,6 +40,7 @@ def main(argv=None) -> int:
     from fmnist.errors import FmnistError
 
     args = build_parser().parse_args(argv)
+    _show_progress()
     try:
         return args.func(args)
     except BrokenPipeError:  # `fmnist archs | head`: the reader left, nothing is wrong

@@ -49,8 +49,9 @@ def train_config_options(sp) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fmnist", description="A Fashion-MNIST classifier from training to production: "
-                                "data, train, evaluate, compare, explain, export, import, the registry, serve, "
-                                "predict, cluster.")
+                                "data, train, evaluate, calibrate, compare, explain, export, import, the registry "
+                                "(models, promote, rollback), serve, predict, keys, cluster, rollout, batch. "
+                                "Quick start: README.md; samples/ holds pictures to try.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__import__('fmnist').__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -107,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--backend", choices=["onnx", "torch"], default="onnx")
     sp.add_argument("--limit", type=int, help="first N test images only")
     sp.add_argument("--pictures", action="store_true",
-                    help="also the picture benchmark: test images rendered as pictures in 8 styles, per style and class")
+                    help="also the picture benchmark: the first 1,000 test images drawn as pictures in each of the 10 "
+                         "styles (fmnist.pictures), accuracy per style and class")
     sp.add_argument("--tta", action="store_true", help="test-time augmentation: average with the mirror image (2x compute)")
     data_opts(sp)
     registry_opt(sp)

@@ -93,7 +93,9 @@ def cmd_predict(args) -> int:
         if args.json:
             print(json.dumps({"file": path, **result}))
         elif "error" in result:
-            print(f"{path}: error: {result['error'].get('message', result['error'])}")
+            error = result["error"]
+            hint = "; give the key with --api-key KEY (or FMNIST_API_KEY)" if error.get("code") == "unauthorized" else ""
+            print(f"{path}: error: {error.get('message', error)}{hint}")
         else:
             print(f"{path}: {_said(result)}")
         failures += "error" in result

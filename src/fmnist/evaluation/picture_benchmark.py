@@ -31,7 +31,12 @@ def load_benchmark(ds, per_style: int = P.BENCH_PER_STYLE, cache_dir: "Path | No
         with np.load(path) as z:
             return {"labels": z["labels"], "pictures": {s: z[s] for s in P.STYLE_NAMES}}
     # image i of every style comes from the generator (BENCH_SEED, i, style), however the work is split
-    pictures = {s: P.render_parallel(x, y, [s] * len(x), P.BENCH_SEED) for s in P.STYLE_NAMES}
+    P.progress_log.info("drawing the picture benchmark, %d styles x %d pictures (once: cached in %s)",
+                        len(P.STYLE_NAMES), len(x), path.parent)
+    pictures = {}
+    for k, s in enumerate(P.STYLE_NAMES):
+        pictures[s] = P.render_parallel(x, y, [s] * len(x), P.BENCH_SEED)
+        P.progress_log.info("drew style %s (%d/%d)", s, k + 1, len(P.STYLE_NAMES))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
     np.savez_compressed(tmp, labels=y, **pictures)

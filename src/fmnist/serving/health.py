@@ -9,7 +9,7 @@ from flask import Blueprint
 from fmnist.serving.context import require_model, serving_state
 
 bp = Blueprint("health", __name__)
-_STARTED = time.time()
+STARTED = time.time()  # this worker's start
 
 
 PROBES = frozenset({"/health", "/ready", "/v2/health/live", "/v2/health/ready"})  # never shed, never in a pool
@@ -17,7 +17,7 @@ PROBES = frozenset({"/health", "/ready", "/v2/health/live", "/v2/health/ready"})
 
 def liveness() -> tuple[dict, int, dict]:
     """Liveness: the process is up and answering (says nothing about the model)."""
-    return {"status": "ok", "uptime_seconds": round(time.time() - _STARTED, 3)}, 200, {}
+    return {"status": "ok", "uptime_seconds": round(time.time() - STARTED, 3)}, 200, {}
 
 
 def readiness(st) -> tuple[dict, int, dict]:

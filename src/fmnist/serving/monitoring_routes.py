@@ -15,6 +15,7 @@ from fmnist.monitoring.drift import STATUS_ORDER, Thresholds, accuracy_report, d
 from fmnist.monitoring.prometheus import ReferenceCollector
 from fmnist.monitoring.store_common import StoreUnavailable
 from fmnist.monitoring.system import SystemCollector, process_stats, server_processes
+from fmnist.serving import health
 from fmnist.serving.apierror import APIError, parse_json
 from fmnist.serving.context import require_model, serving_state
 from fmnist.serving.contract import bounded_number
@@ -66,7 +67,7 @@ def monitoring():
                   "backend": p.backend, "loaded_at": served.loaded_at},
         "drift": drift,
         "accuracy": accuracy,
-        "traffic": st.metrics.snapshot(),
+        "traffic": {**st.metrics.snapshot(), "uptime_seconds": round(time.time() - health.STARTED, 3)},
         "store": {**st.store.health(), "replica": st.replica},
         "system": {"processes": processes, "cpu_count": cpu_count()},
         "generated_at": time.time(),
