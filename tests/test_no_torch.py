@@ -66,7 +66,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.mark.parametrize("argv", [["archs"], ["train", "--arch", "mlp", "--epochs", "1"],
+@pytest.mark.parametrize("argv", [["archs"], ["train", "--arch", "mlp", "--epochs", "1"], ["compare", "mlp", "--out", "r"],
                                   ["export", "smallcnn", "--format", "pth", "--output", "x.pth"]])
 def test_a_command_that_needs_the_train_extra_says_so_in_one_line(argv, tmp_path):
     """In the `make run` set-up (no torch), the training commands stop at once with the command that

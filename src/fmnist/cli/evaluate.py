@@ -54,6 +54,8 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    import matplotlib  # noqa: F401  the figures need it: missing, say so now, not after minutes of work
+
     from fmnist.evaluation.report import write_report
 
     path = write_report(args.models, Path(args.out), registry=args.registry, data_dir=args.data_dir,

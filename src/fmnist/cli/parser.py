@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("data", help="find, verify and summarise the dataset")
     data_opts(sp)
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--json", action="store_true", help="the summary as JSON")
     sp.set_defaults(func=cmd_data)
 
     sp = sub.add_parser("archs", help="list the model architectures")
@@ -76,17 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("models", help="list trained model artifacts in the registry")
     registry_opt(sp)
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--json", action="store_true", help="the list as JSON")
     sp.set_defaults(func=cmd_models)
 
     sp = sub.add_parser("promote", help="point a model's production alias at a version (verified first)")
-    sp.add_argument("name")
-    sp.add_argument("version")
+    sp.add_argument("name", help="the model's name (e.g. smallcnn)")
+    sp.add_argument("version", help="the version to serve (fmnist models lists them)")
     registry_opt(sp)
     sp.set_defaults(func=cmd_promote)
 
     sp = sub.add_parser("rollback", help="move the production alias back to the previously promoted version")
-    sp.add_argument("name")
+    sp.add_argument("name", help="the model's name (e.g. smallcnn)")
     registry_opt(sp)
     sp.set_defaults(func=cmd_rollback)
 
@@ -104,8 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("evaluate", help="accuracy, macro-F1, per-class metrics and confusion matrix on the test set")
     sp.add_argument("model", nargs="?", default=None, help="artifact path or name[:version] (default: smallcnn)")
-    sp.add_argument("--json", action="store_true")
-    sp.add_argument("--backend", choices=["onnx", "torch"], default="onnx")
+    sp.add_argument("--json", action="store_true", help="the metrics as JSON")
+    sp.add_argument("--backend", choices=["onnx", "torch"], default="onnx",
+                    help="run the ONNX graph (default) or the torch module")
     sp.add_argument("--limit", type=int, help="first N test images only")
     sp.add_argument("--pictures", action="store_true",
                     help="also the picture benchmark: the first 1,000 test images drawn as pictures in each of the 10 "
@@ -130,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_compare)
 
     sp = sub.add_parser("explain", help="PNGs of first-layer filters and feature maps for one image")
-    sp.add_argument("model")
+    sp.add_argument("model", help="artifact path or name[:version]")
     sp.add_argument("image", help="an image file, or test:N for test-set image N")
     sp.add_argument("--out", default="explain", help="output folder (default: ./explain)")
     data_opts(sp)
@@ -138,9 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_explain)
 
     sp = sub.add_parser("export", help="write the model as a plain .pth state dict or a copy of its ONNX graph")
-    sp.add_argument("model")
-    sp.add_argument("--format", choices=["pth", "onnx"], default="pth")
-    sp.add_argument("--output", "-o")
+    sp.add_argument("model", help="artifact path or name[:version]")
+    sp.add_argument("--format", choices=["pth", "onnx"], default="pth",
+                    help="pth: a state dict for torch (needs the train set-up); onnx: a copy of the graph")
+    sp.add_argument("--output", "-o", help="where to write (default: NAME-VERSION.FORMAT here)")
     registry_opt(sp)
     sp.set_defaults(func=cmd_export)
 
@@ -148,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", help="artifact path or name[:version] (default: smallcnn)")
     sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only; "
                     "another address needs --api-keys or --open)")
-    sp.add_argument("--port", type=int, default=5000)
+    sp.add_argument("--port", type=int, default=5000, help="default 5000")
     sp.add_argument("--open", action="store_true", help="serve without API keys on an address beyond loopback, "
                     "on purpose (e.g. behind a gateway that authenticates)")
     sp.add_argument("--workers", type=int, help="Gunicorn worker processes (default: CPU count)")
@@ -158,8 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--threads", type=int, help="threads per worker, for --worker gthread (default 2)")
     sp.add_argument("--backend", choices=["onnx", "torch"], help="default onnx (no torch needed)")
     sp.add_argument("--no-batching", action="store_true", help="run every request on its own")
-    sp.add_argument("--max-batch-size", type=int)
-    sp.add_argument("--max-batch-wait-ms", type=float)
+    sp.add_argument("--max-batch-size", type=int, help="images per model call at most (default 64)")
+    sp.add_argument("--max-batch-wait-ms", type=float, help="how long a batch may wait for more requests (default 2; gthread)")
     sp.add_argument("--quiet", action="store_true", help="no per-request log lines")
     sp.add_argument("--api-keys", help="key file (fmnist keys create): every route but /health and /ready then "
                     "needs an API key of the right scope")
@@ -189,23 +191,24 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_keys)
 
     sp = sub.add_parser("cluster", help="N replicas behind nginx on this machine: up, down, status")
-    sp.add_argument("action", choices=["up", "down", "status"])
-    sp.add_argument("--replicas", type=int, default=2)
+    sp.add_argument("action", choices=["up", "down", "status"], help="start the replicas and nginx, stop them, or show them")
+    sp.add_argument("--replicas", type=int, default=2, help="how many fmnist serve behind nginx (default 2)")
     sp.add_argument("--port", type=int, default=5000, help="load balancer port (replicas use the next ones)")
     sp.add_argument("--host", default="127.0.0.1", help="load balancer address")
     sp.add_argument("--workers", type=int, help="workers per replica (default: cores / replicas)")
-    sp.add_argument("--worker", choices=WORKER_KINDS)
+    sp.add_argument("--worker", choices=WORKER_KINDS, help="each replica's worker kind (default loop)")
     sp.add_argument("--threads", type=int, help="for --worker gthread")
-    sp.add_argument("--model")
-    sp.add_argument("--state-dir", default=".fmnist/cluster")
+    sp.add_argument("--model", help="artifact path or name[:version] (default: smallcnn)")
+    sp.add_argument("--state-dir", default=".fmnist/cluster", help="where the cluster keeps its pids, logs and nginx config")
     sp.add_argument("--detach", action="store_true", help="run the supervisor in the background")
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--json", action="store_true", help="status as JSON")
     prediction_log_opt(sp)
     registry_opt(sp)
     sp.set_defaults(func=cmd_cluster)
 
     sp = sub.add_parser("rollout", help="roll a new version out on live evidence: shadow or canary, gates, decision")
-    sp.add_argument("action", choices=["start", "status", "promote", "abort"])
+    sp.add_argument("action", choices=["start", "status", "promote", "abort"],
+                    help="start a rollout, show its evidence, or decide it now")
     sp.add_argument("name", help="the model's name (e.g. smallcnn)")
     sp.add_argument("version", nargs="?", help="for start: the candidate version")
     sp.add_argument("--shadow", action="store_true", help="for start: the candidate sees a copy of all traffic; "
@@ -215,16 +218,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--gate", action="append", metavar="NAME=VALUE", help="for start: a gate other than its default "
                     "(min_requests=200, min_seconds=30, max_disagreement=0.1, max_psi=0.25, max_confidence_drop=0.1, "
                     "min_labels=50, max_accuracy_drop=0.02, auto_promote=true)")
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--json", action="store_true", help="status as JSON")
     prediction_log_opt(sp)
     registry_opt(sp)
     sp.set_defaults(func=cmd_rollout)
 
     sp = sub.add_parser("predict", help="classify image files with a running server")
-    sp.add_argument("images", nargs="+")
+    sp.add_argument("images", nargs="+", help="picture files (samples/ holds some to try)")
     sp.add_argument("--url", default="http://localhost:5000", help="server base URL (default http://localhost:5000)")
-    sp.add_argument("--top-k", type=int, default=3)
-    sp.add_argument("--preprocess", choices=["auto", "raw", "photo"], default="auto")
+    sp.add_argument("--top-k", type=int, default=3, help="classes listed per answer (default 3)")
+    sp.add_argument("--preprocess", choices=["auto", "raw", "photo"], default="auto",
+                    help="raw: 28x28 as the dataset gives it; photo: converted; auto (default): raw for 28x28")
     sp.add_argument("--json", action="store_true", help="one JSON object per file")
     sp.add_argument("--api-key", help="an API key with the predict scope (default: $FMNIST_API_KEY)")
     sp.set_defaults(func=cmd_predict)
@@ -237,8 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, help="results file: .jsonl, .csv or .parquet (pyarrow); beside it "
                                                  ".errors.jsonl, .summary.json, .summary.png")
     sp.add_argument("--labels", help="an IDX labels file for an IDX/.npy input: accuracy and confusion matrix")
-    sp.add_argument("--preprocess", choices=["auto", "raw", "photo"], default="auto")
-    sp.add_argument("--top-k", type=int, default=3, choices=range(1, 11), metavar="1-10")
+    sp.add_argument("--preprocess", choices=["auto", "raw", "photo"], default="auto",
+                    help="as /predict: raw, photo, or auto (default)")
+    sp.add_argument("--top-k", type=int, default=3, choices=range(1, 11), metavar="1-10",
+                    help="classes kept per answer (default 3)")
     sp.add_argument("--workers", type=int, default=0, help="decoding processes (default: one per CPU)")
     sp.add_argument("--chunk", type=int, default=0, help="inputs per part, the unit of resume (default: 1024 for "
                     "arrays, 128 for files)")
@@ -255,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("import", help="turn a Keras .keras/.h5, an ONNX model or a .pth state dict into a "
                                        "verified artifact (the format is read from the file)")
-    sp.add_argument("file")
+    sp.add_argument("file", help="a .pth, .keras, .h5 or .onnx file")
     sp.add_argument("--arch", help="for a .pth state dict: which fmnist architecture it fits")
     sp.add_argument("--kwargs", type=_json_arg, default={}, help="for --arch: the architecture's options")
     sp.add_argument("--name", help="artifact name (default: the file name, or the arch)")
