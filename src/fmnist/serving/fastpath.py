@@ -33,7 +33,9 @@ from fmnist.serving.health import PROBES, probe
 log = logging.getLogger("fmnist.serving")
 LOOP_JSON_BYTES = 16 * 1024  # a JSON /predict body up to this size is parsed on the loop; a larger one in the heavy pool
 _FORMS = ("multipart/form-data", "application/json")
-_STATUS = {200: "200 OK", 503: "503 Service Unavailable"}
+# the status lines the fast path writes itself: probes (200, 503) and refused keys (401, 403, 429)
+_STATUS = {200: "200 OK", 401: "401 Unauthorized", 403: "403 Forbidden", 429: "429 Too Many Requests",
+           503: "503 Service Unavailable"}
 _JSON = json.JSONEncoder(separators=(",", ":"))
 
 
@@ -147,7 +149,7 @@ class PredictFastPath:
         self.state.metrics.auth_failures.labels(reason=denied.code).inc()
         request_id = reqlog.request_id_from(environ.get("HTTP_X_REQUEST_ID", ""))
         out = error_json(denied.error_code, denied.message, request_id)
-        status = {401: "401 Unauthorized", 403: "403 Forbidden", 429: "429 Too Many Requests"}[denied.status]
+        status = _STATUS[denied.status]
         start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(out))),
                                 ("X-Request-ID", request_id), *denied.headers.items()])
         method, path = environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
