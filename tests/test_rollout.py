@@ -109,7 +109,7 @@ end
 @needs("wrk")
 def test_rollout_under_load_has_zero_failures(tmp_path):
     root = make_registry(tmp_path)
-    _cli("promote", "smallcnn", "1", root=root)
+    _cli("promote", "smallcnn", "1", "--force", root=root)  # the garment gate is test_garments'
     pixels = np.zeros((28, 28), np.uint8)
     pixels[4:24, 8:20] = 200
     script = pixels_script(tmp_path / "load.lua", pixels, COUNT_VERSIONS)
@@ -124,10 +124,10 @@ def test_rollout_under_load_has_zero_failures(tmp_path):
             capture_output=True, text=True)))
         load.start()
         time.sleep(2)
-        _cli("promote", "smallcnn", "2", root=root)  # verified, then picked up by every worker
+        _cli("promote", "smallcnn", "2", "--force", root=root)  # verified, then picked up by every worker
         _wait_for(url, "2")
         time.sleep(1)
-        _cli("promote", "smallcnn", "3", root=root)  # passes the checksum, fails to load: refused
+        _cli("promote", "smallcnn", "3", "--force", root=root)  # passes the checksum, fails to load: refused
         time.sleep(2.5)
         assert _served_versions(url) == {"2"}
         _cli("rollback", "smallcnn", root=root)  # 3 -> 2: nothing to do for the servers

@@ -172,7 +172,7 @@ def test_canary_then_shadow_under_load_promote_and_roll_back(tmp_path, real_data
     registry.mkdir()
     shutil.copytree(REPO / "models" / "smallcnn" / "4", registry / "smallcnn" / "4")
     shutil.copytree(REPO / "models" / "smallcnn" / "5", registry / "smallcnn" / "5")
-    _cli("promote", "smallcnn", "4", registry=registry)
+    _cli("promote", "smallcnn", "4", "--force", registry=registry)  # the garment gate is test_garments'
     # 1,000 distinct images: the gates compare two distributions, which 100 repeated images make coarse
     script = _many_images_script(tmp_path / "load.lua", real_data.test_images[:1000])
     env = {"FMNIST_RELOAD_INTERVAL": "0.5"}
@@ -181,7 +181,7 @@ def test_canary_then_shadow_under_load_promote_and_roll_back(tmp_path, real_data
         db = tmp_path / "predictions.sqlite"
         # 1) canary 10 % of smallcnn:5, gates after 300 requests and 4 s (two calibrated models of one recipe
         # family: smallcnn:1 against smallcnn:4 now fails the confidence KS gate, their temperatures differ)
-        _cli("rollout", "start", "smallcnn", "5", "--canary", "10", "--gate", "min_requests=300",
+        _cli("rollout", "start", "smallcnn", "5", "--force", "--canary", "10", "--gate", "min_requests=300",
              "--gate", "min_seconds=4", registry=registry)
         _load_without_failures(srv["url"], script, 8)
         plan = _wait_state("smallcnn", registry, 20)
@@ -205,7 +205,7 @@ def test_canary_then_shadow_under_load_promote_and_roll_back(tmp_path, real_data
                         "--name", "smallcnn", "--mean", "0.2860", "--std", "0.3530", "--classes", CLASSES_SWAPPED,
                         "--no-eval", "--registry", str(registry)], check=True, capture_output=True, timeout=120)
         bad = sorted(os.listdir(registry / "smallcnn"), key=lambda v: int(v) if v.isdigit() else -1)[-1]
-        _cli("rollout", "start", "smallcnn", bad, "--shadow", "--gate", "min_requests=300", "--gate", "min_seconds=3",
+        _cli("rollout", "start", "smallcnn", bad, "--force", "--shadow", "--gate", "min_requests=300", "--gate", "min_seconds=3",
              "--gate", "max_disagreement=0.05", registry=registry)
         # a worker dies mid-rollout (between loads: a SIGKILL resets its own connections, which only a proxy in
         # front could retry); Gunicorn's replacement joins the plan as it starts

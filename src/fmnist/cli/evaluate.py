@@ -25,6 +25,13 @@ def cmd_evaluate(args) -> int:
 
         bench = load_benchmark(ds, per_style=min(args.limit or 1000, 1000))
         report["pictures"] = picture_report(lambda px: artifact_logits(art, px, args.backend, tta=args.tta), bench)
+    if args.garments:
+        from fmnist.evaluation import garment_benchmark as gb
+
+        rep = gb.artifact_report(art)
+        for fam in rep["families"].values():
+            fam.pop("right")
+        report["garments"] = rep
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -32,6 +39,11 @@ def cmd_evaluate(args) -> int:
         if args.pictures:
             print()
             print(format_picture_report(report["pictures"], report["accuracy"]))
+        if args.garments:
+            from fmnist.evaluation.garment_benchmark import format_report
+
+            print()
+            print(format_report(report["garments"]))
     return 0
 
 
@@ -61,6 +73,16 @@ def cmd_compare(args) -> int:
     path = write_report(args.models, Path(args.out), registry=args.registry, data_dir=args.data_dir,
                         command="fmnist " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     print(f"wrote {path}")
+    from fmnist.evaluation import garment_benchmark as gb
+    from fmnist.registry import resolve
+
+    arts = [resolve(m, args.registry) for m in args.models]
+    bench = gb.load()
+    reps = [(a.ref, gb.artifact_report(a, bench)) for a in arts]
+    print()
+    print(gb.format_table(reps))
+    for ref, rep in reps[1:]:  # the regression gate against the first model named
+        print(gb.format_gate(gb.regression(rep, reps[0][1]), ref, reps[0][0]))
     return 0
 
 

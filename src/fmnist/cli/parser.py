@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("promote", help="point a model's production alias at a version (verified first)")
     sp.add_argument("name", help="the model's name (e.g. smallcnn)")
     sp.add_argument("version", help="the version to serve (fmnist models lists them)")
+    sp.add_argument("--force", action="store_true", help="promote even if the garment gate finds it worse than today's "
+                    "production on a held-out garment family")
     registry_opt(sp)
     sp.set_defaults(func=cmd_promote)
 
@@ -111,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--pictures", action="store_true",
                     help="also the picture benchmark: the first 1,000 test images drawn as pictures in each of the 10 "
                          "styles (fmnist.pictures), accuracy per style and class")
+    sp.add_argument("--garments", action="store_true",
+                    help="also the garment benchmark: parametric garments in families held out from training "
+                         "(fmnist.garments), accuracy per family and class, and non-garment objects flagged")
     sp.add_argument("--tta", action="store_true", help="test-time augmentation: average with the mirror image (2x compute)")
     data_opts(sp)
     registry_opt(sp)
@@ -201,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", help="artifact path or name[:version] (default: smallcnn)")
     sp.add_argument("--state-dir", default=".fmnist/cluster", help="where the cluster keeps its pids, logs and nginx config")
     sp.add_argument("--detach", action="store_true", help="run the supervisor in the background")
+    sp.add_argument("--force", action="store_true", help="for start: even if the garment gate finds the candidate worse "
+                    "than production on a held-out garment family")
     sp.add_argument("--json", action="store_true", help="status as JSON")
     prediction_log_opt(sp)
     registry_opt(sp)
@@ -218,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--gate", action="append", metavar="NAME=VALUE", help="for start: a gate other than its default "
                     "(min_requests=200, min_seconds=30, max_disagreement=0.1, max_psi=0.25, max_confidence_drop=0.1, "
                     "min_labels=50, max_accuracy_drop=0.02, auto_promote=true)")
+    sp.add_argument("--force", action="store_true", help="for start: even if the garment gate finds the candidate worse "
+                    "than production on a held-out garment family")
     sp.add_argument("--json", action="store_true", help="status as JSON")
     prediction_log_opt(sp)
     registry_opt(sp)

@@ -33,9 +33,41 @@ def cmd_models(args) -> int:
     return 0
 
 
+def garment_gate(name: str, version: str, registry, force: bool) -> None:
+    """Refuse (CLIError) a version that is worse than today's production on a held-out garment family beyond the
+    noise (fmnist.evaluation.garment_benchmark), unless `force`; say what was compared either way."""
+    import sys
+
+    from fmnist.cli.errors import CLIError
+    from fmnist.evaluation import garment_benchmark as gb
+    from fmnist.registry import resolve
+
+    candidate = resolve(f"{name}:{version}", registry)
+    current = resolve(name, registry)  # production: the promoted version, else the latest
+    if current.version == candidate.version:
+        return
+    if force:
+        print(f"garment gate skipped (--force): {candidate.ref} was not compared with {current.ref}", file=sys.stderr)
+        return
+    bench = gb.load()
+    new = gb.artifact_report(candidate, bench)  # a candidate that cannot run is refused here
+    try:
+        old = gb.artifact_report(current, bench)
+    except Exception as e:  # noqa: BLE001  a broken production must not block its own replacement
+        print(f"garment gate: production {current.ref} could not be evaluated ({e}); not compared", file=sys.stderr)
+        return
+    failures = gb.regression(new, old)
+    message = gb.format_gate(failures, candidate.ref, current.ref)
+    if failures:
+        raise CLIError(f"{message}; refused (fmnist compare {current.ref} {candidate.ref} shows the families; "
+                       "--force to go ahead anyway)")
+    print(message, file=sys.stderr)
+
+
 def cmd_promote(args) -> int:
     from fmnist.registry import promote
 
+    garment_gate(args.name, args.version, args.registry, args.force)
     data = promote(args.name, args.version, args.registry)
     print(f"{args.name}: production -> {data['production']} (running servers switch within their reload interval)")
     return 0

@@ -64,6 +64,9 @@ def cmd_rollout(args) -> int:
             from fmnist.errors import InvalidValue
 
             raise InvalidValue("rollout start NAME VERSION needs exactly one of --shadow or --canary PCT")
+        from fmnist.cli.registry import garment_gate
+
+        garment_gate(args.name, args.version, root, args.force)
         mode = "shadow" if args.shadow else "canary"
         plan = rollout_plan.start(args.name, args.version, mode, (args.canary or 0) / 100,
                                   rollout_plan.Gates.parse(args.gate), root)

@@ -50,7 +50,14 @@ def cmd_train(args) -> int:
         from fmnist.registry import resolve
 
         teacher = partial(artifact_logits, resolve(cfg.distill, args.registry))
-    result = train(cfg, checkpoint=checkpoint, resume=args.resume, quiet=args.quiet, teacher=teacher)
+    init_state = None
+    if cfg.init:  # fine-tuning: the named artifact's weights are the starting point
+        from fmnist.artifact import load_model
+        from fmnist.registry import resolve
+
+        init_state = load_model(resolve(cfg.init, args.registry)).state_dict()
+    result = train(cfg, checkpoint=checkpoint, resume=args.resume, quiet=args.quiet, teacher=teacher,
+                   init_state=init_state)
     training = provenance(cfg, result, "fmnist " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     info = ArtifactInfo(root, cfg.name, result.preprocessing, metrics={"test": result.test_report},
                         training=training, reference=result.reference, version=args.version)

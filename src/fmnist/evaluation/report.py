@@ -65,6 +65,9 @@ def write_report(refs, out: Path, registry=None, data_dir=None, command: str = "
     from fmnist.outliers import ood_benchmark
 
     ood = ood_benchmark()
+    from fmnist.evaluation import garment_benchmark
+
+    garments = garment_benchmark.load()
     rows, preds = [], []
     for art in arts:
         pred = artifact_logits(art, x).argmax(1)
@@ -72,6 +75,7 @@ def write_report(refs, out: Path, registry=None, data_dir=None, command: str = "
         rows.append(_row(art, classification_report(y, pred)))
         rows[-1]["pictures"] = picture_report(lambda px, art=art: artifact_logits(art, px), bench)
         rows[-1]["trust"] = trust_report.trust(art, x, y, bench, ood)
+        rows[-1]["garments"] = garment_benchmark.artifact_report(art, garments)
 
     figs = {
         "per_class_f1": _fig_per_class(rows, out),
@@ -130,6 +134,9 @@ def _markdown(rows, figs, command, n_test) -> str:
     from fmnist.evaluation.trust_report import trust_section
 
     lines += trust_section(rows, figs)
+    from fmnist.evaluation.garment_benchmark import markdown_section
+
+    lines += markdown_section([(r["label"], r["garments"]) for r in rows])
     if base is not None:
         others = {c: np.mean([base["f1"][o] for o in CLASSES if o not in WEAK]) for c in WEAK}
         lines += [

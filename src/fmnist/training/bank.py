@@ -73,3 +73,42 @@ def outlier_bank(n: int, seed: int, workers: int = 0, cache: bool = True, quiet:
 
     f = user_cache_dir() / "pictures" / f"outliers-{n}-s{seed}-{P.cache_key(modules=(outliers,))}.npy"
     return P.cached_array(f, render, cache)
+
+
+GARMENT_SALT = 15_485_863
+
+
+def garment_bank(n: int, seed: int, workers: int = 0, cache: bool = True, quiet: bool = False) -> tuple:
+    """(uint8 (n, 28, 28), int64 labels): pictures of the parametric garments' training families, rendered once
+    and cached (fmnist.garments.render.training_garments)."""
+    import os
+
+    from fmnist.data import user_cache_dir
+    from fmnist.garments import objects, render, shapes
+
+    key = P.cache_key(modules=(render, shapes, objects))
+    base = user_cache_dir() / "pictures" / f"garments-{n}-s{seed}-{key}"
+
+    def make():
+        t0 = time.perf_counter()
+        px, ys = render.training_garments(n, seed * 1_000 + GARMENT_SALT, workers or min(os.cpu_count() or 1, 16))
+        if not quiet:
+            print(f"garment bank: {len(px):,} parametric garments ({time.perf_counter() - t0:.0f}s)", file=sys.stderr,
+                  flush=True)
+        return np.concatenate([px.reshape(len(px), -1), ys[:, None].astype(np.uint8)], axis=1)
+
+    both = P.cached_array(base.with_name(base.name + ".npy"), make, cache)
+    return both[:, :784].reshape(-1, 28, 28).copy(), both[:, 784].astype(np.int64)
+
+
+def object_bank(n: int, seed: int, workers: int = 0, cache: bool = True) -> np.ndarray:
+    """uint8 (n, 28, 28): the parametric non-garment objects of the training kinds, rendered once and cached."""
+    import os
+
+    from fmnist.data import user_cache_dir
+    from fmnist.garments import objects, render, shapes
+
+    key = P.cache_key(modules=(render, shapes, objects))
+    f = user_cache_dir() / "pictures" / f"objects-{n}-s{seed}-{key}.npy"
+    return P.cached_array(f, lambda: render.training_objects(n, seed * 1_000 + OUTLIER_SALT,
+                                                             workers or min(os.cpu_count() or 1, 16)), cache)

@@ -38,6 +38,12 @@ class TrainConfig:
     outliers: float = _opt(0.0, "outlier exposure: non-garment pictures added to every batch, as a share of its size, "
                                 "taught to be unsure (a uniform target; 0: off)")
     outlier_weight: float = _opt(0.5, "weight of the outlier-exposure term in the loss")
+    garments: float = _opt(0.0, "parametric garments (fmnist.garments: cuts and styles of the training families, never "
+                                "the held-out ones) added to every batch with their labels, as a share of its size (0: off)")
+    objects: float = _opt(0.0, "share of the outlier-exposure pool drawn from the parametric non-garment objects "
+                               "(mugs, bottles, cars...; the rest: scenes, polygons, noise)")
+    init: str = _opt("", "start from this artifact's weights (name[:version] or path; same arch and kwargs): "
+                         "fine-tuning ('': random initialisation)")
     distill: str = _opt("", "teacher model (name[:version] or path) for knowledge distillation: its logits on the "
                             "clean images are soft targets ('': off)")
     distill_alpha: float = _opt(0.5, "weight of the distillation term (the rest: cross-entropy with the labels)")

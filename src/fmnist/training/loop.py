@@ -32,11 +32,14 @@ def train_one_epoch(
     memory_format=torch.contiguous_format,
     progress=None,
     outliers: "tuple | None" = None,
+    garments: "tuple | None" = None,
 ) -> tuple[float, float]:
     """Shuffle, augment, step; returns (mean loss, accuracy) over the epoch's training batches.
 
     outliers: (pool (M, 1, 28, 28) normalised non-garment pictures, k, weight): k of them, drawn at random
-    and augmented, join every batch with a uniform target (outlier exposure: -weight x mean log-softmax)."""
+    and augmented, join every batch with a uniform target (outlier exposure: -weight x mean log-softmax).
+    garments: (pool (G, 1, 28, 28) normalised labelled pictures, labels (G,), k): k of them, drawn at random and
+    augmented, join every batch with their labels; the loss is the mean over the batch's images and them."""
     model.train()
     order = torch.randperm(len(images), generator=gen)
     total_loss, correct, seen = 0.0, 0, 0
@@ -47,6 +50,13 @@ def train_one_epoch(
         if augment is not None:
             x = augment(x, idx)
         n = len(idx)
+        kg = 0
+        if garments is not None:
+            gpool, glabels, kg = garments
+            pick = torch.randint(0, len(gpool), (kg,), generator=gen).to(gpool.device)
+            g = gpool[pick]
+            x = torch.cat([x, (augment(g, None) if augment is not None else g).to(x.device)])
+            gy = glabels[pick].to(device)
         if outliers is not None:
             pool, k, weight = outliers
             o = pool[torch.randint(0, len(pool), (k,), generator=gen).to(pool.device)]
@@ -55,8 +65,11 @@ def train_one_epoch(
         with autocast(device, precision):
             logits = model(x)
             loss = loss_fn(logits[:n].float(), y, idx)
+            if kg:
+                ce = nn.functional.cross_entropy(logits[n:n + kg].float(), gy, label_smoothing=loss_fn.ce.label_smoothing)
+                loss = (loss * n + ce * kg) / (n + kg)
             if outliers is not None:
-                loss = loss - weight * torch.log_softmax(logits[n:].float(), dim=1).mean()
+                loss = loss - weight * torch.log_softmax(logits[n + kg:].float(), dim=1).mean()
             logits = logits[:n]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

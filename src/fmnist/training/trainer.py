@@ -20,11 +20,12 @@ from fmnist.evaluation.metrics import classification_report, reference_statistic
 from fmnist.models import count_flops, count_parameters, create_model
 from fmnist.preprocess import Preprocessing, dataset_stats
 from fmnist.training.augment import Augment
-from fmnist.training.bank import outlier_bank, picture_bank
+from fmnist.training.bank import garment_bank, object_bank, outlier_bank, picture_bank
 from fmnist.training.config import TrainConfig
 from fmnist.training.loop import Loss, loss_and_accuracy, predict_logits, train_one_epoch
 
 OUTLIER_COUNT = 12_000  # the outlier-exposure pool (TrainConfig.outliers): rendered once, cached
+GARMENT_COUNT = 12_000  # the parametric garments' pool (TrainConfig.garments): rendered once, cached
 
 
 @dataclass
@@ -101,14 +102,18 @@ def train(
     resume: bool = False,
     quiet: bool = False,
     teacher: "Callable[[np.ndarray], np.ndarray] | None" = None,
+    init_state: "dict | None" = None,
 ) -> TrainResult:
     """Train `cfg.arch` on the fixed split, keep the best-validation weights, evaluate on test.
 
     teacher: uint8 pixels (N, 28, 28) -> logits (N, 10), the model named by cfg.distill (the caller
     resolves it: training does not load artifacts); called once on the clean training images.
+    init_state: the weights cfg.init names (a state dict; the caller loads them), the starting point.
     """
     if cfg.distill and teacher is None:
         raise InvalidValue(f"distill={cfg.distill!r} needs the teacher's logits function (fmnist train passes it)")
+    if cfg.init and init_state is None:
+        raise InvalidValue(f"init={cfg.init!r} needs the artifact's weights (fmnist train passes them)")
     device = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     torch.manual_seed(cfg.seed)
@@ -136,6 +141,11 @@ def train(
         train_t, train_y = train_t.to(device), train_y.to(device)
 
     model = create_model(cfg.arch, **cfg.model_kwargs)
+    if init_state is not None:
+        try:
+            model.load_state_dict(init_state, strict=True)
+        except RuntimeError as e:
+            raise InvalidValue(f"--init {cfg.init}: its weights do not fit {cfg.arch}{cfg.model_kwargs}: {e}") from None
     params, flops = count_parameters(model), count_flops(model)
     mem_fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=mem_fmt)
@@ -157,8 +167,19 @@ def train(
     outliers = None
     if cfg.outliers:
         n_out = min(OUTLIER_COUNT, max(500, len(tr_x) // 4))  # a short run (train_limit) renders fewer
-        pool = torch.from_numpy(pre.normalize(outlier_bank(n_out, cfg.seed, workers=cfg.threads, quiet=quiet)))
+        n_obj = round(n_out * cfg.objects)
+        px = outlier_bank(n_out - n_obj, cfg.seed, workers=cfg.threads, quiet=quiet)
+        if n_obj:
+            px = np.concatenate([px, object_bank(n_obj, cfg.seed, workers=cfg.threads)])
+        pool = torch.from_numpy(pre.normalize(px))
         outliers = (pool.to(device), max(1, round(cfg.outliers * cfg.batch_size)), cfg.outlier_weight)
+
+    garments = None
+    if cfg.garments:
+        n_g = min(GARMENT_COUNT, max(500, len(tr_x) // 2)) // 10 * 10
+        gx, gy = garment_bank(n_g, cfg.seed, workers=cfg.threads, quiet=quiet)
+        garments = (torch.from_numpy(pre.normalize(gx)).to(device), torch.from_numpy(gy).to(device),
+                    max(1, round(cfg.garments * cfg.batch_size)))
 
     def normalize(px: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(pre.normalize(px.numpy()))
@@ -208,7 +229,7 @@ def train(
             model, train_t, train_y,
             optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn, batch_size=cfg.batch_size,
             gen=shuffle_gen, augment=augment if augment.active else None, device=device,
-            precision=cfg.precision, memory_format=mem_fmt, progress=bar, outliers=outliers,
+            precision=cfg.precision, memory_format=mem_fmt, progress=bar, outliers=outliers, garments=garments,
         )
         if bar is not None:
             bar.close()

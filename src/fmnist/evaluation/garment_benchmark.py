@@ -1,0 +1,159 @@
+"""The garment yardstick: models judged on garments nobody drew from the dataset, and the regression gate.
+
+The pictures come from the parametric source (fmnist.garments): the families held out whole from
+training (each class's last cut, the sticker style, the held-out photographs), the training families
+drawn afresh ("seen", for contrast), and non-garment objects of kinds never trained on. Rendered once
+(~3,400 pictures) and cached under the user cache, keyed on the renderer's and the conversion's source.
+
+`regression(candidate, baseline)` is the gate `fmnist promote` and `fmnist rollout start` apply: a
+candidate that is worse than the model it would replace on any held-out family by more than the
+noise (a paired comparison on the same pictures: the mean difference below -2 standard errors) is
+refused unless told --force.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from fmnist.calibration import Calibration
+from fmnist.labels import CLASSES
+
+PER_CLASS = 50  # pictures per class per family
+N_OBJECTS = 400
+
+
+def load(per_class: int = PER_CLASS, n_objects: int = N_OBJECTS) -> dict:
+    """{"families": {name: (pixels, labels)}, "objects": (pixels, kinds)}, rendered once and cached."""
+    from fmnist.data import user_cache_dir
+    from fmnist.garments import objects, render, shapes
+    from fmnist.pictures import cache_key, progress_log
+
+    key = cache_key(modules=(render, shapes, objects))
+    path = user_cache_dir() / "pictures" / f"garment-bench-{per_class}-{n_objects}-{key}.npz"
+    if not path.is_file():
+        progress_log.info("drawing the garment benchmark: %d families x %d pictures, %d objects (once: cached in %s)",
+                          1 + len(render.HELD_OUT), 10 * per_class, n_objects, path.parent)
+        fams = render.validation_families(per_class)
+        opx, kinds = render.validation_objects(n_objects)
+        arrays = {f"{k}__px": v[0] for k, v in fams.items()} | {f"{k}__y": v[1] for k, v in fams.items()}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez_compressed(tmp, objects__px=opx, objects__kinds=np.array(kinds), **arrays)
+        os.replace(tmp, path)
+    with np.load(path) as z:
+        names = sorted({k.split("__")[0] for k in z.files} - {"objects"})
+        return {"families": {n: (z[f"{n}__px"], z[f"{n}__y"]) for n in ["seen", *sorted(set(names) - {"seen"})]},
+                "objects": (z["objects__px"], z["objects__kinds"].tolist())}
+
+
+def report(logits_fn, calibration: "Calibration | None", bench: dict) -> dict:
+    """Per family: accuracy, per-class accuracy, answered share and accuracy (with the model's flags), and the
+    per-picture right/wrong (for the paired gate); on the objects: the share flagged and, of those answered,
+    which class they were called (false accepts)."""
+    cal = calibration or Calibration()
+    fams = {}
+    for name, (px, y) in bench["families"].items():
+        p = cal.probabilities(logits_fn(px))
+        right = p.argmax(1) == y
+        answered = np.array([f is None for f in cal.flags(p)])
+        fams[name] = {
+            "accuracy": float(right.mean()), "n": int(len(y)),
+            "per_class": {c: float(right[y == k].mean()) for k, c in enumerate(CLASSES) if (y == k).any()},
+            "coverage": float(answered.mean()),
+            "answered_accuracy": float(right[answered].mean()) if answered.any() else None,
+            "right": right,
+        }
+    opx, kinds = bench["objects"]
+    p = cal.probabilities(logits_fn(opx))
+    flags = cal.flags(p)
+    not_flagged = np.array([f is None for f in flags])
+    ood = np.array([f == "not_a_garment" for f in flags])
+    called = p.argmax(1)
+    return {
+        "families": fams,
+        "held_out": [n for n in fams if n != "seen"],
+        "objects": {
+            "n": len(kinds), "flagged": float(1 - not_flagged.mean()), "not_a_garment": float(ood.mean()),
+            "false_accepts": {c: int((called[not_flagged] == k).sum()) for k, c in enumerate(CLASSES)},
+            "per_kind_flagged": {k: float(1 - not_flagged[[i for i, kk in enumerate(kinds) if kk == k]].mean())
+                                 for k in sorted(set(kinds))},
+        },
+    }
+
+
+def regression(candidate: dict, baseline: dict, sigmas: float = 2.0) -> list:
+    """[(family, candidate accuracy, baseline accuracy, noise)] for each held-out family on which the candidate
+    is worse than the baseline by more than `sigmas` standard errors of the paired difference."""
+    out = []
+    for name in candidate["held_out"]:
+        a, b = candidate["families"][name]["right"], baseline["families"][name]["right"]
+        d = a.astype(np.float64) - b.astype(np.float64)
+        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+        if d.mean() < 0 and d.mean() < -sigmas * se:
+            out.append((name, float(a.mean()), float(b.mean()), sigmas * se))
+    return out
+
+
+def artifact_report(art, bench: "dict | None" = None) -> dict:
+    from fmnist.evaluation.evaluate import artifact_logits
+
+    return report(lambda px: artifact_logits(art, px), Calibration.from_dict(art.manifest.get("calibration")),
+                  bench or load())
+
+
+def format_table(rows: list) -> str:
+    """rows: [(label, report)]: accuracy per family (held-out marked), answered, and the objects' flag."""
+    fams = list(rows[0][1]["families"])
+    head = f"{'model':<16}" + "".join(f"{f + ('*' if f != 'seen' else ''):>18}" for f in fams) + f"{'objects flagged':>17}"
+    lines = [head]
+    for label, rep in rows:
+        lines.append(f"{label:<16}" + "".join(f"{rep['families'][f]['accuracy']:>18.1%}" for f in fams)
+                     + f"{rep['objects']['flagged']:>17.1%}")
+    lines.append("* held out whole from training: each class's last cut, the sticker style, the held-out photographs")
+    return "\n".join(lines)
+
+
+def format_gate(failures: list, candidate: str, baseline: str) -> str:
+    if not failures:
+        return f"garment gate: {candidate} is no worse than {baseline} on any held-out family (beyond the noise)"
+    parts = "; ".join(f"{n} {a:.1%} vs {b:.1%} (noise {s:.1%})" for n, a, b, s in failures)
+    return f"garment gate: {candidate} is worse than {baseline} on {parts}"
+
+
+def format_report(rep: dict) -> str:
+    """One model's garment benchmark, as `fmnist evaluate --garments` prints it."""
+    fams = list(rep["families"])
+    lines = ["garment benchmark: parametric garments (fmnist.garments), 'seen' = the training families drawn afresh, "
+             "the rest held out whole from training", "",
+             f"{'class':<13}" + "".join(f"{f:>17}" for f in fams)]
+    for c in CLASSES:
+        lines.append(f"{c:<13}" + "".join(f"{rep['families'][f]['per_class'].get(c, float('nan')):>17.1%}" for f in fams))
+    for key, label in (("accuracy", "all"), ("coverage", "answered"), ("answered_accuracy", "right if answered")):
+        lines.append(f"{label:<13}" + "".join(f"{(rep['families'][f][key] or 0):>17.1%}" for f in fams))
+    o = rep["objects"]
+    fa = ", ".join(f"{c} {n}" for c, n in o["false_accepts"].items() if n)
+    lines += ["", f"non-garment objects of kinds never trained on ({o['n']}): {o['flagged']:.1%} flagged "
+                  f"({o['not_a_garment']:.1%} not_a_garment); answered as: {fa or 'none'}",
+              "  flagged per kind: " + ", ".join(f"{k} {v:.0%}" for k, v in o["per_kind_flagged"].items())]
+    return "\n".join(lines)
+
+
+def markdown_section(rows: list) -> list:
+    """The comparison report's section: [(label, report)], the first row the baseline the gate compares with."""
+    fams = list(rows[0][1]["families"])
+    lines = ["", "## Garments nobody drew from the dataset (the garment gate)", "",
+             "Parametric garments (`fmnist.garments`: cuts and styles drawn from parameters, not traced from "
+             "Fashion-MNIST), 50 per class per family. *Held out*: families no training run sees (each class's last "
+             "cut in three styles and on held-out photographs, the sticker style, the held-out photographs). "
+             "Objects: non-garment things of kinds never trained on; flagged = not answered.", "",
+             "| model | " + " | ".join(f + (" (held out)" if f != "seen" else "") for f in fams)
+             + " | objects flagged | objects called Bag | gate vs " + rows[0][0] + " |",
+             "|---|" + "---:|" * (len(fams) + 3)]
+    for label, rep in rows:
+        fails = regression(rep, rows[0][1]) if rep is not rows[0][1] else []
+        gate = "—" if rep is rows[0][1] else ("worse on " + ", ".join(f[0] for f in fails) if fails else "pass")
+        lines.append(f"| {label} | " + " | ".join(f"{rep['families'][f]['accuracy']:.1%}" for f in fams)
+                     + f" | {rep['objects']['flagged']:.1%} | {rep['objects']['false_accepts']['Bag']} | {gate} |")
+    return lines
