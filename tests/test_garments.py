@@ -109,3 +109,29 @@ def test_evaluate_garments_from_the_command_line(capsys):
     assert all(0.2 < f["accuracy"] <= 1 for f in rep["families"].values())
     assert sum(rep["objects"]["false_accepts"].values()) + round(rep["objects"]["flagged"] * rep["objects"]["n"]) \
         == rep["objects"]["n"]
+
+
+@pytest.mark.realdata
+@pytest.mark.integration
+def test_fine_tune_with_parametric_garments_and_objects_through_the_cli(real_data, tmp_path):
+    """--init starts from an artifact's weights (one short epoch keeps most of smallcnn:4's accuracy, where a random
+    start reaches far less); --garments and --objects render their pools once into the cache."""
+    import os
+    import subprocess
+    import sys
+
+    reg, env = tmp_path / "reg", {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    base = [sys.executable, "-m", "fmnist.cli", "train", "--arch", "smallcnn", "--train-limit", "600", "--eval-limit",
+            "300", "--epochs", "1", "--lr", "1e-4", "--pictures", "0", "--garments", "0.25", "--objects", "0.5",
+            "--keep", "last", "--registry", str(reg), "--quiet"]
+    out = subprocess.run(base + ["--init", str(REPO / "models" / "smallcnn" / "4")], capture_output=True, text=True,
+                         timeout=600, env=env)
+    assert out.returncode == 0, out.stderr
+    manifest = json.loads((reg / "smallcnn" / "1" / "manifest.json").read_text())
+    cfg = manifest["training"]["config"]
+    assert cfg["garments"] == 0.25 and cfg["objects"] == 0.5 and cfg["init"].endswith("smallcnn/4")
+    assert manifest["metrics"]["test"]["accuracy"] > 0.85
+    assert list((tmp_path / "cache").rglob("garments-500-*.npy")) and list((tmp_path / "cache").rglob("objects-250-*"))
+    wrong = subprocess.run(base + ["--init", str(REPO / "models" / "lenet" / "1")], capture_output=True, text=True,
+                           timeout=300, env=env)
+    assert wrong.returncode != 0 and "do not fit smallcnn" in wrong.stderr, wrong.stderr

@@ -48,6 +48,9 @@ class TrainConfig:
                             "clean images are soft targets ('': off)")
     distill_alpha: float = _opt(0.5, "weight of the distillation term (the rest: cross-entropy with the labels)")
     distill_temperature: float = _opt(4.0, "distillation temperature")
+    keep: str = _opt("best", "which epoch's weights the artifact gets: the best validation accuracy, or the last (a "
+                             "fine-tune from --init starts near its best clean accuracy: 'best' would keep epoch 1)",
+                     ("best", "last"))
     patience: int = _opt(5, "early-stopping patience in epochs without validation improvement (0: off)")
     min_epochs: int = _opt(-1, "no early stop before this epoch (-1: half the epochs under one-cycle, else 0)")
     seed: int = _opt(0, "random seed")

@@ -245,7 +245,7 @@ def train(
             epoch=epoch, train_loss=train_loss, train_acc=train_acc, train_eval_loss=clean_loss,
             train_eval_acc=clean_acc, val_loss=val_loss, val_acc=val_acc, lr=lr, seconds=dt,
         ))
-        improved = val_acc > best["val_acc"]
+        improved = val_acc > best["val_acc"] or cfg.keep == "last"
         if improved:
             best = {"val_acc": val_acc, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
         _log(
