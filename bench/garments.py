@@ -44,7 +44,8 @@ def main(refs: list) -> None:
     bench = gb.load()
     print("1. distance from the dataset (nearest of the 55,000 training images)")
     d, lab = nearest(tr_x, tr_y, ds.test_images[:500])
-    print(f"   {'real test images':<18} mean distance {d.mean():.2f}   nearest has its label {np.mean(lab == ds.test_labels[:500]):.1%}")
+    same = np.mean(lab == ds.test_labels[:500])
+    print(f"   {'real test images':<18} mean distance {d.mean():.2f}   nearest has its label {same:.1%}")
     for name, (px, y) in bench["families"].items():
         d, lab = nearest(tr_x, tr_y, px)
         print(f"   {name:<18} mean distance {d.mean():.2f}   nearest has its label {np.mean(lab == y):.1%}")

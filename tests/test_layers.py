@@ -76,7 +76,8 @@ def test_layers():
     assert not reaches("fmnist.config", "fmnist.monitoring")
     for above in ("fmnist.training", "fmnist.evaluation", "fmnist.artifact", "fmnist.models"):  # a data source
         assert not reaches("fmnist.garments.render", above), f"fmnist.garments depends on {above}"
-    for low in ("fmnist.data", "fmnist.garments.render", "fmnist.models", "fmnist.artifact", "fmnist.registry", "fmnist.inference",
+    for low in ("fmnist.data", "fmnist.garments.render",
+                "fmnist.models", "fmnist.artifact", "fmnist.registry", "fmnist.inference",
                 "fmnist.monitoring", "fmnist.training"):
         for high in ("fmnist.serving", "fmnist.cli", "fmnist.cluster"):
             assert not reaches(low, high), f"{low} depends on {high}"
