@@ -42,6 +42,9 @@ def main(refs: list) -> None:
     ds = data.load(allow_download=False)
     (tr_x, tr_y), _ = ds.split()
     bench = gb.load()
+    from fmnist.evaluation.picture_benchmark import load_benchmark
+
+    pictures = load_benchmark(ds)
     print("1. distance from the dataset (nearest of the 55,000 training images)")
     d, lab = nearest(tr_x, tr_y, ds.test_images[:500])
     same = np.mean(lab == ds.test_labels[:500])
@@ -52,7 +55,7 @@ def main(refs: list) -> None:
     reps = []
     for ref in refs:
         art = resolve(ref)
-        reps.append((art.ref, gb.artifact_report(art, bench), art))
+        reps.append((art.ref, gb.artifact_report(art, bench, pictures), art))
     print("\n2. per model")
     print(gb.format_table([(r, rep) for r, rep, _ in reps]))
     for ref, rep, _ in reps:
@@ -65,7 +68,7 @@ def main(refs: list) -> None:
         from fmnist.calibration import Calibration
 
         cal = Calibration.from_dict(art.manifest.get("calibration")) or Calibration()
-        held = [bench["families"][f] for f in rep["held_out"]]
+        held = [bench["families"][f] for f in rep["held_out"] if f in bench["families"]]
         p = cal.probabilities(np.concatenate([artifact_logits(art, px) for px, _ in held]))
         y = np.concatenate([y for _, y in held])
         _, acc = accuracy_by_confidence(p.max(1), p.argmax(1) == y)

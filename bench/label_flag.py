@@ -61,7 +61,7 @@ def main(refs: list) -> None:
         out[a.ref] = res
         out[a.ref]["cost"] = _cost_us(a)
     print(f"{'label from':<13}{'flag from':<13}{'held-out acc':>13}{'answered':>10}{'right if ans.':>14}"
-          f"{'non-garm. flagged':>18}{'test flagged':>13}{'test acc':>9}{'cost':>7}")
+          f"{'non-garm. flagged':>18}{'test flagged':>13}{'(not garm.)':>12}{'test acc':>9}{'cost':>7}")
     pairs = [(a.ref, a.ref) for a in arts] + [(arts[0].ref, b.ref) for b in arts[1:]]
     for lab, flag in pairs:
         # answered: not "not a garment" by the flag model, and not "unsure" by the label model
@@ -72,7 +72,7 @@ def main(refs: list) -> None:
         test_flag = out[flag]["test"][1] | out[lab]["test"][2]
         cost = (out[lab]["cost"] + (out[flag]["cost"] if flag != lab else 0)) / out[lab]["cost"]
         print(f"{lab:<13}{flag:<13}{right.mean():>13.1%}{ans.mean():>10.1%}{right[ans].mean():>14.1%}"
-              f"{non_flagged.mean():>18.1%}{test_flag.mean():>13.1%}"
+              f"{non_flagged.mean():>18.1%}{test_flag.mean():>13.1%}{out[flag]['test'][1].mean():>12.1%}"
               f"{np.mean(out[lab]['test'][0] == ds.test_labels):>9.2%}{cost:>6.2f}x")
     print("(cost: model time per image, batch 1, against the label model alone; "
           + ", ".join(f"{r} {out[r]['cost']:.0f} us" for r in out) + ")")

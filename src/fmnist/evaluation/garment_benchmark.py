@@ -96,22 +96,47 @@ def regression(candidate: dict, baseline: dict, sigmas: float = 2.0) -> list:
     return out
 
 
-def artifact_report(art, bench: "dict | None" = None) -> dict:
+def add_picture_styles(rep: dict, logits_fn, pictures: dict) -> dict:
+    """The picture benchmark's held-out styles (fmnist.pictures: lineart, cluttered, onphoto; test images
+    restyled, never drawn by the recipe) as more held-out families of `rep` ("pictures:STYLE"): the gate
+    then guards those sources too."""
+    from fmnist.pictures import STYLES
+
+    y = pictures["labels"]
+    for st in (s.name for s in STYLES if s.held_out):
+        right = logits_fn(pictures["pictures"][st]).argmax(1) == y
+        name = f"pictures:{st}"
+        rep["families"][name] = {"accuracy": float(right.mean()), "n": int(len(y)), "right": right, "coverage": None,
+                                 "answered_accuracy": None,
+                                 "per_class": {c: float(right[y == k].mean()) for k, c in enumerate(CLASSES)}}
+        rep["held_out"].append(name)
+    return rep
+
+
+def artifact_report(art, bench: "dict | None" = None, pictures: "dict | None" = None) -> dict:
+    """report() for an artifact (ONNX Runtime, its own calibration); with `pictures` (the picture benchmark,
+    fmnist.evaluation.picture_benchmark.load_benchmark), its held-out styles too."""
     from fmnist.evaluation.evaluate import artifact_logits
 
-    return report(lambda px: artifact_logits(art, px), Calibration.from_dict(art.manifest.get("calibration")),
-                  bench or load())
+    rep = report(lambda px: artifact_logits(art, px), Calibration.from_dict(art.manifest.get("calibration")),
+                 bench or load())
+    if pictures is not None:
+        add_picture_styles(rep, lambda px: artifact_logits(art, px), pictures)
+    return rep
 
 
 def format_table(rows: list) -> str:
     """rows: [(label, report)]: accuracy per family (held-out marked), answered, and the objects' flag."""
     fams = list(rows[0][1]["families"])
-    head = f"{'model':<16}" + "".join(f"{f + ('*' if f != 'seen' else ''):>18}" for f in fams) + f"{'objects flagged':>17}"
+    w = [max(9, len(f) + 2) for f in fams]
+    head = f"{'model':<16}" + "".join(f"{f + ('*' if f != 'seen' else ''):>{k}}" for f, k in zip(fams, w)) \
+        + f"{'objects flagged':>17}"
     lines = [head]
     for label, rep in rows:
-        lines.append(f"{label:<16}" + "".join(f"{rep['families'][f]['accuracy']:>18.1%}" for f in fams)
+        lines.append(f"{label:<16}" + "".join(f"{rep['families'][f]['accuracy']:>{k}.1%}" for f, k in zip(fams, w))
                      + f"{rep['objects']['flagged']:>17.1%}")
-    lines.append("* held out whole from training: each class's last cut, the sticker style, the held-out photographs")
+    lines.append("* held out whole from training: each class's last cut, the sticker style, the held-out photographs"
+                 + ("; pictures:STYLE = the picture benchmark's held-out styles" if any(":" in f for f in fams) else ""))
     return "\n".join(lines)
 
 
@@ -124,14 +149,15 @@ def format_gate(failures: list, candidate: str, baseline: str) -> str:
 
 def format_report(rep: dict) -> str:
     """One model's garment benchmark, as `fmnist evaluate --garments` prints it."""
-    fams = list(rep["families"])
+    fams = [f for f in rep["families"] if not f.startswith("pictures:")]
     lines = ["garment benchmark: parametric garments (fmnist.garments), 'seen' = the training families drawn afresh, "
              "the rest held out whole from training", "",
              f"{'class':<13}" + "".join(f"{f:>17}" for f in fams)]
     for c in CLASSES:
         lines.append(f"{c:<13}" + "".join(f"{rep['families'][f]['per_class'].get(c, float('nan')):>17.1%}" for f in fams))
     for key, label in (("accuracy", "all"), ("coverage", "answered"), ("answered_accuracy", "right if answered")):
-        lines.append(f"{label:<13}" + "".join(f"{(rep['families'][f][key] or 0):>17.1%}" for f in fams))
+        lines.append(f"{label:<13}" + "".join(f"{rep['families'][f][key]:>17.1%}" if rep['families'][f][key] is not None
+                                              else f"{'-':>17}" for f in fams))
     o = rep["objects"]
     fa = ", ".join(f"{c} {n}" for c, n in o["false_accepts"].items() if n)
     lines += ["", f"non-garment objects of kinds never trained on ({o['n']}): {o['flagged']:.1%} flagged "

@@ -75,7 +75,7 @@ def write_report(refs, out: Path, registry=None, data_dir=None, command: str = "
         rows.append(_row(art, classification_report(y, pred)))
         rows[-1]["pictures"] = picture_report(lambda px, art=art: artifact_logits(art, px), bench)
         rows[-1]["trust"] = trust_report.trust(art, x, y, bench, ood)
-        rows[-1]["garments"] = garment_benchmark.artifact_report(art, garments)
+        rows[-1]["garments"] = garment_benchmark.artifact_report(art, garments, bench)
 
     figs = {
         "per_class_f1": _fig_per_class(rows, out),
