@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import REPO, running_server
+from tests.conftest import REPO, SHIPPED, running_server
 
 pytestmark = pytest.mark.integration
 SAMPLES = REPO / "samples"
@@ -32,7 +32,7 @@ def test_the_quick_start_works_on_the_shipped_samples(tmp_path):
         print(out.stdout)
         for name, label in (("shirt.png", "Shirt"), ("dress.png", "Dress"), ("ankle-boot.jpg", "Ankle boot"),
                             ("bag.png", "Bag")):
-            assert said[name].startswith(label + " (") and said[name].endswith("[smallcnn:5]"), said[name]
+            assert said[name].startswith(label + " (") and said[name].endswith(f"[smallcnn:{SHIPPED.name}]"), said[name]
         assert said["blank-page.png"].startswith("not a garment"), said["blank-page.png"]
 
         body = (b'--b\r\nContent-Disposition: form-data; name="image"; filename="shirt.png"\r\n\r\n'

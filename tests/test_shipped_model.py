@@ -1,6 +1,7 @@
 """The shipped default artifact: verified, produced by `fmnist train` with the picture recipe, at most 1.5x the
 previous default's compute, ≥ 92.4 % on the real test set and far better than it on the picture benchmark."""
 
+import numpy as np
 import pytest
 
 from fmnist.artifact import load_model, read_artifact
@@ -61,3 +62,22 @@ def test_shipped_model_on_garments_drawn_from_outlines():
     right = {ref: int((artifact_logits(read_artifact(path), px).argmax(1) == y).sum())
              for ref, path in (("new", SHIPPED), ("old", REPO / "models" / "smallcnn" / "1"))}
     assert right["new"] >= 50 and right["new"] >= right["old"] + 5, right
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_shipped_model_passes_the_garment_gate_against_the_models_it_replaced(real_data):
+    """The default was chosen on held-out families: no worse than smallcnn:4 or smallcnn:5 on any of them (the gate
+    `fmnist promote` applies), and far better on the parametric garments and at flagging objects it never saw."""
+    from fmnist.evaluation import garment_benchmark as gb
+    from fmnist.evaluation.picture_benchmark import load_benchmark
+
+    bench, pictures = gb.load(), load_benchmark(real_data)
+    new = gb.artifact_report(read_artifact(SHIPPED), bench, pictures)
+    for v in ("4", "5"):
+        old = gb.artifact_report(read_artifact(REPO / "models" / "smallcnn" / v), bench, pictures)
+        assert gb.regression(new, old) == [], gb.format_gate(gb.regression(new, old), SHIPPED.name, v)
+    four = gb.artifact_report(read_artifact(REPO / "models" / "smallcnn" / "4"), bench)
+    garments = [f for f in new["held_out"] if not f.startswith("pictures:")]
+    assert np.mean([new["families"][f]["accuracy"] - four["families"][f]["accuracy"] for f in garments]) > 0.08
+    assert new["objects"]["flagged"] >= 0.85 and new["objects"]["false_accepts"]["Bag"] <= 40
