@@ -275,7 +275,8 @@ def test_the_registry_volume_variant_follows_a_rollout_plan_without_a_new_image(
     port = free_port()
     try:
         ctr, key = _play(tmp_path, env, serving_image, port, overlay="k8s-registry-volume")
-        start = subprocess.run(["podman", "exec", ctr, "fmnist", "rollout", "start", "smallcnn", "1", "--canary", "50"],
+        start = subprocess.run(["podman", "exec", ctr, "fmnist", "rollout", "start", "smallcnn", "1", "--canary", "50",
+                                "--force"],  # an older, worse version on purpose: the gate would refuse it
                                capture_output=True, text=True, env=env)
         assert start.returncode == 0, start.stdout + start.stderr
         url = f"http://127.0.0.1:{port}"

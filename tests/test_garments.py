@@ -55,6 +55,16 @@ def test_validation_families_are_the_same_however_the_work_is_split():
         assert np.array_equal(one[k][0], two[k][0]) and np.array_equal(one[k][1], two[k][1])
 
 
+def test_the_benchmark_works_where_the_cache_cannot_be_written(tmp_path, monkeypatch):
+    from fmnist.evaluation import garment_benchmark as gb
+
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))  # a read-only home (a container), in effect
+    bench = gb.load(per_class=1, n_objects=4)
+    assert list(bench["families"]) == ["seen", *sorted(render.HELD_OUT)]
+    assert bench["families"]["seen"][0].shape == (10, 28, 28) and len(bench["objects"][1]) == 4
+
+
 def test_the_gate_refuses_only_a_difference_beyond_the_noise():
     from fmnist.evaluation.garment_benchmark import regression
 

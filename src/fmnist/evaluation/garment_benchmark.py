@@ -37,11 +37,15 @@ def load(per_class: int = PER_CLASS, n_objects: int = N_OBJECTS) -> dict:
                           1 + len(render.HELD_OUT), 10 * per_class, n_objects, path.parent)
         fams = render.validation_families(per_class)
         opx, kinds = render.validation_objects(n_objects)
-        arrays = {f"{k}__px": v[0] for k, v in fams.items()} | {f"{k}__y": v[1] for k, v in fams.items()}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, objects__px=opx, objects__kinds=np.array(kinds), **arrays)
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp.npz")
+            arrays = {f"{k}__px": v[0] for k, v in fams.items()} | {f"{k}__y": v[1] for k, v in fams.items()}
+            np.savez_compressed(tmp, objects__px=opx, objects__kinds=np.array(kinds), **arrays)
+            os.replace(tmp, path)
+        except OSError as e:  # a read-only home (a container): use it uncached
+            progress_log.info("garment benchmark not cached (%s)", e)
+            return {"families": {n: fams[n] for n in ["seen", *sorted(set(fams) - {"seen"})]}, "objects": (opx, kinds)}
     with np.load(path) as z:
         names = sorted({k.split("__")[0] for k in z.files} - {"objects"})
         return {"families": {n: (z[f"{n}__px"], z[f"{n}__y"]) for n in ["seen", *sorted(set(names) - {"seen"})]},
