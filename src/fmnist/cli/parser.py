@@ -206,8 +206,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", help="artifact path or name[:version] (default: smallcnn)")
     sp.add_argument("--state-dir", default=".fmnist/cluster", help="where the cluster keeps its pids, logs and nginx config")
     sp.add_argument("--detach", action="store_true", help="run the supervisor in the background")
-    sp.add_argument("--force", action="store_true", help="for start: even if the garment gate finds the candidate worse "
-                    "than production on a held-out garment family")
     sp.add_argument("--json", action="store_true", help="status as JSON")
     prediction_log_opt(sp)
     registry_opt(sp)
