@@ -70,17 +70,11 @@ def cmd_compare(args) -> int:
 
     from fmnist.evaluation.report import write_report
 
-    path = write_report(args.models, Path(args.out), registry=args.registry, data_dir=args.data_dir,
-                        command="fmnist " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    path, reps = write_report(args.models, Path(args.out), registry=args.registry, data_dir=args.data_dir,
+                              command="fmnist " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     print(f"wrote {path}")
-    from fmnist import data
     from fmnist.evaluation import garment_benchmark as gb
-    from fmnist.evaluation.picture_benchmark import load_benchmark
-    from fmnist.registry import resolve
 
-    arts = [resolve(m, args.registry) for m in args.models]
-    bench, pictures = gb.load(), load_benchmark(data.load(args.data_dir, allow_download=False))  # both cached
-    reps = [(a.ref, gb.artifact_report(a, bench, pictures)) for a in arts]
     print()
     print(gb.format_table(reps))
     for ref, rep in reps[1:]:  # the regression gate against the first model named

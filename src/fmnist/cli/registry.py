@@ -49,21 +49,11 @@ def garment_gate(name: str, version: str, registry, force: bool) -> None:
     if force:
         print(f"garment gate skipped (--force): {candidate.ref} was not compared with {current.ref}", file=sys.stderr)
         return
-    bench, pictures = gb.load(), None
-    try:  # the picture benchmark's held-out styles too, where the dataset is at hand
-        from fmnist import data
-        from fmnist.evaluation.picture_benchmark import load_benchmark
-
-        pictures = load_benchmark(data.load(allow_download=False))
-    except (FileNotFoundError, data.DatasetError) as e:
-        print(f"garment gate: no dataset here ({e}); the picture benchmark's styles are not compared", file=sys.stderr)
-    new = gb.artifact_report(candidate, bench, pictures)  # a candidate that cannot run is refused here
-    try:
-        old = gb.artifact_report(current, bench, pictures)
-    except Exception as e:  # noqa: BLE001  a broken production must not block its own replacement
-        print(f"garment gate: production {current.ref} could not be evaluated ({e}); not compared", file=sys.stderr)
+    failures, notes = gb.gate(candidate, current)
+    for note in notes:
+        print(f"garment gate: {note}", file=sys.stderr)
+    if failures is None:
         return
-    failures = gb.regression(new, old)
     message = gb.format_gate(failures, candidate.ref, current.ref)
     if failures:
         raise CLIError(f"{message}; refused (fmnist compare {current.ref} {candidate.ref} shows the families; "

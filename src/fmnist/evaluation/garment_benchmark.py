@@ -52,6 +52,18 @@ def load(per_class: int = PER_CLASS, n_objects: int = N_OBJECTS) -> dict:
                 "objects": (z["objects__px"], z["objects__kinds"].tolist())}
 
 
+def _family(right: np.ndarray, y: np.ndarray, answered: "np.ndarray | None" = None) -> dict:
+    """One family's figures from its per-picture right/wrong (kept for the paired gate) and, where the model's
+    flags were applied, which pictures it answered."""
+    return {
+        "accuracy": float(right.mean()), "n": int(len(y)),
+        "per_class": {c: float(right[y == k].mean()) for k, c in enumerate(CLASSES) if (y == k).any()},
+        "coverage": float(answered.mean()) if answered is not None else None,
+        "answered_accuracy": float(right[answered].mean()) if answered is not None and answered.any() else None,
+        "right": right,
+    }
+
+
 def report(logits_fn, calibration: "Calibration | None", bench: dict) -> dict:
     """Per family: accuracy, per-class accuracy, answered share and accuracy (with the model's flags), and the
     per-picture right/wrong (for the paired gate); on the objects: the share flagged and, of those answered,
@@ -61,14 +73,7 @@ def report(logits_fn, calibration: "Calibration | None", bench: dict) -> dict:
     for name, (px, y) in bench["families"].items():
         p = cal.probabilities(logits_fn(px))
         right = p.argmax(1) == y
-        answered = np.array([f is None for f in cal.flags(p)])
-        fams[name] = {
-            "accuracy": float(right.mean()), "n": int(len(y)),
-            "per_class": {c: float(right[y == k].mean()) for k, c in enumerate(CLASSES) if (y == k).any()},
-            "coverage": float(answered.mean()),
-            "answered_accuracy": float(right[answered].mean()) if answered.any() else None,
-            "right": right,
-        }
+        fams[name] = _family(right, y, np.array([f is None for f in cal.flags(p)]))
     opx, kinds = bench["objects"]
     p = cal.probabilities(logits_fn(opx))
     flags = cal.flags(p)
@@ -108,12 +113,8 @@ def add_picture_styles(rep: dict, logits_fn, pictures: dict) -> dict:
 
     y = pictures["labels"]
     for st in (s.name for s in STYLES if s.held_out):
-        right = logits_fn(pictures["pictures"][st]).argmax(1) == y
-        name = f"pictures:{st}"
-        rep["families"][name] = {"accuracy": float(right.mean()), "n": int(len(y)), "right": right, "coverage": None,
-                                 "answered_accuracy": None,
-                                 "per_class": {c: float(right[y == k].mean()) for k, c in enumerate(CLASSES)}}
-        rep["held_out"].append(name)
+        rep["families"][f"pictures:{st}"] = _family(logits_fn(pictures["pictures"][st]).argmax(1) == y, y)
+        rep["held_out"].append(f"pictures:{st}")
     return rep
 
 
@@ -127,6 +128,27 @@ def artifact_report(art, bench: "dict | None" = None, pictures: "dict | None" = 
     if pictures is not None:
         add_picture_styles(rep, lambda px: artifact_logits(art, px), pictures)
     return rep
+
+
+def gate(candidate, current, data_dir=None) -> tuple:
+    """(failures, notes): `candidate` against `current` (artifacts) on every held-out source: the garment families,
+    and the picture benchmark's held-out styles where the dataset is at hand. A candidate that cannot run raises; a
+    current model that cannot run is not compared (failures None: a broken production must not block its own
+    replacement)."""
+    from fmnist import data
+    from fmnist.evaluation.picture_benchmark import load_benchmark
+
+    bench, pictures, notes = load(), None, []
+    try:
+        pictures = load_benchmark(data.load(data_dir, allow_download=False))
+    except (FileNotFoundError, data.DatasetError) as e:
+        notes.append(f"no dataset here ({e}); the picture benchmark's styles are not compared")
+    new = artifact_report(candidate, bench, pictures)
+    try:
+        old = artifact_report(current, bench, pictures)
+    except Exception as e:  # noqa: BLE001
+        return None, notes + [f"production {current.ref} could not be evaluated ({e}); not compared"]
+    return regression(new, old), notes
 
 
 def format_table(rows: list) -> str:

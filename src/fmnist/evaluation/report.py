@@ -54,8 +54,9 @@ def _row(art, report) -> dict:
     }
 
 
-def write_report(refs, out: Path, registry=None, data_dir=None, command: str = "") -> Path:
-    """Evaluate every model on the test set (ONNX Runtime, as served) and write out/report.md + figures."""
+def write_report(refs, out: Path, registry=None, data_dir=None, command: str = "") -> tuple:
+    """Evaluate every model on the test set (ONNX Runtime, as served) and write out/report.md + figures; returns
+    (its path, [(model, garment report)]: what the command line prints of the garment gate)."""
     out.mkdir(parents=True, exist_ok=True)
     ds = fdata.load(data_dir, allow_download=False)
     x, y = ds.test_images, ds.test_labels
@@ -90,7 +91,7 @@ def write_report(refs, out: Path, registry=None, data_dir=None, command: str = "
     md = _markdown(rows, figs, command, len(y))
     path = out / "report.md"
     path.write_text(md)
-    return path
+    return path, [(r["label"], r["garments"]) for r in rows]
 
 
 # --------------------------------------------------------------------------- Markdown

@@ -197,9 +197,9 @@ def object_pixels(kinds: dict, n: int, seed: int, photos: str, start: int = 0) -
     return out, which
 
 
-def _train_chunk(args):
-    per_class, seed, start = args
-    return family_pixels(SEEN, per_class, seed, start)[:2]
+def _family_chunk(args):
+    family, per_class, seed, start = args
+    return family_pixels(family, per_class, seed, start)[:2]
 
 
 def _object_chunk(args):
@@ -207,29 +207,24 @@ def _object_chunk(args):
     return object_pixels(TRAIN_OBJECTS, n, seed, "train", start)[0]
 
 
-def training_garments(n: int, seed: int = TRAIN_SEED, workers: int = 1) -> tuple:
-    """(pixels, labels): n pictures (a multiple of 10) of the training families, over `workers` processes."""
+def _map(fn, jobs: list, workers: int) -> list:
+    """fn(job) for every job, in order: over `workers` processes (fmnist.pictures.map_processes), or here for one."""
     from fmnist.pictures import map_processes
 
+    return list(map_processes(fn, jobs, workers)) if workers > 1 else [fn(j) for j in jobs]
+
+
+def training_garments(n: int, seed: int = TRAIN_SEED, workers: int = 1) -> tuple:
+    """(pixels, labels): n pictures (a multiple of 10) of the training families, over `workers` processes."""
     per = max(1, n // 10)
     step = max(1, min(per, 200))
-    jobs = [(min(step, per - s), seed, s * 10) for s in range(0, per, step)]
-    parts = list(map_processes(_train_chunk, jobs, workers)) if workers > 1 else [_train_chunk(j) for j in jobs]
+    parts = _map(_family_chunk, [(SEEN, min(step, per - s), seed, s * 10) for s in range(0, per, step)], workers)
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def training_objects(n: int, seed: int = OBJECT_SEED, workers: int = 1) -> np.ndarray:
-    from fmnist.pictures import map_processes
-
     step = 2000
-    jobs = [(min(step, n - s), seed, s) for s in range(0, n, step)]
-    parts = list(map_processes(_object_chunk, jobs, workers)) if workers > 1 else [_object_chunk(j) for j in jobs]
-    return np.concatenate(parts)
-
-
-def _family_chunk(args):
-    family, per_class, seed, start = args
-    return family_pixels(family, per_class, seed, start)[:2]
+    return np.concatenate(_map(_object_chunk, [(min(step, n - s), seed, s) for s in range(0, n, step)], workers))
 
 
 def validation_families(per_class: int = 60, workers: int = 0) -> dict:
@@ -237,15 +232,11 @@ def validation_families(per_class: int = 60, workers: int = 0) -> dict:
     however the work is split over `workers` processes)."""
     import os
 
-    from fmnist.pictures import map_processes
-
     fams = {"seen": (SEEN, VAL_SEED)} | {n: (f, VAL_SEED + 1 + k) for k, (n, f) in enumerate(HELD_OUT.items())}
     step = max(1, per_class // 5)
     jobs = [(name, (fam, min(step, per_class - s), seed, s * 10)) for name, (fam, seed) in fams.items()
             for s in range(0, per_class, step)]
-    workers = workers or min(os.cpu_count() or 1, 8)
-    parts = (map_processes(_family_chunk, [j for _, j in jobs], workers) if workers > 1
-             else map(_family_chunk, [j for _, j in jobs]))
+    parts = _map(_family_chunk, [j for _, j in jobs], workers or min(os.cpu_count() or 1, 8))
     out: dict = {}
     for (name, _), (px, y) in zip(jobs, parts):
         out.setdefault(name, []).append((px, y))
