@@ -30,13 +30,13 @@ sys.path.insert(0, str(REPO / "bench"))
 
 
 def ceiling(model: str, x: np.ndarray) -> float:
-    from fmnist.batch.job import Classifier
+    from fmnist.batch.job import load_model
     from fmnist.config import cpu_count
 
-    clf = Classifier(model, str(REPO / "models"), cpu_count())
-    clf.probabilities(x[:640])
+    served = load_model(model, str(REPO / "models"), cpu_count())
+    served.classify(x[:640])
     t0 = time.perf_counter()
-    clf.probabilities(x)
+    served.classify(x)
     return len(x) / (time.perf_counter() - t0)
 
 
@@ -100,14 +100,13 @@ def pictures_folder(ds, n: int, d: Path) -> Path:
 
 
 def picture_costs(folder: Path) -> tuple[float, float]:
-    """Median decode and convert milliseconds per picture, one process (serving.pipeline's timings)."""
-    from fmnist.config import Settings
-    from fmnist.serving import pipeline
+    """Median decode and convert milliseconds per picture, one process (inference.pipeline's timings)."""
+    from fmnist.inference import Limits, pipeline
 
-    settings, timings = Settings(), []
+    limits, timings = Limits(), []
     for p in sorted(folder.iterdir())[:300]:
-        pipeline.preprocess(pipeline.decode([(p.name, p.read_bytes())], settings), "auto", timings)
-    t = np.asarray([(d, c) for _, d, c in timings])
+        pipeline.preprocess(pipeline.decode([(p.name, p.read_bytes())], limits), "auto", timings)
+    t = np.asarray([(d, c) for _, d, c, *_ in timings])
     return float(np.median(t[:, 0]) * 1e3), float(np.median(t[:, 1]) * 1e3)
 
 

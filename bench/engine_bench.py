@@ -25,14 +25,14 @@ CHUNK = 512
 
 
 def _classify(model_path: str, pixels: np.ndarray) -> np.ndarray:
-    from fmnist.batch.job import Classifier
+    from fmnist.batch.job import load_model
 
-    global _CLF
+    global _MODEL
     try:
-        clf = _CLF
+        served = _MODEL
     except NameError:
-        clf = _CLF = Classifier(model_path, None, 1)
-    return clf.probabilities(pixels).argmax(1)
+        served = _MODEL = load_model(model_path, None, 1)
+    return served.classify(pixels).argmax(1)
 
 
 def _rss_mb(pids) -> float:
@@ -66,12 +66,12 @@ def dask_run(x: np.ndarray) -> dict:
 
 class _RayClassifier:
     def __init__(self):
-        from fmnist.batch.job import Classifier
+        from fmnist.batch.job import load_model
 
-        self.clf = Classifier(MODEL, None, 1)
+        self.served = load_model(MODEL, None, 1)
 
     def __call__(self, batch: dict) -> dict:
-        return {"label": self.clf.probabilities(np.stack(batch["data"]).astype(np.uint8)).argmax(1)}
+        return {"label": self.served.classify(np.stack(batch["data"]).astype(np.uint8)).argmax(1)}
 
 
 def ray_run(x: np.ndarray) -> dict:

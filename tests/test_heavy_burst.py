@@ -1,6 +1,6 @@
 """The heaviest pictures a client can send, in a burst, against a real 2-worker `fmnist serve` (loop workers):
 every one is answered, the health probes answer at once meanwhile (they are answered on the loop, never
-behind a pool of pictures), and each worker's memory comes back near its idle size (serving/memory.py:
+behind a pool of pictures), and each worker's memory comes back near its idle size (inference/memory.py:
 a pixel budget per worker, freed blocks returned to the system)."""
 
 import base64

@@ -43,7 +43,7 @@ _BINARY_NAN = struct.pack("<784f", *([float("nan")] + [0.0] * 783))
 _V2_BINARY_HEAD = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1, 28, 28],
                                           "parameters": {"binary_data_size": 784 * 4}}]}).encode()
 _V2_BINARY_FLOAT_SIZE = json.dumps({"inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 28, 28],
-                                                "parameters": {"binary_data_size": 784.0}}]}).encode()
+                                                "parameters": {"binary_data_size": 784.5}}]}).encode()
 _NAMELESS, _NAMELESS_TYPE = _multipart([(b'form-data; filename="a.png"', _png())])
 _NAMELESS_TOO, _ = _multipart([(b"form-data", _png()), (b'form-data; name="image"; filename="a.png"', b"not a png")])
 

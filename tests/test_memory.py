@@ -1,11 +1,11 @@
-"""serving/memory.py: the per-worker pixel budget, and freed memory given back to the system."""
+"""inference/memory.py: the per-worker pixel budget, and freed memory given back to the system."""
 
 import threading
 import time
 
 import pytest
 
-from fmnist.serving.memory import BudgetExceeded, PixelBudget, trim
+from fmnist.inference.memory import BudgetExceeded, PixelBudget, trim
 
 
 def test_big_pictures_share_the_budget_and_small_ones_never_wait():
@@ -42,7 +42,7 @@ def test_a_picture_over_the_whole_budget_holds_all_of_it_and_a_wait_is_bounded()
 FREED = """
 import os, sys
 import numpy as np
-from fmnist.serving.memory import give_back_freed_memory
+from fmnist.inference.memory import give_back_freed_memory
 from tests.httpprobe import rss_kb
 if sys.argv[1] == "on":
     give_back_freed_memory()

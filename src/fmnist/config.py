@@ -56,7 +56,7 @@ class Settings:
     heavy_threads: int = 1  # per loop worker: threads decoding larger pictures (off the event loop)
     heavy_queue: int = 32  # larger pictures waiting for them, per worker; beyond, 503 + Retry-After
     heavy_nice: int = 10  # their threads' CPU priority, lowered by this much: photos yield to small requests
-    # pixels a worker decodes at once, all routes and threads together (serving/memory.py): its memory bound
+    # pixels a worker decodes at once, all routes and threads together (inference/memory.py): its memory bound
     decode_pixels: int = 25_000_000
     decode_wait_s: float = 10.0  # how long a big picture may wait for its share of decode_pixels; then 503
     # the loop worker answers 503 + Retry-After, without starting it, a request that waited longer than this (0: never)

@@ -19,3 +19,13 @@ class UnknownName(FmnistError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; this one reads as a sentence
         return str(self.args[0]) if self.args else ""
+
+
+class Refused(FmnistError):
+    """A request refused, whoever refuses it (the HTTP reader, the app, the pipeline, a key check): an HTTP
+    status, a stable machine-readable code, a message saying what was wrong and what is expected, and any
+    headers the answer needs (Retry-After). The one refusal type: every door turns it into its own shape."""
+
+    def __init__(self, status: int, code: str, message: str, headers: "dict | None" = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}

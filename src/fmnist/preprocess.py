@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from fmnist.errors import FmnistError
+from fmnist.errors import Refused
 
 # Fashion-MNIST training-set statistics on the 0-1 scale (recomputed from the data by
 # `fmnist train`, which stores its own values in the artifact's manifest).
@@ -77,11 +77,15 @@ MODES = ("auto", "raw", "photo")
 TRIM_TOLERANCE = 0.10  # "close to the corner colour": within 10 % of full intensity (the paper says 5 %; JPEG noise needs more)
 
 
-class ImageError(FmnistError, ValueError):
-    """An input image that cannot be used: says what was wrong and what is expected."""
+class ImageError(Refused, ValueError):
+    """An input image that cannot be used: says what was wrong and what is expected (a refusal: 400
+    bad_image, or 413 image_too_large)."""
 
     status = 400
     code = "bad_image"
+
+    def __init__(self, message: str):
+        Refused.__init__(self, type(self).status, type(self).code, message)
 
 
 class ImageTooLarge(ImageError):

@@ -27,8 +27,8 @@ def run(source: Source, opts: job.Options, scheduler: "str | None" = None, local
     from fmnist.config import cpu_count
 
     t0 = time.perf_counter()
-    clf = job.Identity(opts.model, opts.registry)
-    p = job.plan(source, opts, clf)
+    ident = job.Identity(opts.model, opts.registry)
+    p = job.plan(source, opts, ident)
     if p.finished:
         return p.report
     cluster = None
@@ -41,7 +41,7 @@ def run(source: Source, opts: job.Options, scheduler: "str | None" = None, local
             client = Client(cluster)
     own_client = cluster is not None or scheduler is not None
     try:
-        model_path = str(clf.artifact.path)
+        model_path = str(ident.artifact.path)
         in_flight = max(2, 4 * len(client.scheduler_info()["workers"]))
         progress = job.Progress(p.report.total, p.report.skipped, opts.progress)
 
@@ -69,5 +69,5 @@ def run(source: Source, opts: job.Options, scheduler: "str | None" = None, local
             client.close()
         if cluster is not None:
             cluster.close()
-    return job.finish(p, opts, clf, t0)
+    return job.finish(p, opts, ident, t0)
 

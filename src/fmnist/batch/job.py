@@ -2,10 +2,10 @@
 preprocessing and model.
 
 One worker process per CPU (processes: decoding and encoding the answers are Python and would serialise on
-the GIL) takes whole chunks: decodes and converts them with `serving.pipeline` (the stages `/predict` runs),
-classifies them with ONNX Runtime in batches of 64, encodes the answers and writes the chunk as one part of
-the output (`<out>.parts/part-NNNNNN.*`: its errors and statistics first, then its results, each renamed into
-place). Parts already there are skipped on a rerun, so a run stopped by Ctrl-C or kill -9 resumes where it
+the GIL) takes whole chunks: decodes and converts them with `inference.pipeline` (the stages `/predict` runs),
+classifies them with ONNX Runtime in batches of 64, encodes the answers (`inference.answer`'s columns) and
+writes the chunk as one part of the output (`<out>.parts/part-NNNNNN.*`: its errors and statistics first,
+then its results, each renamed into place). Parts already there are skipped on a rerun, so a run stopped by Ctrl-C or kill -9 resumes where it
 stopped, with no answer lost or repeated; when every part is there they are merged into `<out>` (and
 `<out>.errors.jsonl`, `<out>.summary.json`, `<out>.summary.png`). At most `2 x workers` chunks are in flight
 and array inputs are memory-mapped: pixels in memory do not grow with the input (its index of ids does).
@@ -25,11 +25,13 @@ import numpy as np
 
 from fmnist.batch import writers
 from fmnist.batch.sources import Source
+from fmnist.config import Settings
 from fmnist.errors import InvalidValue
 
 CHUNK = {"array": 1024, "files": 128}  # items per part by default: arrays are fast (per-part costs amortised,
 # measured 512 / 1024 / 2048), files are slow to decode (parts small enough to keep every process busy)
 INFER_BATCH = 64
+MAX_FILE_BYTES = Settings.max_content_length  # a file the server would refuse as a body is refused here too
 
 
 @dataclass
@@ -43,6 +45,7 @@ class Options:
     chunk: int = 0  # items per part; 0: CHUNK for the source's kind
     shard: "tuple[int, int] | None" = None
     max_image_pixels: int = 25_000_000
+    flagged_label: bool = True  # as the server's setting: a flagged answer still names its class (off: null)
     progress: bool = True
 
 
@@ -65,31 +68,30 @@ class Report:
 
 def decode_items(items: list, mode: str, max_image_pixels: int) -> tuple[np.ndarray, list, list]:
     """Files -> (uint8 (m, 28, 28) of those that decoded, their positions in `items`, [(position, reason)])."""
-    from fmnist.config import Settings
-    from fmnist.serving import pipeline
-    from fmnist.serving.apierror import APIError
+    from fmnist.errors import Refused
+    from fmnist.inference import Limits, pipeline
 
-    settings = Settings(max_image_pixels=max_image_pixels, max_images=1)
+    limits = Limits(max_images=1, max_image_pixels=max_image_pixels)
     pixels, ok, errors = [], [], []
     for k, it in enumerate(items):
         try:
             with open(it.path, "rb") as f:
-                data = f.read(settings.max_content_length + 1)
-            if len(data) > settings.max_content_length:
-                raise InvalidValue(f"the file is over {settings.max_content_length:,} bytes, the server's body limit")
-            pixels.append(pipeline.preprocess(pipeline.decode([(it.id, data)], settings), mode)[0])
+                data = f.read(MAX_FILE_BYTES + 1)
+            if len(data) > MAX_FILE_BYTES:
+                raise InvalidValue(f"the file is over {MAX_FILE_BYTES:,} bytes, the server's body limit")
+            pixels.append(pipeline.preprocess(pipeline.decode([(it.id, data)], limits), mode)[0])
             ok.append(k)
-        except (APIError, InvalidValue, OSError) as e:
+        except (Refused, InvalidValue, OSError) as e:
             errors.append((k, getattr(e, "message", None) or str(e)))
     return (np.stack(pixels) if pixels else np.zeros((0, 28, 28), np.uint8)), ok, errors
 
 
-_WORKER: dict = {}  # in each worker process: the Classifier (loaded once by _init_worker or on first use)
+_WORKER: dict = {}  # in each worker process: the model (loaded once by _init_worker or on first use)
 
 
 def _init_worker(model_path: str, threads: int) -> None:
     _die_with_parent()
-    _WORKER["clf"] = Classifier(model_path, None, threads)
+    _WORKER["model"] = load_model(model_path, None, threads)
 
 
 def _die_with_parent() -> None:
@@ -104,23 +106,23 @@ def _die_with_parent() -> None:
 
 
 def process_chunk(model_path: str, items: list, pixels: "np.ndarray | None", preprocess: str, top_k: int,
-                  max_image_pixels: int, fmt: str, model: dict, threads: int = 1) -> tuple:
+                  max_image_pixels: int, fmt: str, model: dict, threads: int = 1, flagged_label: bool = True) -> tuple:
     """One chunk, whole, where it runs (a worker process of the local pool, or a Dask worker): files decoded
     and converted (or array rows taken as given), classified, and the part encoded ->
     (part bytes, error rows, statistics)."""
-    clf = _WORKER.get("clf")
-    if clf is None or str(clf.artifact.path) != model_path:
-        clf = _WORKER["clf"] = Classifier(model_path, None, threads)
+    served = _WORKER.get("model")
+    if served is None or str(served.predictor.artifact.path) != model_path:
+        served = _WORKER["model"] = load_model(model_path, None, threads)
     if pixels is None:
         pixels, ok, errors = decode_items(items, preprocess, max_image_pixels)
     else:
         ok, errors = list(range(len(items))), []
-    answers, err_rows, stats = classify_chunk(clf, items, pixels, ok, errors)
-    return writers.rows_bytes(answers, fmt, model, top_k), err_rows, stats
+    answers, err_rows, stats = classify_chunk(served, items, pixels, ok, errors)
+    return writers.rows_bytes(answers, fmt, model, top_k, flagged_label), err_rows, stats
 
 
 def _loaded(_) -> bool:
-    return "clf" in _WORKER
+    return "model" in _WORKER
 
 
 def _chunk_task(k: int) -> int:
@@ -135,26 +137,19 @@ def _chunk_task(k: int) -> int:
 
 # --------------------------------------------------------------------------- classifying
 
-class Classifier:
-    """The artifact's model as the server runs it (ONNX Runtime), on every core."""
+def load_model(model: str, registry: "str | None", threads: int):
+    """The artifact's model as the server runs it (inference.ServedModel: ONNX Runtime), on `threads` cores."""
+    from fmnist.inference import ServedModel
+    from fmnist.registry import resolve
 
-    def __init__(self, model: str, registry: "str | None", threads: int):
-        from fmnist.inference import Predictor
-        from fmnist.registry import resolve
+    return ServedModel.offline(resolve(model, registry), threads, INFER_BATCH)
 
-        self.artifact = resolve(model, registry)
-        self.predictor = Predictor(self.artifact, "onnx", max(1, threads))
 
-    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        p = self.predictor
-        out = [p.predict_batch(p.normalize(pixels[k:k + INFER_BATCH])) for k in range(0, len(pixels), INFER_BATCH)]
-        return np.concatenate(out) if out else np.zeros((0, 10), np.float32)
-
-    def identity(self) -> dict:
-        m = self.artifact.manifest
-        onnx_sha = m.get("files", {}).get("model.onnx", {}).get("sha256")
-        return {"name": m["name"], "version": str(m["version"]), "model_onnx_sha256": onnx_sha,
-                "path": str(self.artifact.path)}
+def identity(artifact) -> dict:
+    """What names a run's model: name, version, the sha256 of its model.onnx, its path."""
+    m = artifact.manifest
+    onnx_sha = m.get("files", {}).get("model.onnx", {}).get("sha256")
+    return {"name": m["name"], "version": str(m["version"]), "model_onnx_sha256": onnx_sha, "path": str(artifact.path)}
 
 
 class Identity:
@@ -165,7 +160,8 @@ class Identity:
 
         self.artifact = resolve(model, registry)
 
-    identity = Classifier.identity
+    def identity(self) -> dict:
+        return identity(self.artifact)
 
 
 @dataclass
@@ -180,30 +176,27 @@ class Answers:
     ood: "np.ndarray | None" = None  # (n,) the answers' ood_score (Predictor.assess)
     flags: "list | None" = None  # None, "unsure" or "not_a_garment" each
 
-    def rows(self, top_k: int, model: dict) -> list:
-        """As dicts, the way POST /predict answers (Predictor.to_predictions): for tests and small runs."""
-        from fmnist.inference import Predictor
+    def rows(self, top_k: int, model: dict, flagged_label: bool = True) -> list:
+        """As dicts, the columns of inference.answer (the answer of POST /predict, with id, path, true_label and
+        the model): what the writers encode, for tests and small runs."""
+        from fmnist.inference import Result, answer
 
-        out = []
-        for i, (rid, path, true, pred) in enumerate(zip(self.ids, self.paths, self.true_labels,
-                                                         Predictor.to_predictions(self.probs))):
-            out.append({"id": rid, "path": path, "label": pred.label, "class_id": pred.class_id,
-                        "confidence": pred.confidence, "top_k": pred.top_k(top_k),
-                        "ood_score": round(float(self.ood[i]), 4), "flag": self.flags[i], "true_label": true,
-                        "model": {"name": model["name"], "version": model["version"]}})
-        return out
+        ref = {"name": model["name"], "version": model["version"]}
+        items = answer.items(Result(self.probs, np.asarray(self.ood), self.flags, ref), top_k, flagged_label)
+        return [{"id": rid, "path": path, **item, "true_label": true, "model": ref}
+                for rid, path, item, true in zip(self.ids, self.paths, items, self.true_labels)]
 
 
-def classify_chunk(clf: Classifier, items: list, pixels: np.ndarray, ok: list, errors: list) -> tuple:
-    """-> (Answers, error rows, statistics) of one chunk (pixels[i] is items[ok[i]])."""
+def classify_chunk(served, items: list, pixels: np.ndarray, ok: list, errors: list) -> tuple:
+    """-> (Answers, error rows, statistics) of one chunk (pixels[i] is items[ok[i]]) by a ServedModel."""
     from fmnist.monitoring.drift import window_histograms
 
-    probs = clf.probabilities(pixels)
-    ood, flags = clf.predictor.assess(probs)
+    probs = served.classify(pixels)
+    ood, flags = served.predictor.assess(probs)
     answers = Answers([items[k].id for k in ok], [items[k].path for k in ok], [items[k].label for k in ok], probs,
                       ood, flags)
     err_rows = [{"id": items[k].id, "path": items[k].path, "error": reason} for k, reason in errors]
-    ref = clf.artifact.manifest.get("reference") or {}
+    ref = served.predictor.artifact.manifest.get("reference") or {}
     mean_px = pixels.reshape(len(pixels), -1).mean(axis=1) / 255.0 if len(pixels) else np.zeros(0)
     predicted = probs.argmax(1)
     window = {"class_id": predicted, "confidence": probs.max(1) if len(probs) else np.zeros(0), "mean_pixel": mean_px,
@@ -221,7 +214,7 @@ def classify_chunk(clf: Classifier, items: list, pixels: np.ndarray, ok: list, e
 # --------------------------------------------------------------------------- the job
 
 @dataclass
-class Plan:
+class JobPlan:
     """One job's chunks, its parts directory, what is left, and the model's identity (shared by the engines)."""
 
     chunks: list
@@ -233,7 +226,7 @@ class Plan:
     finished: bool = False
 
 
-def plan(source: Source, opts: Options, clf: "Classifier | Identity") -> Plan:
+def plan(source: Source, opts: Options, ident: Identity) -> JobPlan:
     out = Path(opts.out)
     fmt = writers.format_of(out)
     items = source.items(opts.shard)
@@ -242,22 +235,23 @@ def plan(source: Source, opts: Options, clf: "Classifier | Identity") -> Plan:
     parts = out.with_name(out.name + ".parts")
     meta = {"input": source.description, "fingerprint": source.fingerprint(), "shard": opts.shard,
             "chunk": opts.chunk, "preprocess": opts.preprocess, "top_k": opts.top_k, "format": fmt,
-            "model": clf.identity()}
+            "flagged_label": opts.flagged_label,
+            "model": ident.identity()}
     done = _prepare(parts, meta)
     report = Report(total=len(items))
     if (parts / "complete.json").is_file():  # finished before: nothing left to do
         report.skipped = len(items)
         report.outputs = json.loads((parts / "complete.json").read_text())
         report.errors = report.outputs["errors"]
-        return Plan(chunks, parts, fmt, meta, [], report, finished=True)
+        return JobPlan(chunks, parts, fmt, meta, [], report, finished=True)
     todo = [k for k in range(len(chunks)) if k not in done]
     report.skipped = sum(len(chunks[k]) for k in done)
-    return Plan(chunks, parts, fmt, meta, todo, report)
+    return JobPlan(chunks, parts, fmt, meta, todo, report)
 
 
-def finish(p: Plan, opts: Options, clf: "Classifier | Identity", t0: float) -> Report:
+def finish(p: JobPlan, opts: Options, ident: Identity, t0: float) -> Report:
     """Merge the parts, write the summary, mark the job complete."""
-    p.report.outputs = writers.merge(p.parts, Path(opts.out), p.fmt, len(p.chunks), p.meta, clf.artifact.manifest)
+    p.report.outputs = writers.merge(p.parts, Path(opts.out), p.fmt, len(p.chunks), p.meta, ident.artifact.manifest)
     p.report.errors = p.report.outputs["errors"]
     writers.atomic_write(p.parts / "complete.json", json.dumps(p.report.outputs).encode())
     writers.remove_parts(p.parts)
@@ -274,11 +268,11 @@ def run(source: Source, opts: Options) -> Report:
 
     t0 = time.perf_counter()
     workers = opts.workers or cpu_count()
-    clf = Identity(opts.model, opts.registry)
-    p = plan(source, opts, clf)
+    ident = Identity(opts.model, opts.registry)
+    p = plan(source, opts, ident)
     if p.finished:
         return p.report
-    model_path = str(clf.artifact.path)
+    model_path = str(ident.artifact.path)
     pool = None
     if workers > 1 and len(p.todo) > 1:
         import multiprocessing
@@ -298,10 +292,10 @@ def run(source: Source, opts: Options) -> Report:
     finally:
         if pool is not None:
             pool.terminate()
-    return finish(p, opts, clf, t0)
+    return finish(p, opts, ident, t0)
 
 
-def task_args(source: Source, p: "Plan", opts: Options, k: int, model_path: str, threads: int = 1) -> tuple:
+def task_args(source: Source, p: "JobPlan", opts: Options, k: int, model_path: str, threads: int = 1) -> tuple:
     """process_chunk's arguments for chunk k (with the array rows' pixels)."""
     chunk = p.chunks[k]
     pixels = None
@@ -309,10 +303,10 @@ def task_args(source: Source, p: "Plan", opts: Options, k: int, model_path: str,
         rows = [it.row for it in chunk]
         pixels = np.asarray(source.array[rows[0]:rows[-1] + 1] if _contiguous(rows) else source.array[rows])
     return (model_path, chunk, pixels, opts.preprocess, opts.top_k, opts.max_image_pixels, p.fmt, p.meta["model"],
-            threads)
+            threads, opts.flagged_label)
 
 
-def _results(source: Source, p: "Plan", opts: Options, pool, workers: int, model_path: str, threads: int):
+def _results(source: Source, p: "JobPlan", opts: Options, pool, workers: int, model_path: str, threads: int):
     """(chunk index, its number of errors) as each part is written, at most 2 x workers chunks in flight."""
     if pool is None:
         for k in p.todo:

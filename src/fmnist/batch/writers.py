@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from fmnist.errors import InvalidValue
+from fmnist.inference import answer
 from fmnist.labels import CLASSES
 
 FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet"}
-CSV_COLUMNS = ("id", "path", "label", "class_id", "confidence", "true_label", "model_name", "model_version", "top_k",
-               "ood_score", "flag")
+CSV_COLUMNS = answer.batch_columns(flat_model=True)  # JSONL: answer.batch_columns(flat_model=False)
 _encode_str = json.encoder.encode_basestring_ascii  # json.dumps' own string encoder (C)
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -71,20 +71,19 @@ def remove_parts(parts: Path) -> None:
 _LABELS = tuple(json.dumps(c) for c in CLASSES)
 
 
-def rows_bytes(answers, fmt: str, model: dict, top_k: int) -> bytes:
-    """One part's answers (job.Answers) in the output format. JSONL lines are byte for byte what
-    json.dumps(row, separators=(",", ":")) gives for the row dict of Answers.rows(), written column-wise:
-    per-row dicts and the JSON encoder cost more than the model does."""
+def rows_bytes(answers, fmt: str, model: dict, top_k: int, flagged_label: bool = True) -> bytes:
+    """One part's answers (job.Answers) in the output format, columns as inference.answer.batch_columns says.
+    JSONL lines are byte for byte what json.dumps(row, separators=(",", ":")) gives for the row dicts of
+    Answers.rows(), written column-wise: per-row dicts and the JSON encoder cost more than the model does.
+    A flagged answer's label and class_id are null when flagged_label is off, as the server answers."""
     probs = answers.probs
     n = len(probs)
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k] if n else np.zeros((0, top_k), int)
-    top_p = np.take_along_axis(probs, order, axis=1).tolist() if n else []
-    order = order.tolist()
+    order, top_p = answer.top_k(probs, top_k) if n else ([], [])
     conf = [p[0] for p in top_p]  # the argmax comes first (stable sort: the first maximum, as argmax)
-    cls = [o[0] for o in order]
+    flags = answers.flags
+    cls = [o[0] if flagged_label or f is None else None for o, f in zip(order, flags)]
     true = ["null" if t is None else str(t) for t in answers.true_labels]
     ood = [round(v, 4) for v in answers.ood.tolist()]
-    flags = answers.flags
     if fmt == "jsonl":
         enc = _encode_str
         model_json = json.dumps({"name": model["name"], "version": model["version"]}, separators=(",", ":"))
@@ -92,31 +91,35 @@ def rows_bytes(answers, fmt: str, model: dict, top_k: int) -> bytes:
         for i in range(n):
             tk = ",".join(f'{{"label":{_LABELS[c]},"class_id":{c},"probability":{p!r}}}' for c, p in zip(order[i], top_p[i]))
             path = "null" if answers.paths[i] is None else enc(answers.paths[i])
-            lines.append(f'{{"id":{enc(answers.ids[i])},"path":{path},"label":{_LABELS[cls[i]]},"class_id":{cls[i]},'
-                         f'"confidence":{conf[i]!r},"top_k":[{tk}],"ood_score":{ood[i]!r},'
-                         f'"flag":{"null" if flags[i] is None else enc(flags[i])},"true_label":{true[i]},'
-                         f'"model":{model_json}}}\n')
+            c = cls[i]
+            lines.append(f'{{"id":{enc(answers.ids[i])},"path":{path},"label":{"null" if c is None else _LABELS[c]},'
+                         f'"class_id":{"null" if c is None else c},"confidence":{conf[i]!r},"top_k":[{tk}],'
+                         f'"ood_score":{ood[i]!r},"flag":{"null" if flags[i] is None else enc(flags[i])},'
+                         f'"true_label":{true[i]},"model":{model_json}}}\n')
         return "".join(lines).encode()
     top_json = [json.dumps([{"label": CLASSES[c], "class_id": c, "probability": p} for c, p in zip(o, tp)],
                            separators=(",", ":")) for o, tp in zip(order, top_p)]
+    labels = [None if c is None else CLASSES[c] for c in cls]
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        for i in range(n):
-            w.writerow([answers.ids[i], answers.paths[i] or "", CLASSES[cls[i]], cls[i], repr(conf[i]),
+        for i in range(n):  # CSV_COLUMNS' order; an empty field for null
+            w.writerow([answers.ids[i], answers.paths[i] or "", labels[i] or "", "" if cls[i] is None else cls[i],
+                        repr(conf[i]), top_json[i], repr(ood[i]), flags[i] or "",
                         "" if answers.true_labels[i] is None else answers.true_labels[i], model["name"],
-                        model["version"], top_json[i], repr(ood[i]), flags[i] or ""])
+                        model["version"]])
         return buf.getvalue().encode()
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     table = pa.table({
-        "id": answers.ids, "path": answers.paths, "label": [CLASSES[c] for c in cls],
-        "class_id": pa.array(cls, pa.int8()), "confidence": pa.array(conf, pa.float64()),
-        "true_label": pa.array(answers.true_labels, pa.int8()),
-        "model_name": [model["name"]] * n, "model_version": [model["version"]] * n, "top_k": top_json,
+        "id": answers.ids, "path": answers.paths, "label": pa.array(labels, pa.string()),
+        "class_id": pa.array(cls, pa.int8()), "confidence": pa.array(conf, pa.float64()), "top_k": top_json,
         "ood_score": pa.array(ood, pa.float64()), "flag": pa.array(flags, pa.string()),
+        "true_label": pa.array(answers.true_labels, pa.int8()),
+        "model_name": [model["name"]] * n, "model_version": [model["version"]] * n,
     }).replace_schema_metadata({"fmnist_model": json.dumps(model)})
+    assert tuple(table.column_names) == CSV_COLUMNS
     buf = pa.BufferOutputStream()
     pq.write_table(table, buf)
     return buf.getvalue().to_pybytes()

@@ -9,11 +9,13 @@ import sys
 def cmd_batch(args) -> int:
     from fmnist.batch import job
     from fmnist.batch.sources import open_source, parse_shard
+    from fmnist.config import Settings
 
     source = open_source(args.input, labels=args.labels)
+    flagged_label = Settings.load().flagged_label if args.flagged_label is None else args.flagged_label == "true"
     opts = job.Options(model=args.model, registry=args.registry, out=args.out, preprocess=args.preprocess,
                        top_k=args.top_k, workers=args.workers, chunk=args.chunk, shard=parse_shard(args.shard),
-                       progress=not args.quiet)
+                       flagged_label=flagged_label, progress=not args.quiet)
     if args.restart:
         job.restart(args.out)
     if args.engine == "dask":

@@ -252,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="as /predict: raw, photo, or auto (default)")
     sp.add_argument("--top-k", type=int, default=3, choices=range(1, 11), metavar="1-10",
                     help="classes kept per answer (default 3)")
+    sp.add_argument("--flagged-label", choices=["true", "false"],
+                    help="does a flagged answer (unsure, not_a_garment) name its class? false: label and class_id "
+                         "are null, as a server with FMNIST_FLAGGED_LABEL=false answers (default: that setting, true)")
     sp.add_argument("--workers", type=int, default=0, help="decoding processes (default: one per CPU)")
     sp.add_argument("--chunk", type=int, default=0, help="inputs per part, the unit of resume (default: 1024 for "
                     "arrays, 128 for files)")

@@ -1,6 +1,9 @@
-"""Model execution for serving: a Predictor over an artifact and a micro-batcher; knows nothing of HTTP."""
+"""Model execution, for every door (server, batch): a Predictor over an artifact, a micro-batcher, the
+pipeline's stages (decode -> preprocess -> infer -> assess) and the answer made from a Result; knows
+nothing of HTTP."""
 
 from fmnist.inference.batcher import MicroBatcher
+from fmnist.inference.pipeline import Limits, Result, ServedModel
 from fmnist.inference.predictor import Prediction, Predictor
 
-__all__ = ["MicroBatcher", "Prediction", "Predictor"]
+__all__ = ["Limits", "MicroBatcher", "Prediction", "Predictor", "Result", "ServedModel"]

@@ -80,6 +80,8 @@ class Predictor:
     def version(self) -> str:
         return self.artifact.version
 
+    num_classes = len(CLASSES)
+
     def normalize(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28) with the artifact's mean and std."""
         return self.preprocessing.normalize(pixels)

@@ -6,13 +6,9 @@ from __future__ import annotations
 
 import json
 
+from fmnist.errors import Refused
 
-class APIError(Exception):
-    """A refusal with an HTTP status, a stable machine-readable code and a message for people."""
-
-    def __init__(self, status: int, code: str, message: str, headers: "dict | None" = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+APIError = Refused  # the one refusal type (fmnist.errors): the app's name for it
 
 
 def error_payload(code: str, message: str, request_id: "str | None" = None) -> dict:

@@ -24,11 +24,12 @@ import numpy as np
 from flask import Blueprint, Response, g, request
 from PIL import Image
 
-from fmnist.serving import pipeline
+from fmnist.inference import answer, pipeline
 from fmnist.serving.apierror import APIError
 from fmnist.serving.context import charge_images, require_model
 from fmnist.serving.contract import PredictQuery
 from fmnist.serving.predict import read_inputs
+from fmnist.serving.reqlog import ms_since
 
 bp = Blueprint("explain", __name__)
 PATCH, STRIDE, PANEL = 6, 2, 224  # occluder size and step (pixels of the 28x28 input); panel size of the PNG
@@ -95,7 +96,7 @@ def explain():
     if count != 1:
         raise APIError(400, "one_image_only", f"/explain takes one image, got {count}: send one per request")
     if pixels is None:
-        images = pipeline.decode(blobs, settings)
+        images = pipeline.decode(blobs, st.limits)
         seen = pipeline.preprocess(images, query.preprocess, budget=st.pixels, keep=True)[0]  # what /predict sees
         original = _fitted(images[0][1])  # decoded by preprocess, no larger than the conversion needed
         images[0][1].close()  # a big picture's pixels go now
@@ -118,9 +119,10 @@ def explain():
         st.explain_slots.release()
     st.metrics.explain_duration.observe(time.perf_counter() - t0)
     st.metrics.explanations.labels(outcome="done").inc()
-    assessed = served.predictor.assess(probs)
-    pipeline.record(st, served, g.request_id, seen[None], probs, g.get("key_id"), g.get("t0"), assessed)
-    body, g.log_extra = pipeline.encode(served, g.request_id, probs, False, query.top_k, g.t0, assessed)
+    result = pipeline.assess(served, probs, seen[None])
+    st.record(served, g.request_id, result, g.get("key_id") or "", ms_since(g.t0))
+    g.log_extra = answer.log_fields(result)
+    body = answer.body(result, g.request_id, False, query.top_k, ms_since(g.t0), served.flagged_label)
     panels = _panels(original, seen, sal)
     if request.accept_mimetypes.best_match(["application/json", "image/png"]) == "image/png":
         strip = Image.new("RGB", (3 * PANEL, PANEL), (255, 255, 255))

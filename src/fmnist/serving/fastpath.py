@@ -2,8 +2,9 @@
 
 A WSGI middleware in front of the Flask app (`app.wsgi_app`, as Flask's docs wrap middleware).
 It answers a multipart /predict whose files all decode and whose query is valid, using the same
-contract (`contract.PredictQuery`, `image_files`) and stages as the Flask view (`pipeline`: decode,
-preprocess, infer, record, encode) and the same request id, metrics and access log (`reqlog`).
+contract (`contract.PredictQuery`, `image_files`) and stages as the Flask view (`inference.pipeline`:
+decode, preprocess, infer, assess; then record, and `inference.answer` for the body) and the same request
+id, metrics and access log (`reqlog`).
 Anything else - another route, JSON, an unusual body, a bad parameter, an image that does not decode,
 an unexpected failure, a model not loaded yet - goes to the Flask app unchanged (with the body it
 already read), which then answers or refuses it exactly as before. On the loop worker's event loop it
@@ -24,7 +25,9 @@ import time
 
 import numpy as np
 
-from fmnist.serving import multipart, pipeline, reqlog
+from fmnist.errors import Refused
+from fmnist.inference import answer, pipeline
+from fmnist.serving import multipart, reqlog
 from fmnist.serving.apierror import APIError, error_json
 from fmnist.serving.auth import Denied
 from fmnist.serving.contract import PredictQuery, image_files, json_inputs
@@ -105,8 +108,8 @@ class PredictFastPath:
             if denied is not None:
                 return denied
         try:
-            images = pipeline.decode(blobs, self.state.settings)
-        except APIError:
+            images = pipeline.decode(blobs, self.state.limits)
+        except Refused:
             return None  # the Flask app refuses it, with its error handling
         if on_loop:
             limit = self.state.settings.loop_max_pixels
@@ -157,8 +160,9 @@ class PredictFastPath:
                       request_id, None, self.log_requests)
         return [out]
 
-    def _answer(self, job: "_Job", probs, start_response, assessed=None) -> list:
-        out, extra = pipeline.encode(job.served, job.request_id, probs, job.many, job.top_k, job.t0, assessed)
+    def _answer(self, job: "_Job", result: "pipeline.Result", start_response) -> list:
+        out = answer.body(result, job.request_id, job.many, job.top_k, reqlog.ms_since(job.t0), job.served.flagged_label)
+        extra = answer.log_fields(result)
         if job.key_id:
             extra["key_id"] = job.key_id
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(out))),
@@ -181,15 +185,15 @@ class PredictFastPath:
             timings: list = []
             try:
                 pixels, probs = pipeline.infer(job.served, lambda: self._pixels(job, timings))
-            except APIError:  # a bad image: the Flask app gives the same answer with its error handling
+            except Refused:  # a bad image: the Flask app gives the same answer with its error handling
                 return self.app(environ, start_response)
             except Exception:
                 log.exception("fast path failed on POST /predict; the Flask app answers instead")
                 return self.app(environ, start_response)
             self.state.metrics.observe_pictures(environ.get("fmnist.pool", "thread"), timings)
-            assessed = job.served.predictor.assess(probs)
-            pipeline.record(self.state, job.served, job.request_id, pixels, probs, job.key_id, job.t0, assessed)
-            return self._answer(job, probs, start_response, assessed)
+            result = pipeline.assess(job.served, probs, pixels)
+            self.state.record(job.served, job.request_id, result, job.key_id or "", reqlog.ms_since(job.t0))
+            return self._answer(job, result, start_response)
         finally:
             self.state.metrics.http_in_progress.dec()
 
@@ -214,7 +218,7 @@ class PredictFastPath:
                 continue
             try:
                 job.pixels = self._pixels(job, timings)
-            except APIError:
+            except Refused:
                 continue  # the Flask app answers it (its body was rewound), with its error handling
             except Exception:
                 log.exception("fast path failed on POST /predict; the Flask app answers instead")
@@ -230,23 +234,17 @@ class PredictFastPath:
                 served = group[0][1].served
                 pixels = np.concatenate([job.pixels for _, job in group])
                 try:
-                    x = served.predictor.normalize(pixels)
-                    step = self.state.settings.max_batch_size
-                    probs = np.concatenate([served.run_now(x[k:k + step]) for k in range(0, len(x), step)])
+                    probs = served.run_now(served.predictor.normalize(pixels))
                 except Exception:
                     log.exception("fast path failed on a batch of %d requests; the Flask app answers them", len(group))
                     continue
-                now = time.perf_counter()
-                ood, flags = assessed = served.predictor.assess(probs)
-                pipeline.record(self.state, served, [(job.request_id, k, job.key_id or "", round((now - job.t0) * 1000, 3))
-                                                     for _, job in group
-                                                     for k in range(len(job.pixels))], pixels, probs,
-                                assessed=assessed)  # once
+                result = pipeline.assess(served, probs, pixels)
+                self.state.record(served, [(job.request_id, k, job.key_id or "", reqlog.ms_since(job.t0))
+                                           for _, job in group for k in range(len(job.pixels))], result)  # once
                 at = 0
                 for i, job in group:
                     n = len(job.pixels)
-                    results[i] = self._answer(job, probs[at:at + n], start_responses[i],
-                                              (ood[at:at + n], flags[at:at + n]))
+                    results[i] = self._answer(job, result.part(at, at + n), start_responses[i])
                     at += n
         finally:
             self.state.metrics.http_in_progress.dec(len(jobs))

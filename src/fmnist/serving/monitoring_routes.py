@@ -74,6 +74,11 @@ def monitoring():
     }
 
 
+def _integer(value):
+    """A JSON number with no fraction is an integer (as JSON Schema, and so the OpenAPI document, has it)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 @bp.post("/feedback")
 def feedback():
     st, _ = require_model()
@@ -85,11 +90,11 @@ def feedback():
         raise APIError(400, "missing_request_id", "request_id (the id a /predict response returned) is required")
     if "label" not in body:
         raise APIError(400, "missing_label", 'label is required: a class name such as "Shirt" or an id 0-9')
+    label, idx = _integer(body["label"]), _integer(body.get("index", 0))
     try:
-        true_id = class_id(body["label"])
+        true_id = class_id(label)
     except ValueError as e:
         raise APIError(400, "bad_label", str(e)) from None
-    idx = body.get("index", 0)
     if not isinstance(idx, int) or isinstance(idx, bool) or not 0 <= idx < st.settings.max_images:
         raise APIError(400, "bad_parameter", f"index must be an integer 0-{st.settings.max_images - 1} (the image's "
                                              f"position in its request), got {idx!r}"[:300])

@@ -1,5 +1,5 @@
 """POST /predict through Flask: reading the request (multipart, JSON base64 images, raw pixels), then the
-pipeline's stages."""
+pipeline's stages (inference.pipeline) and the answer (inference.answer)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import numpy as np
 from flask import Blueprint, Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from fmnist.serving import multipart, pipeline
+from fmnist.inference import answer, pipeline
+from fmnist.serving import multipart
 from fmnist.serving.apierror import APIError
 from fmnist.serving.context import charge_images, require_model
 from fmnist.serving.contract import PredictQuery, image_files, json_inputs
+from fmnist.serving.reqlog import ms_since
 
 bp = Blueprint("predict", __name__)
 
@@ -53,8 +55,9 @@ def predict():
         nonlocal many
         blobs, pixels, many = read_inputs(settings)
         charge_images(len(blobs) if pixels is None else len(pixels))
-        return pixels if pixels is not None else pipeline.decode_and_preprocess(blobs, settings, query.preprocess,
-                                                                               timings, st.pixels)
+        if pixels is not None:
+            return pixels
+        return pipeline.preprocess(pipeline.decode(blobs, st.limits), query.preprocess, timings, st.pixels)
 
     try:
         pixels, probs = pipeline.infer(served, load)
@@ -65,7 +68,8 @@ def predict():
         raise
     if timings:
         st.metrics.observe_pictures(request.environ.get("fmnist.pool", "thread"), timings)
-    assessed = served.predictor.assess(probs)
-    pipeline.record(st, served, g.request_id, pixels, probs, g.get("key_id"), g.get("t0"), assessed)
-    body, g.log_extra = pipeline.encode(served, g.request_id, probs, many, query.top_k, g.t0, assessed)
-    return Response(body, mimetype="application/json")
+    result = pipeline.assess(served, probs, pixels)
+    st.record(served, g.request_id, result, g.get("key_id") or "", ms_since(g.t0))
+    g.log_extra = answer.log_fields(result)
+    return Response(answer.body(result, g.request_id, many, query.top_k, ms_since(g.t0), served.flagged_label),
+                    mimetype="application/json")

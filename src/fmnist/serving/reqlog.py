@@ -14,6 +14,11 @@ access_log = logging.getLogger("fmnist.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
+def ms_since(t0: float) -> float:
+    """Milliseconds since perf_counter() was t0, as answers and the prediction log give them."""
+    return round((time.perf_counter() - t0) * 1000, 3)
+
+
 def request_id_from(header: str) -> str:
     """The client's X-Request-ID when it is a safe token, else 128 random bits (as uuid4)."""
     return header if _SAFE_ID.match(header) else os.urandom(16).hex()

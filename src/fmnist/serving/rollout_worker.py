@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 
+from fmnist.inference import pipeline
 from fmnist.rollout import gates as rollout_gates
 from fmnist.rollout import plan as rollout_plan
 from fmnist.rollout.gates import SHADOW
@@ -154,7 +155,7 @@ class WorkerRollout:
             t0 = time.perf_counter()
             try:
                 probs = cand.run_now(cand.predictor.normalize(pixels))
-                self.state.record(cand, keys, pixels, probs)
+                self.state.record(cand, keys, pipeline.assess(cand, probs, pixels))
             except Exception:
                 log.exception("shadow run of %s failed", cand.version)
             took = time.perf_counter() - t0

@@ -1,5 +1,5 @@
 """What one worker holds (WorkerState): settings, metrics, the prediction log, the model in service
-(ServedModel: predictor + batcher), readiness, hot reload.
+(inference.ServedModel: predictor + batcher), readiness, hot reload.
 
 A request takes `state.current` once and uses that model from start to end, so a model swap
 between two requests (a promotion) never mixes the preprocessing of one version with another.
@@ -11,49 +11,15 @@ import hashlib
 import logging
 import threading
 import time
-from dataclasses import dataclass
-
-import numpy as np
 
 from fmnist.config import Settings
-from fmnist.inference import MicroBatcher, Predictor
+from fmnist.inference import Limits, MicroBatcher, Predictor, Result, ServedModel
+from fmnist.inference.memory import PixelBudget, give_back_freed_memory
 from fmnist.monitoring.prometheus import Metrics
 from fmnist.monitoring.store import open_store
 from fmnist.serving.auth import KeyStore
-from fmnist.serving.memory import PixelBudget, give_back_freed_memory
 
 log = logging.getLogger("fmnist.serving")
-
-
-@dataclass(frozen=True)
-class ServedModel:
-    predictor: Predictor
-    batcher: "MicroBatcher | None"
-    loaded_at: float
-    load_seconds: float
-    metrics: Metrics  # the worker's (WorkerState.metrics)
-    flagged_label: bool = True  # Settings.flagged_label: a flagged answer still names its class
-
-    @property
-    def name(self) -> str:
-        return self.predictor.name
-
-    @property
-    def version(self) -> str:
-        return self.predictor.version
-
-    def run(self, x: np.ndarray) -> np.ndarray:
-        """Normalised (N,1,28,28) -> probabilities (N,10), through the batcher when batching is on."""
-        if self.batcher is not None:
-            return self.batcher.predict(x)
-        return self.run_now(x)
-
-    def run_now(self, x: np.ndarray) -> np.ndarray:
-        """One model call in this thread, for a batch already formed (the loop worker's)."""
-        t0 = time.perf_counter()
-        out = self.predictor.predict_batch(x)
-        self.metrics.observe_batch(len(x), time.perf_counter() - t0)
-        return out
 
 
 class WorkerState:
@@ -71,8 +37,9 @@ class WorkerState:
                                 password_file=settings.prediction_log_password_file or None)
         self._swap_lock = threading.Lock()
         self.explain_slots = threading.BoundedSemaphore(max(1, settings.explain_concurrency))
+        self.limits = Limits(settings.max_images, settings.max_image_pixels)  # per request
         self.pixels = PixelBudget(settings.decode_pixels, settings.decode_wait_s)  # big pictures decoded at once
-        give_back_freed_memory()  # this process's freed big blocks go back to the system (serving/memory.py)
+        give_back_freed_memory()  # this process's freed big blocks go back to the system (inference/memory.py)
         self.auth = KeyStore(settings.api_keys, settings.worker_count) if settings.api_keys else None  # serving/auth.py
         from fmnist.serving.rollout_worker import WorkerRollout
 
@@ -95,8 +62,8 @@ class WorkerState:
         if not predictor.calibrated:
             log.warning("%s has no calibration in its manifest: confidences are uncalibrated and answers are never "
                         "flagged unsure (run: fmnist calibrate %s)", artifact.ref, artifact.ref)
-        return ServedModel(predictor, batcher, time.time(), time.perf_counter() - t0, self.metrics,
-                           flagged_label=s.flagged_label)
+        return ServedModel(predictor, batcher, time.time(), time.perf_counter() - t0, self.metrics.observe_batch,
+                           flagged_label=s.flagged_label, max_batch_size=s.max_batch_size)
 
     def _resolve(self, verify: bool = True):
         from fmnist.registry import resolve
@@ -169,17 +136,16 @@ class WorkerState:
                 log.exception("model watch failed")
 
     def record(self, served: ServedModel, request_id: "str | list[tuple[str, int, str, float | None]]",
-               pixels: np.ndarray, probs: np.ndarray, key_id: str = "", latency_ms: "float | None" = None,
-               assessed=None) -> None:
-        """Metrics and the prediction log for each image (pixels: uint8 (N, 28, 28)) of one request
-        (request_id, asked with the API key `key_id`, in the server for latency_ms so far), or of several at
-        once: then one (request id, index in its request, key id, latency ms) per image."""
+               result: Result, key_id: str = "", latency_ms: "float | None" = None) -> None:
+        """Metrics and the prediction log for each image of a Result (its pixels: uint8 (N, 28, 28)) of one
+        request (request_id, asked with the API key `key_id`, in the server for latency_ms so far), or of
+        several at once: then one (request id, index in its request, key id, latency ms) per image."""
+        probs, pixels, flags = result.probabilities, result.pixels, result.flags
         n = len(probs)
         ids = probs.argmax(axis=1)
         conf = probs.max(axis=1)
         mean_px = pixels.reshape(n, -1).mean(axis=1) / 255.0
-        ood, flags = assessed if assessed is not None else served.predictor.assess(probs)
-        self.metrics.observe_predictions(served.version, ids, conf, mean_px, ood, flags)
+        self.metrics.observe_predictions(served.version, ids, conf, mean_px, result.ood, flags)
         keys = ([(request_id, i, key_id, latency_ms) for i in range(n)] if isinstance(request_id, str)
                 else request_id)
         now = time.time()

@@ -14,16 +14,17 @@ import numpy as np
 from flask import Blueprint, Response, g, request
 
 from fmnist import __version__
+from fmnist.inference import answer, pipeline
 from fmnist.labels import CLASSES
-from fmnist.serving import pipeline
 from fmnist.serving.apierror import APIError, parse_json
 from fmnist.serving.context import charge_images, require_model, serving_state
 from fmnist.serving.health import probe
+from fmnist.serving.reqlog import ms_since
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 
 HEADER = "Inference-Header-Content-Length"
-OUTPUTS = ("probabilities", "labels", "ood_score", "flags")  # flags: "" (none), "unsure" or "not_a_garment"
+OUTPUTS = answer.V2_OUTPUTS  # probabilities, labels, ood_score, flags ("" for none, "unsure" or "not_a_garment")
 _DTYPES = {"FP32": np.float32, "UINT8": np.uint8}
 
 
@@ -122,7 +123,8 @@ def _object(value, where: str) -> dict:
 
 
 def _whole(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An integer as JSON Schema has it (and the OpenAPI document says): 784 or 784.0, never true."""
+    return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and value.is_integer())
 
 
 def _input_tensor(body: dict, binary: bytes, max_images: int) -> tuple[np.ndarray, str]:
@@ -135,6 +137,8 @@ def _input_tensor(body: dict, binary: bytes, max_images: int) -> tuple[np.ndarra
         raise APIError(400, "bad_datatype",
                        f"datatype {dtype!r} is not supported: use FP32 (normalised) or UINT8 (raw pixels 0-255)"[:300])
     shape = t.get("shape")
+    if isinstance(shape, list) and all(_whole(d) for d in shape):
+        shape = [int(d) for d in shape]
     if not (isinstance(shape, list) and len(shape) in (3, 4) and all(_whole(d) for d in shape)
             and (shape[1:] == [1, 28, 28] or shape[1:] == [28, 28])):
         raise APIError(400, "bad_shape", f"shape {shape!r} is not supported: use [N,1,28,28] or [N,28,28]"[:300])
@@ -145,10 +149,10 @@ def _input_tensor(body: dict, binary: bytes, max_images: int) -> tuple[np.ndarra
     np_dtype = np.dtype(_DTYPES[dtype])
     size = _object(t.get("parameters"), "the input's parameters").get("binary_data_size")
     if size is not None:
-        if not _whole(size) or size != count * np_dtype.itemsize or len(binary) < size:
+        if not _whole(size) or int(size) != count * np_dtype.itemsize or len(binary) < size:
             raise APIError(400, "bad_binary", f"binary_data_size {size!r} does not match shape {shape} of {dtype} "
                                               f"({count * np_dtype.itemsize} bytes; {len(binary)} received)"[:300])
-        arr = np.frombuffer(binary[:size], dtype=np_dtype.newbyteorder("<"))
+        arr = np.frombuffer(binary[:int(size)], dtype=np_dtype.newbyteorder("<"))
     else:
         try:
             arr = np.asarray(t.get("data"), dtype=np.float64).reshape(-1)
@@ -218,23 +222,21 @@ def infer(name: str, version: "str | None" = None):
         x = served.predictor.normalize(pixels)
     else:
         x = np.ascontiguousarray(pixels, dtype=np.float32)[:, None]
-    probs = served.run(x)
     p = served.predictor
-    ood, flags = assessed = p.assess(probs)
-    if dtype == "UINT8":  # FP32 inputs are already normalised: no pixels to log
-        pipeline.record(st, served, g.request_id, pixels, probs, g.get("key_id"), g.get("t0"), assessed)
-    g.log_extra = {"n_images": len(probs), "model_version": p.version}
-    values = {"probabilities": probs, "labels": [CLASSES[i] for i in probs.argmax(axis=1)], "ood_score": ood,
-              "flags": [f or "" for f in flags]}
+    result = pipeline.assess(served, served.run(x), pixels if dtype == "UINT8" else None)
+    if result.pixels is not None:  # FP32 inputs are already normalised: no pixels to log
+        st.record(served, g.request_id, result, g.get("key_id") or "", ms_since(g.t0))
+    g.log_extra = {"n_images": len(result), "model_version": p.version}
+    values = answer.v2_values(result, served.flagged_label)
     outputs, blobs = [], []
     for out_name, as_binary in wanted:
         tensor, blob = _tensor(out_name, values[out_name], as_binary)
         if blob is not None:
             blobs.append(blob)
         outputs.append(tensor)
-    result = {"model_name": p.name, "model_version": p.version, "id": g.request_id if request_id is None else request_id,
-              "outputs": outputs}
-    head = json.dumps(result, separators=(",", ":"), allow_nan=False).encode()
+    reply = {"model_name": p.name, "model_version": p.version, "id": g.request_id if request_id is None else request_id,
+             "outputs": outputs}
+    head = json.dumps(reply, separators=(",", ":"), allow_nan=False).encode()
     if not blobs:
         return Response(head, mimetype="application/json")
     resp = Response(head + b"".join(blobs), mimetype="application/octet-stream")

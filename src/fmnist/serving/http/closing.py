@@ -46,7 +46,7 @@ class Closing:
             elif reader.receiving_head:
                 expired = now - reader.req.started > HEAD_TIMEOUT
                 if expired and not conn.out and not reader.ready and not conn.pending:
-                    conn.fail(http11.HttpError("408 Request Timeout", "request_timeout",
+                    conn.fail(http11.HttpError(408, "request_timeout",
                                                f"the request head did not arrive within {HEAD_TIMEOUT:.0f} s")
                               .response())
                     self._advance(conn, None, 0)  # sent now, then the lingering close

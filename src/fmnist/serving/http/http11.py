@@ -23,10 +23,12 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from email.utils import formatdate
+from http import HTTPStatus
 from urllib.parse import unquote_to_bytes
 
 import httptools
 
+from fmnist.errors import Refused
 from fmnist.serving.apierror import error_json
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -48,15 +50,15 @@ class Limits:
     spool: int = 64 * 1024  # body bytes kept in memory per request; beyond, a temporary file
 
 
-class HttpError(Exception):
+class HttpError(Refused):
     """A request the server refuses before any app sees it; the connection closes after the answer."""
 
-    def __init__(self, status: str, code: str, message: str):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+    @property
+    def status_line(self) -> str:
+        return f"{self.status} {HTTPStatus(self.status).phrase}"
 
     def response(self) -> bytes:
-        return response_bytes(self.status, [("Content-Type", "application/json")],
+        return response_bytes(self.status_line, [("Content-Type", "application/json")],
                               error_json(self.code, self.message), keep_alive=False)
 
 
@@ -177,14 +179,14 @@ class RequestReader:
             except httptools.HttpParserCallbackError as e:
                 cause = e.__context__
                 self.refuse(cause if isinstance(cause, HttpError) else
-                            HttpError("400 Bad Request", "bad_request", f"malformed HTTP request ({e})"))
+                            HttpError(400, "bad_request", f"malformed HTTP request ({e})"))
             except httptools.HttpParserError as e:
-                self.refuse(HttpError("400 Bad Request", "bad_request", f"malformed HTTP request ({e})"))
+                self.refuse(HttpError(400, "bad_request", f"malformed HTTP request ({e})"))
             if self.error is None and self._since_progress > lim.field_size + lim.request_line:
-                self.refuse(HttpError("431 Request Header Fields Too Large", "headers_too_large",
+                self.refuse(HttpError(431, "headers_too_large",
                                       f"a header field is over {lim.field_size} bytes"))
             if self.error is None and self._head_bytes > lim.head_bytes:
-                self.refuse(HttpError("431 Request Header Fields Too Large", "headers_too_large",
+                self.refuse(HttpError(431, "headers_too_large",
                                       f"the request head is over {lim.head_bytes} bytes"))
         if self._pos >= len(buf) or self.error is not None or self.closing:
             self._buf, self._pos = b"", 0
@@ -213,7 +215,7 @@ class RequestReader:
         req.url += url
         self._since_progress = 0
         if len(req.url) > self.limits.request_line:
-            raise HttpError("414 URI Too Long", "uri_too_long",
+            raise HttpError(414, "uri_too_long",
                             f"the request-target is over {self.limits.request_line} bytes")
 
     def on_header(self, name: bytes, value: bytes):
@@ -222,12 +224,12 @@ class RequestReader:
         if req.head_done:  # a trailer field (chunked): never merged into the headers (RFC 9110 §6.5.1)
             req.trailers += 1
             if req.trailers > lim.fields:
-                raise HttpError("431 Request Header Fields Too Large", "headers_too_large",
+                raise HttpError(431, "headers_too_large",
                                 f"more than {lim.fields} trailer fields")
             return
         req.headers.append((name, value))
         if len(req.headers) > lim.fields or len(name) + len(value) > lim.field_size:
-            raise HttpError("431 Request Header Fields Too Large", "headers_too_large",
+            raise HttpError(431, "headers_too_large",
                             f"at most {lim.fields} header fields of at most {lim.field_size} bytes each")
 
     def on_headers_complete(self):
@@ -250,7 +252,7 @@ class RequestReader:
         self._since_progress = 0
         req.body.write(body)
         if req.body.size > self.limits.body:  # chunked: no Content-Length to refuse it by
-            raise HttpError("413 Request Entity Too Large", "payload_too_large",
+            raise HttpError(413, "payload_too_large",
                             f"request body is over the {self.limits.body:,}-byte limit")
 
     def on_chunk_header(self):
@@ -286,19 +288,19 @@ def check_head(req: Request, limits: Limits) -> None:
             req.chunked = True
         elif lname == b"expect":
             if value.strip().lower() != b"100-continue":
-                raise HttpError("417 Expectation Failed", "expectation_failed",
+                raise HttpError(417, "expectation_failed",
                                 f"Expect: {value.decode('latin-1')!r} is not supported (only 100-continue)")
             req.expect_continue = req.version == "1.1"
         elif lname in TIMEOUT_FIELDS:
             req.timeout = parse_timeout(name, value)
     if len(hosts) > 1:
-        raise HttpError("400 Bad Request", "bad_request", "more than one Host header field (RFC 9112 §3.2)")
+        raise HttpError(400, "bad_request", "more than one Host header field (RFC 9112 §3.2)")
     if not hosts and req.version == "1.1":
-        raise HttpError("400 Bad Request", "bad_request", "an HTTP/1.1 request needs a Host header field (RFC 9112 §3.2)")
+        raise HttpError(400, "bad_request", "an HTTP/1.1 request needs a Host header field (RFC 9112 §3.2)")
     if hosts and not _AUTHORITY.fullmatch(hosts[0].strip()):
-        raise HttpError("400 Bad Request", "bad_request", f"invalid Host {hosts[0].decode('latin-1')!r}")
+        raise HttpError(400, "bad_request", f"invalid Host {hosts[0].decode('latin-1')!r}")
     if req.chunked and req.version == "1.0":
-        raise HttpError("400 Bad Request", "bad_request", "Transfer-Encoding in an HTTP/1.0 request (RFC 9112 §6.1)")
+        raise HttpError(400, "bad_request", "Transfer-Encoding in an HTTP/1.0 request (RFC 9112 §6.1)")
     target_path(req.method, req.url)
 
 
@@ -311,7 +313,7 @@ def parse_timeout(name: bytes, value: bytes) -> float:
     1..3,600,000. With several such fields the last one counts."""
     text = value.strip()
     if not text.isdigit() or not 1 <= int(text) <= MAX_TIMEOUT_MS:
-        raise HttpError("400 Bad Request", "bad_timeout",
+        raise HttpError(400, "bad_timeout",
                         f"{name.decode('latin-1')}: {text[:40].decode('latin-1')!r} is not a timeout: expected a whole "
                         f"number of milliseconds from 1 to {MAX_TIMEOUT_MS:,} (how long the client will wait)")
     return int(text) / 1000.0
@@ -324,7 +326,7 @@ def target_path(method: str, url: bytes) -> "tuple[bytes, bytes]":
         return path, query.partition(b"#")[0]
     if url == b"*":
         if method != "OPTIONS":
-            raise HttpError("400 Bad Request", "bad_request", "the asterisk-form target is only for OPTIONS")
+            raise HttpError(400, "bad_request", "the asterisk-form target is only for OPTIONS")
         return b"*", b""
     try:  # absolute-form: http(s)://authority/path?query
         parsed = httptools.parse_url(url)
@@ -332,7 +334,7 @@ def target_path(method: str, url: bytes) -> "tuple[bytes, bytes]":
         parsed = None
     if (parsed is None or (parsed.schema or b"").lower() not in (b"http", b"https") or not parsed.host
             or not _AUTHORITY.fullmatch(url.split(b"/")[2] if url.count(b"/") >= 2 else b"")):
-        raise HttpError("400 Bad Request", "bad_request",
+        raise HttpError(400, "bad_request",
                         f"invalid request-target {url[:100].decode('latin-1')!r}: expected /path or http://host/path")
     return parsed.path or b"/", parsed.query or b""
 

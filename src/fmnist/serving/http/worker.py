@@ -316,7 +316,7 @@ class LoopWorker(Closing, base.Worker):
                     try:
                         env = http11.environ(self.base_environ, req, conn.addr)
                     except http11.HttpError as e:  # checked at the head already; kept as a guard
-                        env = (e.status, [("Content-Type", "application/json")], error_json(e.code, e.message))
+                        env = (e.status_line, [("Content-Type", "application/json")], error_json(e.code, e.message))
                 jobs.append((conn, req, env))
         environs = [env for _, _, env in jobs if isinstance(env, dict)]
         t0 = time.perf_counter()

@@ -22,7 +22,9 @@ import logging
 import threading
 import time
 
-log = logging.getLogger("fmnist.serving")
+from fmnist.errors import Refused
+
+log = logging.getLogger("fmnist.inference")
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 MMAP_THRESHOLD = 1 << 20
 _libc = None
@@ -53,8 +55,12 @@ def trim() -> None:
         lib.malloc_trim(0)
 
 
-class BudgetExceeded(Exception):
-    """No share of the pixel budget within the wait: the worker is decoding other big pictures."""
+class BudgetExceeded(Refused):
+    """No share of the pixel budget within the wait: the worker is decoding other big pictures (503)."""
+
+    def __init__(self, why: str):
+        super().__init__(503, "server_busy", f"this worker is decoding as many large pictures as it may hold at once "
+                                             f"({why}); retry shortly", {"Retry-After": "1"})
 
 
 class PixelBudget:
