@@ -4,11 +4,12 @@ preprocessing and model.
 One worker process per CPU (processes: decoding and encoding the answers are Python and would serialise on
 the GIL) takes whole chunks: decodes and converts them with `inference.pipeline` (the stages `/predict` runs),
 classifies them with ONNX Runtime in batches of 64, encodes the answers (`inference.answer`'s columns) and
-writes the chunk as one part of the output (`<out>.parts/part-NNNNNN.*`: its errors and statistics first,
-then its results, each renamed into place). Parts already there are skipped on a rerun, so a run stopped by Ctrl-C or kill -9 resumes where it
-stopped, with no answer lost or repeated; when every part is there they are merged into `<out>` (and
-`<out>.errors.jsonl`, `<out>.summary.json`, `<out>.summary.png`). At most `2 x workers` chunks are in flight
-and array inputs are memory-mapped: pixels in memory do not grow with the input (its index of ids does).
+writes the chunk as one part of the output (`<out>.parts/part-NNNNNN.*`: its errors and statistics first, then
+its results, each renamed into place). Parts already there are skipped on a rerun, so a run stopped by Ctrl-C
+or kill -9 resumes where it stopped, with no answer lost or repeated; when every part is there they are merged
+into `<out>` (and `<out>.errors.jsonl`, `<out>.summary.json`, `<out>.summary.png`). At most `2 x workers`
+chunks are in flight and array inputs are memory-mapped: pixels in memory do not grow with the input (its
+index of ids does).
 """
 
 from __future__ import annotations
