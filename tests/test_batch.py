@@ -242,8 +242,12 @@ def test_kubernetes_indexed_job_renders_and_validates():
 
 def test_jsonl_columns_are_json_dumps_of_the_answer_rows():
     """The column-wise JSONL writer gives byte for byte json.dumps of each answer row (ties, odd ids)."""
+    import csv
+    import io
+
     from fmnist.batch import writers
     from fmnist.batch.job import Answers
+    from fmnist.inference import answer
 
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.ones(10), 50).astype(np.float32)
@@ -254,6 +258,12 @@ def test_jsonl_columns_are_json_dumps_of_the_answer_rows():
                                                                                   for i in range(50)], probs,
                       rng.random(50), flags)
     model = {"name": "m", "version": "7", "model_onnx_sha256": "x", "path": "/p"}
-    got = writers.rows_bytes(answers, "jsonl", model, 3)
-    want = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in answers.rows(3, model)).encode()
-    assert got == want
+    for flagged_label in (True, False):  # off: a flagged answer's label and class_id are null, as the server says
+        got = writers.rows_bytes(answers, "jsonl", model, 3, flagged_label)
+        rows = answers.rows(3, model, flagged_label)
+        want = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows).encode()
+        assert got == want
+        assert sum(r["label"] is None for r in rows) == (0 if flagged_label else 32)
+        assert list(rows[0]) == list(answer.batch_columns(flat_model=False))
+        csv_rows = list(csv.reader(io.StringIO(writers.rows_bytes(answers, "csv", model, 3, flagged_label).decode())))
+        assert [r[2] for r in csv_rows] == [r["label"] or "" for r in rows]

@@ -66,7 +66,7 @@ def test_freed_big_blocks_go_back_to_the_system():
     import subprocess
     import sys
 
-    from fmnist.serving import memory
+    from fmnist.inference import memory
     from tests.conftest import REPO
 
     if memory._glibc() is None:
