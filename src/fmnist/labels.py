@@ -30,7 +30,7 @@ def class_id(label: "str | int") -> int:
         for i, name in enumerate(CLASSES):
             if name.lower() == lowered:
                 return i
-        if lowered.isdigit():
-            return class_id(int(lowered))
+        if len(lowered) == 1 and lowered in "0123456789":
+            return int(lowered)
         raise InvalidValue(f"unknown class name {label!r}: expected one of {', '.join(CLASSES)} or an id 0-9")
     raise InvalidValue(f"label must be a class name or an id 0-{NUM_CLASSES - 1}, got {type(label).__name__}")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint
 
 from fmnist import __version__
+from fmnist.inference import answer
 from fmnist.labels import CLASSES
 from fmnist.serving import contract
 
@@ -36,84 +39,85 @@ PIXELS_28 = {"type": "array", "minItems": 28, "maxItems": 28,
              "items": {"type": "array", "minItems": 28, "maxItems": 28,
                        "items": {"type": "integer", "minimum": 0, "maximum": 255}}}
 
-SCHEMAS = {
-    "Error": {
-        "type": "object", "required": ["error"],
-        "properties": {
-            "error": {"type": "object", "required": ["code", "message"],
-                      "properties": {"code": {"type": "string"}, "message": {"type": "string"}}},
-            "request_id": {"type": ["string", "null"]},
-        },
-    },
-    "V2Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
-    "ModelRef": {"type": "object", "required": ["name", "version"],
-                 "properties": {"name": {"type": "string"}, "version": {"type": "string"}}},
-    "ClassProbability": {
-        "type": "object", "required": ["label", "class_id", "probability"],
-        "properties": {"label": {"type": "string", "enum": list(CLASSES)},
-                       "class_id": {"type": "integer", "minimum": 0, "maximum": 9},
-                       "probability": {"type": "number", "minimum": 0, "maximum": 1}},
-    },
-    "Prediction": {
-        "type": "object", "required": ["label", "class_id", "confidence", "top_k"],
-        "properties": {
-            "label": {"type": "string", "enum": list(CLASSES)},
-            "class_id": {"type": "integer", "minimum": 0, "maximum": 9},
-            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
-            "top_k": {"type": "array", "items": {"$ref": "#/components/schemas/ClassProbability"}},
-        },
-    },
-    "PredictResponse": {
-        "oneOf": [
-            {"allOf": [{"$ref": "#/components/schemas/Prediction"},
-                       {"type": "object", "required": ["model", "request_id", "latency_ms"],
-                        "properties": {"model": {"$ref": "#/components/schemas/ModelRef"},
-                                       "request_id": {"type": "string"}, "latency_ms": {"type": "number"}}}]},
-            {"type": "object", "required": ["predictions", "model", "request_id"],
-             "properties": {"predictions": {"type": "array", "items": {"$ref": "#/components/schemas/Prediction"}},
-                            "model": {"$ref": "#/components/schemas/ModelRef"},
-                            "request_id": {"type": "string"}, "latency_ms": {"type": "number"}}},
-        ],
-    },
-    "PredictJSON": {
-        "oneOf": [
-            {"type": "object", "required": ["image"], "properties": {"image": {"type": "string", "contentEncoding": "base64"}}},
-            {"type": "object", "required": ["images"],
-             "properties": {"images": {"type": "array", "minItems": 1,
-                                       "items": {"type": "string", "contentEncoding": "base64"}}}},
-            {"type": "object", "required": ["pixels"],
-             "properties": {"pixels": {"oneOf": [PIXELS_28, {"type": "array", "minItems": 1, "items": PIXELS_28}]}}},
-        ],
-    },
-    "V2Tensor": {
-        "type": "object", "required": ["name", "shape", "datatype"],
-        "properties": {"name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
-                       "datatype": {"type": "string"}, "parameters": {"type": "object"},
-                       "data": {"type": "array"}},
-    },
-    "V2InferRequest": {
-        "type": "object", "required": ["inputs"],
-        "properties": {"id": {"type": "string"}, "parameters": {"type": "object"},
-                       "inputs": {"type": "array", "minItems": 1, "maxItems": 1,
-                                  "items": {"$ref": "#/components/schemas/V2Tensor"}},
-                       "outputs": {"type": "array", "items": {
-                           "type": "object", "required": ["name"],
-                           "properties": {"name": {"type": "string", "enum": ["probabilities", "labels"]},
-                                          "parameters": {"type": "object"}}}}},
-    },
-    "V2InferResponse": {
-        "type": "object", "required": ["model_name", "outputs"],
-        "properties": {"model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
-                       "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/V2Tensor"}}},
-    },
-    "V2ModelMetadata": {
-        "type": "object", "required": ["name", "platform", "inputs", "outputs"],
-        "properties": {"name": {"type": "string"}, "versions": {"type": "array", "items": {"type": "string"}},
-                       "platform": {"type": "string"}, "parameters": {"type": "object"},
-                       "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/V2Tensor"}},
-                       "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/V2Tensor"}}},
-    },
+def _shape(max_images: int) -> dict:
+    """[N,1,28,28] or [N,28,28], N 1-max_images: exactly what the server reads (serving/v2.py)."""
+    n = {"type": "integer", "minimum": 1, "maximum": max_images}
+    return {"oneOf": [{"type": "array", "prefixItems": [n, {"const": 1}, {"const": 28}, {"const": 28}], "minItems": 4,
+                       "maxItems": 4},
+                      {"type": "array", "prefixItems": [n, {"const": 28}, {"const": 28}], "minItems": 3, "maxItems": 3}]}
+_PARAMS = {"type": ["object", "null"]}
+EXPLANATION = {  # /explain's addition to the answer (serving/explain.py)
+    "type": "object", "additionalProperties": False,
+    "required": ["method", "model_calls", "seen_pixels", "saliency", "original_png", "seen_png", "overlay_png"],
+    "properties": {"method": {"type": "string"}, "model_calls": {"type": "integer", "minimum": 1},
+                   "seen_pixels": PIXELS_28,
+                   "saliency": {"type": "array", "minItems": 28, "maxItems": 28, "items": {
+                       "type": "array", "minItems": 28, "maxItems": 28,
+                       "items": {"type": "number", "minimum": 0, "maximum": 1}}},
+                   **{k: {"type": "string", "contentEncoding": "base64", "contentMediaType": "image/png"}
+                      for k in ("original_png", "seen_png", "overlay_png")}},
 }
+_TENSOR_OUT = {  # a tensor of an inference response: FP32 numbers or BYTES strings, in JSON or as binary data
+    "type": "object", "required": ["name", "datatype", "shape"], "additionalProperties": False,
+    "properties": {"name": {"type": "string", "enum": list(answer.V2_OUTPUTS)},
+                   "datatype": {"type": "string", "enum": ["FP32", "BYTES"]},
+                   "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                   "data": {"type": "array", "items": {"type": ["number", "string"]}},
+                   "parameters": {"type": "object", "required": ["binary_data_size"],
+                                  "properties": {"binary_data_size": {"type": "integer", "minimum": 0}}}},
+}
+
+def _schemas(max_images: int) -> dict:
+    return {
+        "Error": {
+            "type": "object", "required": ["error", "request_id"], "additionalProperties": False,
+            "properties": {
+                "error": {"type": "object", "required": ["code", "message"], "additionalProperties": False,
+                          "properties": {"code": {"type": "string"}, "message": {"type": "string"}}},
+                "request_id": {"type": ["string", "null"]},
+            },
+        },
+        "V2Error": {"type": "object", "required": ["error"], "additionalProperties": False,
+                    "properties": {"error": {"type": "string"}}},
+        **answer.openapi_schemas(EXPLANATION),  # ClassProbability, ModelRef, Prediction, PredictResponse, ExplainResponse
+        "PredictJSON": _json_body(max_images),
+        "ExplainJSON": _json_body(1),
+        "V2Tensor": {  # the one input tensor of a JSON request: FP32 already normalised, or UINT8 raw pixels
+            "type": "object", "required": ["name", "shape", "datatype", "data"],
+            "properties": {"name": {"type": "string"}, "shape": _shape(max_images),
+                           "datatype": {"type": "string", "enum": ["FP32", "UINT8"]},
+                           "parameters": {"type": ["object", "null"], "properties": {"binary_data_size": False},
+                                          "description": "binary_data_size only with binary data after the JSON "
+                                                         "(application/octet-stream)"},
+                           "data": {"type": "array", "description": "N x 784 numbers (flat or nested): FP32 "
+                                                                    "normalised pixels within +-1000, UINT8 0-255"}},
+        },
+        "V2InferRequest": {
+            "type": "object", "required": ["inputs"],
+            "properties": {"id": {"type": ["string", "null"]},
+                           "parameters": {"type": ["object", "null"], "properties": {
+                               "binary_data_output": {"type": "boolean"}}},
+                           "inputs": {"type": "array", "minItems": 1, "maxItems": 1,
+                                      "items": {"$ref": "#/components/schemas/V2Tensor"}},
+                           "outputs": {"type": ["array", "null"], "items": {
+                               "type": "object", "required": ["name"],
+                               "properties": {"name": {"type": "string", "enum": list(answer.V2_OUTPUTS)},
+                                              "parameters": {"type": ["object", "null"], "properties": {
+                                                  "binary_data": {"type": "boolean"}}}}}}},
+        },
+        "V2InferResponse": {
+            "type": "object", "required": ["model_name", "model_version", "id", "outputs"], "additionalProperties": False,
+            "properties": {"model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
+                           "outputs": {"type": "array", "minItems": 1, "items": _TENSOR_OUT}},
+        },
+        "V2ModelMetadata": {
+            "type": "object", "required": ["name", "platform", "inputs", "outputs"],
+            "properties": {"name": {"type": "string"}, "versions": {"type": "array", "items": {"type": "string"}},
+                           "platform": {"type": "string"}, "parameters": {"type": "object"},
+                           "inputs": {"type": "array", "items": {"type": "object"}},
+                           "outputs": {"type": "array", "items": {"type": "object"}}},
+        },
+    }
 
 
 def _get(summary: str, ok: dict, extra: "dict | None" = None, params=None) -> dict:
@@ -127,12 +131,53 @@ def _obj(description: str) -> dict:
     return {"description": description, "content": {"application/json": {"schema": {"type": "object"}}}}
 
 
-def build_spec() -> dict:
+def _json_body(max_images: int) -> dict:
+    """A JSON body: one base64 picture, a list of them, or 28x28 pixels (one image or a list), max_images at most."""
+    b64 = {"type": "string", "contentEncoding": "base64",
+           "description": "a picture (PNG, JPEG, GIF, BMP, WebP or TIFF), or a data: URL of one"}
+    return {"oneOf": [  # the server reads the first of image, images, pixels that the object has
+        {"type": "object", "required": ["image"], "properties": {"image": b64}},
+        {"type": "object", "required": ["images"], "not": {"required": ["image"]},
+         "properties": {"images": {"type": "array", "minItems": 1, "maxItems": max_images, "items": b64}}},
+        {"type": "object", "required": ["pixels"], "not": {"anyOf": [{"required": ["image"]}, {"required": ["images"]}]},
+         "properties": {"pixels": {
+             "oneOf": [PIXELS_28, {"type": "array", "minItems": 1, "maxItems": max_images, "items": PIXELS_28}]}}},
+    ]}
+
+
+def _form(max_images: int) -> dict:
+    """A multipart body: its picture(s) as files in `image` (first) and `images` (in order), at most max_images
+    in all (/explain: exactly one); other fields are ignored."""
+    if max_images == 1:
+        return {"type": "object", "required": ["image"], "properties": {"image": _FILE, "images": False}}
+    files = {"type": "array", "minItems": 1, "maxItems": max_images, "items": _FILE}
+    return {"type": "object", "properties": {"image": _FILE, "images": files},
+            "anyOf": [{"required": ["image"], "properties": {"images": {"maxItems": max_images - 1}}},
+                      {"required": ["images"]}]}
+
+
+_FILE = {"type": "string", "format": "binary", "contentMediaType": "image/*",
+         "description": "PNG, JPEG, GIF, BMP, WebP or TIFF; with ?preprocess=raw exactly 28x28"}
+
+
+def _label_pattern() -> str:
+    """A class name in any case, or an id 0-9 as a string, with spaces around: what /feedback accepts."""
+    names = "|".join("".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c) for c in name)
+                     for name in CLASSES)
+    return rf"^\s*({names}|[0-9])\s*$"
+
+
+def build_spec(max_images: int = 64, default_top_k: int = 3, model: "dict | None" = None) -> dict:
+    """The document for a server's settings (its images per request, its default top_k) and the model it serves
+    (`model`: {"name", "version"}, given as the examples of the /v2 path parameters)."""
     v2_infer = {
-        "summary": "Open Inference Protocol inference (JSON, or binary tensor data with Inference-Header-Content-Length)",
+        "summary": "Open Inference Protocol inference",
+        "description": "JSON as below; or, with the binary tensor data extension, a body of the JSON request (its "
+                       "input's parameters.binary_data_size in place of data) followed by the tensor's bytes "
+                       "(little-endian), its JSON's length in the Inference-Header-Content-Length header",
         "requestBody": {"required": True, "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/V2InferRequest"}},
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+            "application/json": {"schema": {"$ref": "#/components/schemas/V2InferRequest"}, "example": {
+                "inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 28, 28], "data": [0] * 784}]}}}},
         "responses": {
             "200": {"description": "probabilities [N,10] FP32, labels [N] BYTES when asked", "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/V2InferResponse"}},
@@ -147,26 +192,24 @@ def build_spec() -> dict:
         "paths": {
             "/predict": {"post": {
                 "summary": "Classify one or several images",
-                "parameters": contract.openapi_parameters(),
+                "parameters": contract.openapi_parameters(default_top_k),
                 "requestBody": {"required": True, "content": {
-                    "multipart/form-data": {"schema": {"type": "object", "properties": {
-                        "image": {"type": "string", "format": "binary"},
-                        "images": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
+                    "multipart/form-data": {"schema": _form(max_images)},
                     "application/json": {"schema": {"$ref": "#/components/schemas/PredictJSON"}}}},
                 "responses": {"200": _json("#/components/schemas/PredictResponse", "Prediction(s)"), **ERRORS},
             }},
             "/explain": {"post": {
                 "summary": "Explain one image's prediction: what the model saw and an occlusion saliency map "
                            "(145 images in 4 model calls per request; at most explain_concurrency at once per worker)",
-                "parameters": contract.openapi_parameters(),
+                "parameters": contract.openapi_parameters(default_top_k),
                 "requestBody": {"required": True, "content": {
-                    "multipart/form-data": {"schema": {"type": "object", "properties": {
-                        "image": {"type": "string", "format": "binary"}}}},
-                    "application/json": {"schema": {"$ref": "#/components/schemas/PredictJSON"}}}},
+                    "multipart/form-data": {"schema": _form(1)},
+                    "application/json": {"schema": {"$ref": "#/components/schemas/ExplainJSON"}}}},
                 "responses": {"200": {"description": "the prediction with `explanation` (base64 PNGs, 28x28 "
                                                      "pixels and saliency), or with Accept: image/png one PNG "
                                                      "(the picture | what the model saw | saliency overlay)",
-                                      "content": {"application/json": {"schema": {"type": "object"}},
+                                      "content": {"application/json": {"schema": {
+                                          "$ref": "#/components/schemas/ExplainResponse"}},
                                                   "image/png": {"schema": {"type": "string",
                                                                            "contentMediaType": "image/png"}}}},
                               **ERRORS, "503": _err("Model not loaded yet, or this worker is computing "
@@ -206,10 +249,11 @@ def build_spec() -> dict:
                 "summary": "Record the true label of an earlier prediction",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "type": "object", "required": ["request_id", "label"],
-                    "properties": {"request_id": {"type": "string"},
-                                   "label": {"oneOf": [{"type": "string", "enum": list(CLASSES)},
+                    "properties": {"request_id": {"type": "string", "minLength": 1},
+                                   "label": {"oneOf": [{"type": "string", "pattern": _label_pattern(),
+                                                        "description": "a class name (any case) or its id"},
                                                        {"type": "integer", "minimum": 0, "maximum": 9}]},
-                                   "index": {"type": "integer", "minimum": 0, "maximum": 63, "default": 0,
+                                   "index": {"type": "integer", "minimum": 0, "maximum": max_images - 1, "default": 0,
                                              "description": "which image of a multi-image request "
                                                             "(below the server's max_images, 64 by default)"}}}}}},
                 "responses": {"200": _obj("recorded: predicted, label, correct"),
@@ -232,11 +276,17 @@ def build_spec() -> dict:
             "/v2/models/{name}/infer": {"post": {**v2_infer, "parameters": [MODEL_PARAM]}},
             "/v2/models/{name}/versions/{version}/infer": {"post": {**v2_infer, "parameters": [MODEL_PARAM, VERSION_PARAM]}},
         },
-        "components": {"schemas": SCHEMAS, "securitySchemes": {
+        "components": {"schemas": _schemas(max_images), "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "fmk_<id>_<secret>",
                        "description": "An API key (fmnist keys create), when the server has a key file"},
             "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}},
     }
+    if model is not None:
+        for param, key in ((MODEL_PARAM, "name"), (VERSION_PARAM, "version")):
+            param_copy = {**param, "schema": {**param["schema"], "examples": [model[key]]}}
+            for ops in spec["paths"].values():
+                for op in ops.values():
+                    op["parameters"] = [param_copy if p is param else p for p in op.get("parameters", [])]
     _secure(spec)
     return spec
 
@@ -256,7 +306,11 @@ def _secure(spec: dict) -> None:
 
 @bp.get("/openapi.json")
 def openapi():
-    return build_spec()
+    from fmnist.serving.context import serving_state
+
+    st = serving_state()
+    served = st.current
+    return build_spec(st.settings.max_images, st.settings.default_top_k, served.ref if served is not None else None)
 
 
 @bp.get("/")
