@@ -20,6 +20,7 @@ from pathlib import Path
 
 from fmnist.config import cpu_count
 from fmnist.errors import FmnistError
+from fmnist.fileio import atomic_write
 
 NGINX_CANDIDATES = ("nginx", "/usr/sbin/nginx")
 
@@ -167,7 +168,7 @@ class Cluster:
 
     def _start_nginx(self) -> subprocess.Popen:
         conf = self.state / "nginx.conf"
-        conf.write_text(nginx_config(self.state, self.host, self.port, self.replica_ports,
+        atomic_write(conf, nginx_config(self.state, self.host, self.port, self.replica_ports,
                                      inflight=INFLIGHT_PER_WORKER * self.workers))
         nginx = find_nginx()
         check = subprocess.run([nginx, "-t", "-q", "-c", str(conf), "-p", str(self.state)], capture_output=True,
@@ -181,9 +182,7 @@ class Cluster:
         data = {"supervisor_pid": os.getpid(), "port": self.port, "host": self.host,
                 "nginx_pid": self.nginx.pid if self.nginx else None, "restarts": self.restarts,
                 "replicas": [{"port": p, "pid": proc.pid} for p, proc in sorted(self.procs.items())]}
-        tmp = self.state / "state.json.tmp"
-        tmp.write_text(json.dumps(data, indent=2))
-        os.replace(tmp, self.state / "state.json")
+        atomic_write(self.state / "state.json", json.dumps(data, indent=2), durable=False)
 
     def start(self) -> None:
         for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):

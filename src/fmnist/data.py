@@ -7,7 +7,6 @@ import hashlib
 import os
 import shutil
 import struct
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 
 from fmnist.checksum import file_digest
 from fmnist.errors import FmnistError
+from fmnist.fileio import atomic_path
 from fmnist.labels import CLASSES, NUM_CLASSES
 
 # The official mirror (github.com/zalandoresearch/fashion-mnist README) and the md5 of each
@@ -144,22 +144,18 @@ def download(dest: Path, mirror: str = MIRROR, timeout: float = 60.0) -> Path:
         if target.is_file() and file_digest(target, "md5") == md5:
             continue
         url = mirror + fname
-        fd, tmp = tempfile.mkstemp(dir=dest, suffix=".part")
         try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-                shutil.copyfileobj(resp, out)
-            got = file_digest(Path(tmp), "md5")
-            if got != md5:
-                raise DatasetError(f"{url}: md5 {got} does not match the published {md5}")
-            os.replace(tmp, target)
+            with atomic_path(target) as tmp:  # only a download whose md5 matches takes the name
+                with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+                    shutil.copyfileobj(resp, out)
+                got = file_digest(tmp, "md5")
+                if got != md5:
+                    raise DatasetError(f"{url}: md5 {got} does not match the published {md5}")
         except OSError as e:
             raise DatasetError(
                 f"could not download {url} ({e}); install the Debian/Ubuntu package "
                 "dataset-fashion-mnist or pass --data-dir with the four .gz files"
             ) from None
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
     return dest
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from fmnist.fileio import atomic_path
 from fmnist.preprocess import fill_holes, to_model_pixels
 
 SHOES = (5, 7, 9)  # Sandal, Sneaker, Ankle boot: the dataset shows them from the side only
@@ -284,10 +285,8 @@ def cached_array(path: Path, make, cache: bool = True) -> np.ndarray:
     out = make()
     progress_log.info("made %s in %.0f s", path.name, time.monotonic() - t0)
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npy")
-        np.save(tmp, out)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            np.save(tmp, out)
     return out
 
 

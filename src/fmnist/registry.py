@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
-# the naming rules (validate_name, versions, next_version) live with the artifact writer; used from here too
 from fmnist.artifact import (  # noqa: F401
     MANIFEST,
     Artifact,
@@ -24,6 +22,9 @@ from fmnist.artifact import (  # noqa: F401
     validate_name,
     versions,
 )
+
+# the naming rules (validate_name, versions, next_version) live with the artifact writer; used from here too
+from fmnist.fileio import atomic_write
 
 DEFAULT_MODEL = "smallcnn"
 ALIASES = "aliases.json"
@@ -92,11 +93,7 @@ def production_version(root: "str | Path", name: str) -> "str | None":
 def _write_aliases(root: Path, name: str, data: dict) -> None:
     path = _alias_path(root, name)
     data["production"] = data["stack"][-1] if data["stack"] else None
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".aliases-")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)  # readers see the old or the new file, never half of one
+    atomic_write(path, json.dumps(data, indent=2) + "\n")  # readers see the old or the new file, never half of one
 
 
 def promote(name: str, version: str, root: "str | Path | None" = None) -> dict:

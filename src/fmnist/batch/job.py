@@ -28,6 +28,7 @@ from fmnist.batch import writers
 from fmnist.batch.sources import Source
 from fmnist.config import Settings
 from fmnist.errors import InvalidValue
+from fmnist.fileio import atomic_write
 
 CHUNK = {"array": 1024, "files": 128}  # items per part by default: arrays are fast (per-part costs amortised,
 # measured 512 / 1024 / 2048), files are slow to decode (parts small enough to keep every process busy)
@@ -254,7 +255,7 @@ def finish(p: JobPlan, opts: Options, ident: Identity, t0: float) -> Report:
     """Merge the parts, write the summary, mark the job complete."""
     p.report.outputs = writers.merge(p.parts, Path(opts.out), p.fmt, len(p.chunks), p.meta, ident.artifact.manifest)
     p.report.errors = p.report.outputs["errors"]
-    writers.atomic_write(p.parts / "complete.json", json.dumps(p.report.outputs).encode())
+    atomic_write(p.parts / "complete.json", json.dumps(p.report.outputs).encode())
     writers.remove_parts(p.parts)
     p.report.seconds = time.perf_counter() - t0
     return p.report
@@ -343,7 +344,7 @@ def _prepare(parts: Path, meta: dict) -> set:
     if parts.exists():
         shutil.rmtree(parts)  # no job.json: nothing of value (a run stopped before its first write)
     parts.mkdir(parents=True, exist_ok=True)
-    writers.atomic_write(job, json.dumps(meta, indent=1, default=list).encode())
+    atomic_write(job, json.dumps(meta, indent=1, default=list).encode())
     return set()
 
 

@@ -7,22 +7,19 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from fmnist.errors import InvalidValue
+from fmnist.fileio import atomic_path, atomic_write
 from fmnist.inference import answer
 from fmnist.labels import CLASSES
 
 FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 CSV_COLUMNS = answer.batch_columns(flat_model=True)  # JSONL: answer.batch_columns(flat_model=False)
 _encode_str = json.encoder.encode_basestring_ascii  # json.dumps' own string encoder (C)
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 _PART = re.compile(r"part-(\d{6})\.(jsonl|csv|parquet)$")
 
 
@@ -36,25 +33,6 @@ def format_of(out: Path) -> str:
         except ImportError:
             raise InvalidValue("Parquet output needs pyarrow: pip install pyarrow (or write .jsonl or .csv)") from None
     return fmt
-
-
-def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
-    """`data` as `path`, whole or not at all (a temporary file renamed). durable: fsync before the rename,
-    so that an operating-system crash cannot leave the new name on an empty file (a killed process cannot
-    anyway)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600: the results are as readable as any file made here
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def done_parts(parts: Path) -> set:
@@ -160,10 +138,7 @@ def _json_default(v):
 
 
 def _concat(parts: Path, out: Path, fmt: str, n_parts: int, model: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    os.fchmod(fd, 0o666 & ~_UMASK)
-    os.close(fd)
-    try:
+    with atomic_path(out) as tmp:
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
@@ -183,11 +158,6 @@ def _concat(parts: Path, out: Path, fmt: str, n_parts: int, model: dict) -> None
                     with open(parts / f"part-{k:06d}.{fmt}", "rb") as src:
                         while block := src.read(1 << 20):
                             f.write(block)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _concat_errors(parts: Path, path: Path, n_parts: int) -> None:

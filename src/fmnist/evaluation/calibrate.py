@@ -18,13 +18,13 @@ confidences are calibrated too. No test image, and nothing reserved for independ
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import replace
 
 import numpy as np
 
 from fmnist import calibration as C
 from fmnist import pictures as P
+from fmnist.fileio import atomic_write
 
 VAL_PICTURE_SEED = 20_261_201
 UNSURE_TARGET = 0.95
@@ -104,7 +104,5 @@ def calibrate_artifact(artifact, ds, limit: "int | None" = None):
     manifest["calibration"] = cal.to_dict()
     manifest["reference"] = reference
     path = artifact.path / MANIFEST
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, path)  # one rename: a reader sees the old manifest or the new one
+    atomic_write(path, json.dumps(manifest, indent=1))  # a reader sees the old manifest or the new one
     return read_artifact(artifact.path)

@@ -13,11 +13,10 @@ refused unless told --force.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from fmnist.calibration import Calibration
+from fmnist.fileio import atomic_path
 from fmnist.labels import CLASSES
 
 PER_CLASS = 50  # pictures per class per family
@@ -38,11 +37,9 @@ def load(per_class: int = PER_CLASS, n_objects: int = N_OBJECTS) -> dict:
         fams = render.validation_families(per_class)
         opx, kinds = render.validation_objects(n_objects)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp.npz")
             arrays = {f"{k}__px": v[0] for k, v in fams.items()} | {f"{k}__y": v[1] for k, v in fams.items()}
-            np.savez_compressed(tmp, objects__px=opx, objects__kinds=np.array(kinds), **arrays)
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                np.savez_compressed(tmp, objects__px=opx, objects__kinds=np.array(kinds), **arrays)
         except OSError as e:  # a read-only home (a container): use it uncached
             progress_log.info("garment benchmark not cached (%s)", e)
             return {"families": {n: fams[n] for n in ["seen", *sorted(set(fams) - {"seen"})]}, "objects": (opx, kinds)}

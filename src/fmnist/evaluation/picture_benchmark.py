@@ -8,12 +8,12 @@ source of the renderer and of the conversion (a change to either renders it agai
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from fmnist import pictures as P
+from fmnist.fileio import atomic_path
 from fmnist.labels import CLASSES
 
 HEADLINE_EXCLUDES = ("cluttered", "busy", "onphoto")  # the headline is plain backgrounds, as product shots and
@@ -37,10 +37,8 @@ def load_benchmark(ds, per_style: int = P.BENCH_PER_STYLE, cache_dir: "Path | No
     for k, s in enumerate(P.STYLE_NAMES):
         pictures[s] = P.render_parallel(x, y, [s] * len(x), P.BENCH_SEED)
         P.progress_log.info("drew style %s (%d/%d)", s, k + 1, len(P.STYLE_NAMES))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, labels=y, **pictures)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, labels=y, **pictures)
     return {"labels": y, "pictures": pictures}
 
 

@@ -20,14 +20,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
-import tempfile
 import time
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fmnist.errors import InvalidValue
+from fmnist.fileio import atomic_write
 from fmnist.registry import promote, registry_root, resolve
 
 PLAN = "rollout.json"
@@ -108,11 +107,7 @@ def read_plan(name: str, root: "str | Path | None" = None) -> "Plan | None":
 
 def _write(plan: Plan, root: "str | Path | None") -> None:
     path = plan_path(plan.name, root)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".rollout-")
-    with os.fdopen(fd, "w") as f:
-        json.dump(asdict(plan), f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(asdict(plan), indent=1) + "\n")
 
 
 @contextlib.contextmanager

@@ -24,7 +24,6 @@ import hmac
 import json
 import logging
 import math
-import os
 import re
 import secrets
 import threading
@@ -33,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fmnist.errors import InvalidValue
+from fmnist.fileio import atomic_write
 
 log = logging.getLogger("fmnist.serving")
 SCOPES = ("predict", "feedback", "monitor")
@@ -281,13 +281,7 @@ def _read(path: Path) -> dict:
 
 
 def _write(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # hashes only, but nobody else's business
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=1) + "\n", mode=0o600)  # hashes only, but nobody else's business
 
 
 def create(path: "str | Path", name: str, scopes: "list[str]", rate: float = 0.0, burst: int = 0,

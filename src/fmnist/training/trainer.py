@@ -17,6 +17,7 @@ from torch import nn
 from fmnist import data as fdata
 from fmnist.errors import InvalidValue
 from fmnist.evaluation.metrics import classification_report, reference_statistics, softmax
+from fmnist.fileio import atomic_path
 from fmnist.models import count_flops, count_parameters, create_model
 from fmnist.preprocess import Preprocessing, dataset_stats
 from fmnist.training.augment import Augment
@@ -302,9 +303,8 @@ def _save_checkpoint(path, cfg, epoch, model, optimizer, scheduler, shuffle_gen,
         "best_model": best["state"],
         "elapsed": elapsed,
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # a crash mid-save never leaves a broken checkpoint
+    with atomic_path(path) as tmp:  # a crash mid-save never leaves a broken checkpoint
+        torch.save(state, tmp)
 
 
 def provenance(cfg, result, command: str) -> dict:
