@@ -6,6 +6,8 @@ import json
 import os
 import time
 
+from fmnist.serving.http.exchange import AppHooks
+
 
 def app(environ, start_response):
     path = environ["PATH_INFO"]
@@ -37,4 +39,4 @@ def app(environ, start_response):
     return [out]
 
 
-app.config = {"MAX_CONTENT_LENGTH": 100_000}  # what the worker takes as the body limit (as from Flask)
+app.fmnist_hooks = AppHooks(max_body=100_000)  # the worker's side of the contract: its body limit

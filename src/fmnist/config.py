@@ -53,6 +53,9 @@ class Settings:
     flagged_label: bool = True
     # the loop worker decodes pictures up to this many (header) pixels on its loop (28x28: 784); larger: in heavy_threads
     loop_max_pixels: int = 1_024
+    pool_threads: int = 4  # per loop worker: threads for the requests its loop does not answer (other routes)
+    pool_queue: int = 64  # such requests waiting for them, per worker; beyond, 503 + Retry-After
+    backlog: int = 2048  # connections the kernel queues before the workers accept them (Gunicorn's backlog)
     heavy_threads: int = 1  # per loop worker: threads decoding larger pictures (off the event loop)
     heavy_queue: int = 32  # larger pictures waiting for them, per worker; beyond, 503 + Retry-After
     heavy_nice: int = 10  # their threads' CPU priority, lowered by this much: photos yield to small requests
@@ -134,7 +137,8 @@ class Settings:
         for name in ("threads", "timeout", "graceful_timeout", "keepalive"):
             if getattr(self, name) < 1:
                 raise InvalidValue(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("loop_max_pixels", "heavy_threads", "heavy_queue", "prediction_log_buffer_rows", "intra_op_threads",
+        for name in ("loop_max_pixels", "heavy_threads", "heavy_queue", "pool_threads", "pool_queue", "backlog",
+                     "prediction_log_buffer_rows", "intra_op_threads",
                      "decode_pixels",
                      "max_batch_size", "max_images", "max_content_length", "max_image_pixels",
                      "default_top_k", "retention_rows", "drift_window", "feedback_window", "min_samples"):

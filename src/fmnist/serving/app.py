@@ -10,6 +10,7 @@ from flask import Flask
 from fmnist.config import Settings
 from fmnist.errors import InvalidValue
 from fmnist.serving.errors import register_error_handlers
+from fmnist.serving.http.exchange import AppHooks
 from fmnist.serving.reqlog import init_request_logging
 from fmnist.serving.state import WorkerState
 
@@ -46,7 +47,7 @@ def _require_keys(app: Flask, state) -> None:
 
 
 def _dropped_counter(routes: frozenset, metrics):
-    """The loop worker's FMNIST_DROPPED hook: requests it refused or dropped without starting them
+    """The loop worker's `dropped` hook: requests it refused or dropped without starting them
     (serving/http/admission.py), counted by reason and in fmnist_http_requests_total by route."""
 
     def dropped(reason: str, where: str, method: str, path: str) -> None:
@@ -65,9 +66,7 @@ def create_app(config: "dict | Settings | None" = None) -> Flask:
                            f"pictures from that size may take the foreground extraction, which belongs in the heavy "
                            f"pool), got {settings.loop_max_pixels}")
     app = Flask("fmnist")
-    # HEAVY_POOL: the loop worker's threads and queue for requests the fast path marks heavy (big pictures)
-    app.config.update(MAX_CONTENT_LENGTH=settings.max_content_length, JSON_SORT_KEYS=False,
-                      HEAVY_POOL=(settings.heavy_threads, settings.heavy_queue, settings.heavy_nice))
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_content_length, JSON_SORT_KEYS=False)
     app.json.sort_keys = False
     _configure_logging()
     register_error_handlers(app)
@@ -79,16 +78,19 @@ def create_app(config: "dict | Settings | None" = None) -> Flask:
     routes = frozenset(rule.rule for rule in app.url_map.iter_rules() if "<" not in rule.rule)  # metrics' labels
     state = WorkerState(settings)
     app.extensions["fmnist"] = state
-    # QUEUE_WAIT, FMNIST_DROPPED, PROBE_PATHS: the loop worker's admission (serving/http/admission.py), its
-    # counter, and the probes it never sheds
-    app.config.update(QUEUE_WAIT=settings.queue_wait_ms / 1000.0, FMNIST_DROPPED=_dropped_counter(routes, state.metrics),
-                      PROBE_PATHS=health.PROBES)
     init_request_logging(app, settings.log_requests, state.metrics)
     if state.auth is not None:
         _require_keys(app, state)
     state.load()
+    batch = None
     if settings.fast_path:
         from fmnist.serving.fastpath import PredictFastPath
 
-        app.wsgi_app = PredictFastPath(app.wsgi_app, state, settings.log_requests, routes)
+        app.wsgi_app = batch = PredictFastPath(app.wsgi_app, state, settings.log_requests, routes)
+    # what the loop worker needs from this app, in one typed object (serving/http/exchange.py)
+    app.fmnist_hooks = AppHooks(
+        max_body=settings.max_content_length, queue_wait=settings.queue_wait_ms / 1000.0,
+        heavy_pool=(settings.heavy_threads, settings.heavy_queue, settings.heavy_nice),
+        pool=(settings.pool_threads, settings.pool_queue), probe_paths=health.PROBES,
+        batch=batch.wsgi_batch if batch is not None else None, dropped=_dropped_counter(routes, state.metrics))
     return app

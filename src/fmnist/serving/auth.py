@@ -33,6 +33,7 @@ from pathlib import Path
 
 from fmnist.errors import InvalidValue
 from fmnist.fileio import atomic_write
+from fmnist.serving.http import exchange
 
 log = logging.getLogger("fmnist.serving")
 SCOPES = ("predict", "feedback", "monitor")
@@ -240,10 +241,11 @@ class KeyStore:
         return key
 
     def check_environ(self, environ: dict) -> "Key | Denied | None":
-        """None when the path is open; else check(), then the key's rate. The answer is kept in the environ:
-        a request the fast path passes on to Flask is not checked (or counted against its rate) twice."""
-        if "fmnist.key" in environ:
-            return environ["fmnist.key"]
+        """None when the path is open; else check(), then the key's rate. The answer is kept in the request's
+        Exchange: a request the fast path passes on to Flask is not checked (or counted against its rate) twice."""
+        ex = exchange.of(environ)
+        if ex.checked:
+            return ex.key
         scope = scope_for(environ.get("PATH_INFO", ""))
         if scope is None:
             return None
@@ -253,16 +255,17 @@ class KeyStore:
             if wait > 0:
                 result = Denied(429, "rate", f"API key {result.id} is over its rate of {result.rate:g} requests a "
                                              f"second on this server; retry in {wait:.2f} s", wait)
-        environ["fmnist.key"] = result
+        ex.key, ex.checked = result, True
         return result
 
     def charge_images(self, environ: dict, n: int) -> "Denied | None":
         """The request's key pays for its n images (once per request, whichever path asks); a Denied (429)
         when the key is over its images-per-second rate."""
-        key = environ.get("fmnist.key")
-        if not isinstance(key, Key) or key.image_rate <= 0 or environ.get("fmnist.images_paid"):
+        ex = exchange.of(environ)
+        key = ex.key
+        if not isinstance(key, Key) or key.image_rate <= 0 or ex.images_paid:
             return None
-        environ["fmnist.images_paid"] = True
+        ex.images_paid = True
         wait = self.buckets.take_images(key, n)
         if wait <= 0:
             return None

@@ -32,6 +32,7 @@ from fmnist.serving.apierror import APIError, error_json
 from fmnist.serving.auth import Denied
 from fmnist.serving.contract import PredictQuery, image_files, json_inputs
 from fmnist.serving.health import PROBES, probe
+from fmnist.serving.http import exchange
 
 log = logging.getLogger("fmnist.serving")
 LOOP_JSON_BYTES = 16 * 1024  # a JSON /predict body up to this size is parsed on the loop; a larger one in the heavy pool
@@ -51,19 +52,21 @@ class PredictFastPath:
 
     def _take(self, environ, on_loop: bool = False) -> "_Job | Denied | None":
         """The request, if the fast path answers it (body read, query checked, files found, their headers
-        read); else None. `on_loop` (the loop worker's batch): a request with a picture over
-        `loop_max_pixels` is left to the worker's heavy pool (environ["fmnist.heavy"]), where this fast path
-        takes it in a thread: decoding and converting a photo must not hold the event loop. So is a JSON body
-        over LOOP_JSON_BYTES (not parsed on the loop: a few kB of base64 can hold a 25-megapixel picture)
-        and every /explain (146 model inputs, and a picture of any size): big pictures take one bounded,
-        low-priority path whichever way they come."""
+        read); else None. `on_loop` (the loop worker's batch): a request with a picture over `loop_max_pixels`
+        is left to the worker's heavy pool (its Exchange says heavy, and keeps the job parsed here: the pool
+        thread does not read the request again), where this fast path takes it in a thread: decoding and
+        converting a photo must not hold the event loop. So is a JSON body over LOOP_JSON_BYTES (not parsed
+        on the loop: a few kB of base64 can hold a 25-megapixel picture) and every /explain (146 model
+        inputs, and a picture of any size): big pictures take one bounded, low-priority path whichever way
+        they come."""
         path, method = environ.get("PATH_INFO"), environ.get("REQUEST_METHOD")
+        ex = exchange.of(environ)
         if path == "/explain" and method == "POST" and on_loop:
-            environ["fmnist.heavy"] = True
+            ex.heavy = True
             return None
         if path != "/predict" or method != "POST":
             return None
-        key = environ.get("fmnist.key") if self.state.auth is not None else None  # checked by _refused already
+        key = ex.key if self.state.auth is not None else None  # checked by _refused already
         key_id = key.id if key is not None else None
         ctype = environ.get("CONTENT_TYPE", "")
         request_id = reqlog.request_id_from(environ.get("HTTP_X_REQUEST_ID", ""))
@@ -80,7 +83,7 @@ class PredictFastPath:
         if served is None or kind not in _FORMS or not 0 < length <= self.state.settings.max_content_length:
             return None
         if kind == "application/json" and length > LOOP_JSON_BYTES and on_loop:
-            environ["fmnist.heavy"] = True
+            ex.heavy = True
             return None
         t0 = time.perf_counter()
         stream = environ["wsgi.input"]
@@ -111,13 +114,13 @@ class PredictFastPath:
             images = pipeline.decode(blobs, self.state.limits)
         except Refused:
             return None  # the Flask app refuses it, with its error handling
+        job = _Job(served, images, many, query.top_k, query.preprocess, request_id, t0)
+        job.key_id, job.pixels = key_id, raw_pixels
         if on_loop:
             limit = self.state.settings.loop_max_pixels
             if any(im.size[0] * im.size[1] > limit for _, im in images):
-                environ["fmnist.heavy"] = True
+                ex.heavy, ex.job = True, job  # read once: the heavy pool's thread takes it from here
                 return None
-        job = _Job(served, images, many, query.top_k, query.preprocess, request_id, t0)
-        job.key_id, job.pixels = key_id, raw_pixels
         return job
 
     def _probe(self, environ, start_response) -> "list | None":
@@ -175,7 +178,8 @@ class PredictFastPath:
         answered = self._probe(environ, start_response) or self._refused(environ, start_response)
         if answered is not None:
             return answered
-        job = self._take(environ)
+        ex = exchange.of(environ)
+        job, ex.job = ex.job or self._take(environ), None
         if job is None:
             return self.app(environ, start_response)
         if isinstance(job, Denied):
@@ -190,7 +194,7 @@ class PredictFastPath:
             except Exception:
                 log.exception("fast path failed on POST /predict; the Flask app answers instead")
                 return self.app(environ, start_response)
-            self.state.metrics.observe_pictures(environ.get("fmnist.pool", "thread"), timings)
+            self.state.metrics.observe_pictures(ex.pool, timings)
             result = pipeline.assess(job.served, probs, pixels)
             self.state.record(job.served, job.request_id, result, job.key_id or "", reqlog.ms_since(job.t0))
             return self._answer(job, result, start_response)

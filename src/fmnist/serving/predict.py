@@ -12,6 +12,7 @@ from fmnist.serving import multipart
 from fmnist.serving.apierror import APIError
 from fmnist.serving.context import charge_images, require_model
 from fmnist.serving.contract import PredictQuery, image_files, json_inputs
+from fmnist.serving.http import exchange
 from fmnist.serving.reqlog import ms_since
 
 bp = Blueprint("predict", __name__)
@@ -67,7 +68,7 @@ def predict():
         st.record_failure(served, g.request_id, g.get("key_id") or "")
         raise
     if timings:
-        st.metrics.observe_pictures(request.environ.get("fmnist.pool", "thread"), timings)
+        st.metrics.observe_pictures(exchange.of(request.environ).pool, timings)
     result = pipeline.assess(served, probs, pixels)
     st.record(served, g.request_id, result, g.get("key_id") or "", ms_since(g.t0))
     g.log_extra = answer.log_fields(result)

@@ -1,7 +1,7 @@
 """fmnist's HTTP/1.1 server for Gunicorn: no Flask and nothing of the app here (tests/test_layers.py).
 
 - `worker.LoopWorker`: the Gunicorn worker class, one event loop per process; it batches the app's fast
-  path (`wsgi_batch`) and sends everything else to a thread pool.
+  path (the app's `batch` hook, serving/http/exchange.py) and sends everything else to a thread pool.
 - `http11`: the request reader over httptools (llhttp), every buffer bounded; environ and response bytes.
 - `connection`: one client connection's state, and start_response for one request.
 - `pool.AppPool`: the worker's thread pools (the app pool, and the heavy pool for big pictures).

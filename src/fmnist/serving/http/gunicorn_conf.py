@@ -20,7 +20,7 @@ workers = _settings.worker_count
 worker_class = WORKER_CLASSES[_settings.worker]
 threads = _settings.threads if _settings.worker == "gthread" else 1
 worker_connections = 4096  # per loop worker; each connection's buffers are bounded (serving/http/http11.py)
-backlog = 2048
+backlog = _settings.backlog
 reuse_port = True  # a restarted replica can bind while an orphaned worker of the old one still holds the port
 timeout = _settings.timeout  # a worker silent this long is killed and replaced
 graceful_timeout = _settings.graceful_timeout  # on SIGTERM, in-flight requests get this long to finish

@@ -15,6 +15,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from fmnist.serving.apierror import error_json
+from fmnist.serving.http import exchange
 from fmnist.serving.http.connection import Responder
 
 log = logging.getLogger("fmnist.serving")
@@ -35,7 +36,7 @@ class AppPool:
     def __init__(self, app, threads: int, max_waiting: int, name: str = "app_pool", nice: int = 0, admit=None):
         self.app = app
         self.admit = admit  # admit(key, environ, name) -> None (run it) or the answer instead, in the thread
-        self.name = name  # told to the app as environ["fmnist.pool"] (where its work ran, for metrics)
+        self.name = name  # told to the app as its Exchange.pool (where its work ran, for metrics)
         self.max_waiting = max_waiting
         self.waiting = 0  # submitted, result not collected yet (touched by the loop thread only)
         self._done: "queue.SimpleQueue" = queue.SimpleQueue()
@@ -52,7 +53,7 @@ class AppPool:
     def submit(self, key, environ: dict) -> None:
         """Call the app on `environ` in a thread; `results()` gives (key, (status, headers, body)) later."""
         self.waiting += 1
-        environ["fmnist.pool"] = self.name
+        exchange.of(environ).pool = self.name
         self._threads.submit(self._run, key, environ)
 
     def _run(self, key, environ: dict) -> None:

@@ -4,15 +4,15 @@ Why: with a ~100 µs model, Gunicorn's gthread worker spends more of a request i
 than in the model. This worker polls, reads every request that has arrived (parsed by
 `http11.RequestReader`: httptools/llhttp with every buffer bounded), and answers the batched
 `/predict` fast path right there: the requests that arrived together go to the app's
-`wsgi_batch(environs, start_responses)` at once and share one model call, so an idle server answers
+`batch(environs, start_responses)` hook at once and share one model call, so an idle server answers
 a lone request at once and a busy one runs the model batched.
 
 Nothing else runs on the loop. Every request the fast path does not take (another route, JSON, a
-bad image, an app without `wsgi_batch`) goes to a small thread pool (`POOL_THREADS`, at most
-`POOL_QUEUE` waiting; beyond that a 503 with Retry-After): a slow view (/feedback waiting for the
+bad image, an app without a `batch` hook) goes to a small thread pool (`AppHooks.pool`: threads, and at
+most so many waiting; beyond that a 503 with Retry-After): a slow view (/feedback waiting for the
 prediction log, /monitoring, /metrics) costs its own connection time, never the loop's. A request the
-app marks heavy (`environ["fmnist.heavy"]`: a big picture, known from its header before decoding) goes
-to a second pool of its own (the app's `HEAVY_POOL` config: threads, queue, nice; 503 beyond), so photos
+app marks heavy (its `Exchange.heavy`: a big picture, known from its header before decoding) goes
+to a second pool of its own (`AppHooks.heavy_pool`: threads, queue, nice; 503 beyond), so photos
 neither hold the loop nor crowd out the other slow views. Answers on one connection leave in request
 order; a connection whose request is in a pool waits for it.
 
@@ -37,20 +37,16 @@ from collections import deque
 from gunicorn.workers import base
 
 from fmnist.serving.apierror import error_json
-from fmnist.serving.http import http11
+from fmnist.serving.http import exchange, http11
 from fmnist.serving.http.admission import Admission, path_of, too_late
 from fmnist.serving.http.closing import Closing
 from fmnist.serving.http.connection import Conn, Responder
+from fmnist.serving.http.exchange import AppHooks
 from fmnist.serving.http.pool import AppPool
 
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 _LISTENER, _WAKEUP, _POOL, _HEAVY = "listener", "wakeup", "pool", "heavy"  # selector data of the other files
-POOL_THREADS = 4  # per worker, for everything but the batched fast path
-POOL_QUEUE = 64  # requests waiting for a pool thread; beyond, 503
-HEAVY_POOL = (1, 32, 10)  # threads, queue and nice for heavy requests, unless the app's config says HEAVY_POOL
 STEP_REQUESTS = 256  # requests answered per loop turn at most (then the loop polls and beats again)
-ACCEPT_BATCH = 2048  # connections accepted per wake-up of the listener: the whole backlog (gunicorn_conf's 2048)
-QUEUE_WAIT = 0.05  # seconds a complete request may wait to be started, unless the app's config says QUEUE_WAIT
 
 
 def _raise_open_files(wanted: int) -> None:
@@ -83,19 +79,13 @@ class LoopWorker(Closing, base.Worker):
 
     def load_wsgi(self):
         super().load_wsgi()
-        app = self.wsgi
-        config = getattr(app, "config", None) or {}
+        self.hooks = hooks = AppHooks.of(self.wsgi)  # the app's side of the contract (serving/http/exchange.py)
         cfg = self.cfg
         self.limits = http11.Limits(
             request_line=cfg.limit_request_line or sys.maxsize, fields=cfg.limit_request_fields or sys.maxsize,
-            field_size=cfg.limit_request_field_size or 64 * 1024,
-            body=config.get("MAX_CONTENT_LENGTH") or 10 * 1024 * 1024)
-        self.batch_app = getattr(getattr(app, "wsgi_app", None), "wsgi_batch", None)
-        self.heavy_pool = tuple(config.get("HEAVY_POOL") or HEAVY_POOL)
-        wait = config.get("QUEUE_WAIT")
-        self.admission = Admission(QUEUE_WAIT if wait is None else float(wait), STEP_REQUESTS,
-                                   config.get("FMNIST_DROPPED"),  # the app's counter of what was not started
-                                   config.get("PROBE_PATHS") or frozenset())
+            field_size=cfg.limit_request_field_size or 64 * 1024, body=hooks.max_body)
+        self.batch_app = hooks.batch
+        self.admission = Admission(hooks.queue_wait, STEP_REQUESTS, hooks.dropped, hooks.probe_paths)
         host, port = self._server_name()
         self.base_environ = {
             "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr,
@@ -120,9 +110,10 @@ class LoopWorker(Closing, base.Worker):
             listener.setblocking(False)
             sel.register(listener, _READ, _LISTENER)
         sel.register(self.PIPE[0], _READ, _WAKEUP)  # signals wake the loop (set_wakeup_fd)
-        self.pool = AppPool(self.wsgi, POOL_THREADS, POOL_QUEUE, "app_pool", admit=self._admit_in_pool)
+        threads, queue = self.hooks.pool
+        self.pool = AppPool(self.wsgi, threads, queue, "app_pool", admit=self._admit_in_pool)
         sel.register(self.pool.wakeup, _READ, _POOL)
-        threads, queue, nice = self.heavy_pool
+        threads, queue, nice = self.hooks.heavy_pool
         self.heavy = AppPool(self.wsgi, threads, queue, "heavy_pool", nice, admit=self._admit_in_pool)
         sel.register(self.heavy.wakeup, _READ, _HEAVY)
         accepting = True
@@ -224,7 +215,7 @@ class LoopWorker(Closing, base.Worker):
         # where no deadline or queue limit can see it (under overload: timeouts). The workers share the
         # listener; a worker that is free takes what waits, which balances (measured: 2 workers, wrk -c 64,
         # the same req/s as accepting 64 a wake-up)
-        for _ in range(min(ACCEPT_BATCH, max(0, self.max_conns - len(self.conns)))):
+        for _ in range(min(self.cfg.backlog, max(0, self.max_conns - len(self.conns)))):
             try:
                 sock, addr = listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -358,7 +349,7 @@ class LoopWorker(Closing, base.Worker):
             self._respond(conn, req, result)
 
     def _submit(self, conn: Conn, req, env: dict) -> None:
-        heavy = env.get("fmnist.heavy", False)
+        heavy = exchange.of(env).heavy
         pool = self.heavy if heavy else self.pool
         if pool.full:
             self.admission.count("heavy_full" if heavy else "pool_full", pool.name, req.method, path_of(req))
