@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from fmnist.config import Settings
 from fmnist.errors import Refused
 
 # Fashion-MNIST training-set statistics on the 0-1 scale (recomputed from the data by
@@ -109,7 +110,7 @@ def _allowed_formats() -> tuple:
     return _ALLOWED
 
 
-def open_image(data: bytes, max_pixels: int = 25_000_000, name: str = "image"):
+def open_image(data: bytes, max_pixels: int = Settings.max_image_pixels, name: str = "image"):
     """Bytes -> a PIL image whose header is read and checked (format, size, pixel limit); no pixel decoded.
 
     Cheap whatever the picture's size (tens of microseconds): the server reads every image's size this way
@@ -183,7 +184,7 @@ def load_image(im, name: str = "image", work_side: "int | None" = None):
     return im
 
 
-def decode_image(data: bytes, max_pixels: int = 25_000_000, name: str = "image", work_side: "int | None" = None):
+def decode_image(data: bytes, max_pixels: int = Settings.max_image_pixels, name: str = "image", work_side: "int | None" = None):
     """Bytes -> a PIL image, first frame, EXIF orientation applied; size checked before decoding pixels.
     `work_side`: see load_image (for to_model_pixels, which works at that size anyway)."""
     return load_image(open_image(data, max_pixels, name), name, work_side)

@@ -22,11 +22,12 @@ from fmnist.artifact import (  # noqa: F401
     validate_name,
     versions,
 )
+from fmnist.config import Settings
 
 # the naming rules (validate_name, versions, next_version) live with the artifact writer; used from here too
 from fmnist.fileio import atomic_write
 
-DEFAULT_MODEL = "smallcnn"
+DEFAULT_MODEL = Settings.model  # the model a server, a batch job and `fmnist predict` use unless told
 ALIASES = "aliases.json"
 
 

@@ -32,13 +32,13 @@ from fmnist.fileio import atomic_write
 
 CHUNK = {"array": 1024, "files": 128}  # items per part by default: arrays are fast (per-part costs amortised,
 # measured 512 / 1024 / 2048), files are slow to decode (parts small enough to keep every process busy)
-INFER_BATCH = 64
+INFER_BATCH = Settings.max_batch_size
 MAX_FILE_BYTES = Settings.max_content_length  # a file the server would refuse as a body is refused here too
 
 
 @dataclass
 class Options:
-    model: str = "smallcnn"
+    model: str = Settings.model
     registry: "str | None" = None
     out: str = "results.jsonl"
     preprocess: str = "auto"  # as /predict's ?preprocess
@@ -46,8 +46,8 @@ class Options:
     workers: int = 0  # decoding processes; 0: one per CPU
     chunk: int = 0  # items per part; 0: CHUNK for the source's kind
     shard: "tuple[int, int] | None" = None
-    max_image_pixels: int = 25_000_000
-    flagged_label: bool = True  # as the server's setting: a flagged answer still names its class (off: null)
+    max_image_pixels: int = Settings.max_image_pixels
+    flagged_label: bool = Settings.flagged_label  # as the server's setting: a flagged answer still names its class (off: null)
     progress: bool = True
 
 

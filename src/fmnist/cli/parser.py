@@ -12,7 +12,7 @@ from fmnist.cli.registry import cmd_archs, cmd_export, cmd_import, cmd_models, c
 from fmnist.cli.rollout import cmd_rollout
 from fmnist.cli.serve import cmd_cluster, cmd_predict, cmd_serve
 from fmnist.cli.train import cmd_data, cmd_train
-from fmnist.config import WORKER_KINDS
+from fmnist.config import WORKER_KINDS, Settings
 
 
 def _json_arg(text: str) -> dict:
@@ -244,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "resumable, with the server's preprocessing and model")
     sp.add_argument("input", help="a directory tree, a glob, a manifest (.csv/.jsonl with path[,id][,label]) or an "
                                   "array file (IDX, .gz or not, or .npy) of 28x28 images")
-    sp.add_argument("--model", default="smallcnn", help="artifact path or name[:version] (default: smallcnn)")
+    sp.add_argument("--model", default=Settings.model, help=f"artifact path or name[:version] (default: {Settings.model})")
     sp.add_argument("--out", required=True, help="results file: .jsonl, .csv or .parquet (pyarrow); beside it "
                                                  ".errors.jsonl, .summary.json, .summary.png")
     sp.add_argument("--labels", help="an IDX labels file for an IDX/.npy input: accuracy and confusion matrix")

@@ -28,7 +28,7 @@ from fmnist.fileio import atomic_write
 
 VAL_PICTURE_SEED = 20_261_201
 UNSURE_TARGET = 0.95
-OOD_ABOVE = 0.98
+OOD_ABOVE = C.Calibration.ood_above
 
 
 def _validation(ds, limit: "int | None") -> tuple[np.ndarray, np.ndarray]:

@@ -16,9 +16,12 @@ from concurrent.futures import Future
 
 import numpy as np
 
+from fmnist.config import Settings
+
 
 class MicroBatcher:
-    def __init__(self, run_batch, max_batch_size: int = 64, max_wait_ms: float = 2.0, on_batch=None):
+    def __init__(self, run_batch, max_batch_size: int = Settings.max_batch_size,
+                 max_wait_ms: float = Settings.max_batch_wait_ms, on_batch=None):
         self._run = run_batch  # float32 (N,1,28,28) -> (N,10)
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0

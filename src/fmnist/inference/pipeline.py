@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fmnist.config import Settings
 from fmnist.errors import Refused
 from fmnist.inference.batcher import MicroBatcher
 from fmnist.inference.memory import PixelBudget
@@ -32,8 +33,8 @@ from fmnist.preprocess import WORK_SIDE, decoded_pixels, load_image, open_image,
 class Limits:
     """What one request may hold: images, and pixels per picture (read from its header before decoding)."""
 
-    max_images: int = 64
-    max_image_pixels: int = 25_000_000
+    max_images: int = Settings.max_images
+    max_image_pixels: int = Settings.max_image_pixels
 
 
 def decode(blobs: list, limits: Limits) -> list:
@@ -84,7 +85,7 @@ class ServedModel:
     load_seconds: float
     on_batch: "Callable[[int, float], None] | None" = None
     flagged_label: bool = True  # a flagged answer still names its class (Settings.flagged_label)
-    max_batch_size: int = 64  # images per model call
+    max_batch_size: int = Settings.max_batch_size  # images per model call
 
     @property
     def name(self) -> str:
@@ -99,7 +100,8 @@ class ServedModel:
         return {"name": self.predictor.name, "version": self.predictor.version}
 
     @classmethod
-    def offline(cls, artifact, threads: int = 1, max_batch_size: int = 64, flagged_label: bool = True) -> "ServedModel":
+    def offline(cls, artifact, threads: int = 1, max_batch_size: int = Settings.max_batch_size,
+                flagged_label: bool = Settings.flagged_label) -> "ServedModel":
         """An artifact's model for a job with no server (fmnist batch): ONNX Runtime, no batcher, no metrics."""
         t0 = time.perf_counter()
         predictor = Predictor(artifact, "onnx", max(1, threads))

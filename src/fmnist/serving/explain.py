@@ -24,6 +24,7 @@ import numpy as np
 from flask import Blueprint, Response, g, request
 from PIL import Image
 
+from fmnist.config import Settings
 from fmnist.inference import answer, pipeline
 from fmnist.serving.apierror import APIError
 from fmnist.serving.context import charge_images, require_model
@@ -35,7 +36,8 @@ bp = Blueprint("explain", __name__)
 PATCH, STRIDE, PANEL = 6, 2, 224  # occluder size and step (pixels of the 28x28 input); panel size of the PNG
 
 
-def occlusion(run, x: np.ndarray, class_id: int, fill: float, max_batch: int = 64) -> "tuple[np.ndarray, int]":
+def occlusion(run, x: np.ndarray, class_id: int, fill: float,
+              max_batch: int = Settings.max_batch_size) -> "tuple[np.ndarray, int]":
     """x: one normalised (1,1,28,28) input -> (saliency (28,28) in 0..1, model calls made)."""
     steps = range(0, 28 - PATCH + 1, STRIDE)
     batch = [x[0]]

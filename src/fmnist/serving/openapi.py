@@ -7,6 +7,7 @@ import re
 from flask import Blueprint
 
 from fmnist import __version__
+from fmnist.config import Settings
 from fmnist.inference import answer
 from fmnist.labels import CLASSES
 from fmnist.serving import contract
@@ -167,7 +168,8 @@ def _label_pattern() -> str:
     return rf"^\s*({names}|[0-9])\s*$"
 
 
-def build_spec(max_images: int = 64, default_top_k: int = 3, model: "dict | None" = None) -> dict:
+def build_spec(max_images: int = Settings.max_images, default_top_k: int = Settings.default_top_k,
+               model: "dict | None" = None) -> dict:
     """The document for a server's settings (its images per request, its default top_k) and the model it serves
     (`model`: {"name", "version"}, given as the examples of the /v2 path parameters)."""
     v2_infer = {

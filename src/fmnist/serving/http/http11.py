@@ -28,6 +28,7 @@ from urllib.parse import unquote_to_bytes
 
 import httptools
 
+from fmnist.config import Settings
 from fmnist.errors import Refused
 from fmnist.serving.apierror import error_json
 
@@ -45,7 +46,7 @@ class Limits:
     fields: int = 100  # header fields per request (and trailer fields)
     field_size: int = 8190  # bytes of one field
     head_bytes: int = 64 * 1024  # the whole header section, incomplete lines counted
-    body: int = 10 * 1024 * 1024  # decoded body bytes (the app's MAX_CONTENT_LENGTH)
+    body: int = Settings.max_content_length  # decoded body bytes (the app's AppHooks.max_body)
     pipeline: int = 32  # complete requests waiting per connection before the reader pauses (checked per slice)
     spool: int = 64 * 1024  # body bytes kept in memory per request; beyond, a temporary file
 
