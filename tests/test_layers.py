@@ -123,3 +123,18 @@ def test_one_atomic_writer():
             continue
         text = path.read_text()
         assert "os.replace(" not in text and "mkstemp(" not in text, f"{path} writes a file atomically by hand"
+
+
+def test_the_refusal_table_is_true_and_documented():
+    """serving/refusals.py names every place a request is refused; each module it names still answers that
+    status with that code, and docs/architecture.md holds the table as it renders."""
+    from fmnist.serving import refusals
+
+    for r in refusals.REFUSALS:
+        text = (SRC / "fmnist" / r.module).read_text()
+        if r.status:
+            assert str(r.status) in text, f"{r.module} no longer answers {r.status}"
+        if r.code:
+            assert f'"{r.code}"' in text, f"{r.module} no longer answers {r.code}"
+    doc = (SRC.parent / "docs" / "architecture.md").read_text()
+    assert refusals.markdown() in doc, "docs/architecture.md: paste refusals.markdown() under 'Who refuses what'"
