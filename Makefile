@@ -20,7 +20,7 @@ endif
 SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 REPORT_MODELS ?= mlp mlp-deep lenet alexnet vgg:1 vgg smallcnn:1 smallcnn:4 smallcnn
 
-.PHONY: run test test-container setup setup-serve setup-train data test-deps report bench fuzz clean
+.PHONY: run test test-unit test-container setup setup-serve setup-train data test-deps report bench fuzz clean
 
 run: setup-serve
 	$(BIN)/fmnist serve --model smallcnn --port 5000
@@ -30,6 +30,10 @@ run: setup-serve
 test: setup-train data test-deps
 	$(BIN)/ruff check src tests bench tools fuzz
 	FMNIST_CONTAINER_TESTS=1 $(BIN)/python -m pytest -ra
+
+# The quick loop while working: the unit tests (no server, no process of their own), the slow ones left out.
+test-unit: setup-train data
+	$(BIN)/python -m pytest -q tests/unit -m "not slow"
 
 setup: setup-train
 setup-serve: $(VENV)/.serve-installed

@@ -6,7 +6,7 @@
 2. `fmnist batch` on the test-set IDX file (end to end, as a user runs it, and its classification loop);
 3. the HTTP path: `fmnist serve` (2 loop workers) loaded by wrk with one 28x28 PNG per request (c=16)
    and with 64 per request (c=4), images/s;
-4. pictures: the first N test images rendered by `fmnist.pictures` in the benchmark's styles (PNG and
+4. pictures: the first N test images rendered by `fmnist.pictures.styles` in the benchmark's styles (PNG and
    JPEG, 64-360 px) in a folder: `fmnist batch` with 1 and with 2 decoding processes, and the decode and
    convert cost per picture in one process;
 5. peak memory (max RSS of the `fmnist batch` process) on 10,000 and 60,000 images (.npy).
@@ -87,13 +87,13 @@ def http_rates(model: str, png: bytes, tmp: Path) -> dict:
 
 
 def pictures_folder(ds, n: int, d: Path) -> Path:
-    from fmnist import pictures
+    from fmnist.pictures import styles
     from tests.images import encode
 
     d.mkdir(parents=True, exist_ok=True)
     for i in range(n):
-        style = pictures.STYLE_NAMES[i % len(pictures.STYLE_NAMES)]
-        pic = pictures.render(ds.test_images[i], int(ds.test_labels[i]), style, pictures.image_rng(3, i, style))
+        style = styles.STYLE_NAMES[i % len(styles.STYLE_NAMES)]
+        pic = styles.render(ds.test_images[i], int(ds.test_labels[i]), style, styles.image_rng(3, i, style))
         fmt = "JPEG" if i % 2 else "PNG"
         (d / f"{i:05d}.{fmt.lower()}").write_bytes(encode(pic.convert("RGB"), fmt))
     return d

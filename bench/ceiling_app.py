@@ -14,8 +14,8 @@ import json
 import os
 
 from fmnist.artifact import read_artifact
+from fmnist.images.preprocess import decode_image, to_model_pixels
 from fmnist.inference import Predictor
-from fmnist.preprocess import decode_image, to_model_pixels
 from fmnist.serving import multipart
 
 _predictor = Predictor(read_artifact(os.environ["FMNIST_BASELINE_MODEL"]), "onnx", 1) \

@@ -2,7 +2,7 @@
 
     python bench/drawn_pictures.py smallcnn:1 smallcnn [--sheet docs/report/drawn.png]
 
-The picture benchmark (fmnist.pictures) restyles test images, so a recipe trained on its styles is
+The picture benchmark (fmnist.pictures.styles) restyles test images, so a recipe trained on its styles is
 partly judged on its own renderer. These ten outlines (one per class, written as polygons and
 strokes on a 100x100 grid) share nothing with the dataset: each is drawn flat-coloured with a dark
 outline on white, in 2 colourways x 3 poses (upright, tilted 20 degrees, mirrored) = 60 pictures,
@@ -69,8 +69,8 @@ def pictures() -> "tuple[list, np.ndarray]":
 
 def main() -> None:
     from fmnist.evaluation.evaluate import artifact_logits
+    from fmnist.images.preprocess import to_model_pixels
     from fmnist.labels import CLASSES
-    from fmnist.preprocess import to_model_pixels
     from fmnist.registry import resolve
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -3,7 +3,7 @@
     python bench/foreground_bench.py [--per-style 200] [--model smallcnn:4]
 
 For each candidate (none: today's conversion alone; GrabCut at several working sizes and iteration
-counts; colour clustering), the picture benchmark's pictures (`fmnist.pictures`, its seed and styles:
+counts; colour clustering), the picture benchmark's pictures (`fmnist.pictures.styles`, its seed and styles:
 the busy ones and two plain ones, to show a plain picture is left alone) are converted as /predict
 converts them and classified by the model. Prints accuracy per style, the share of pictures that took
 the extraction path and the mean conversion time per picture (one core, this process). Nothing
@@ -40,15 +40,17 @@ def main() -> None:
     ap.add_argument("--registry", default=str(REPO / "models"))
     args = ap.parse_args()
 
-    from fmnist import data, foreground, pictures
+    from fmnist import data
+    from fmnist.images import foreground
+    from fmnist.images.preprocess import to_model_pixels
     from fmnist.inference.predictor import Predictor
-    from fmnist.preprocess import to_model_pixels
+    from fmnist.pictures import styles
     from fmnist.registry import resolve
 
     ds = data.load(allow_download=False)
     pred = Predictor(resolve(args.model, args.registry))
     x, y = ds.test_images[: args.per_style], ds.test_labels[: args.per_style]
-    rendered = {s: [pictures.render(px, int(lab), s, pictures.image_rng(pictures.BENCH_SEED, i, s))
+    rendered = {s: [styles.render(px, int(lab), s, styles.image_rng(styles.BENCH_SEED, i, s))
                     for i, (px, lab) in enumerate(zip(x, y))] for s in STYLES}
     print(f"{args.per_style} pictures per style, model {pred.name}:{pred.version}; accuracy / share extracted / "
           "ms per picture (conversion only, one core)")

@@ -4,7 +4,7 @@
 
 For every pair (label from the first, "not a garment" from the second, each with its own calibration),
 and for each model alone, on the held-out garment families, the held-out non-garment objects, the
-out-of-distribution benchmark (fmnist.outliers) and the real test set: accuracy, the share answered,
+out-of-distribution benchmark (fmnist.pictures.outliers) and the real test set: accuracy, the share answered,
 accuracy among answered, the share of non-garments flagged, test images flagged; and the per-image
 model cost of the pairing (ONNX Runtime, one thread, batch 1) against the label model alone, measured
 in the same run.
@@ -41,7 +41,7 @@ def main(refs: list) -> None:
     from fmnist.calibration import Calibration
     from fmnist.evaluation import garment_benchmark as gb
     from fmnist.evaluation.evaluate import artifact_logits
-    from fmnist.outliers import ood_benchmark
+    from fmnist.pictures.outliers import ood_benchmark
     from fmnist.registry import resolve
 
     ds = data.load(allow_download=False)

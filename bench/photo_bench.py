@@ -6,9 +6,9 @@
     python bench/photo_bench.py small [--before DIR]   # requests/s on 28x28 and small pictures alone
 
 The photos are made here, from nothing reserved for independent checks: a Fashion-MNIST test garment,
-coloured and shaded by `fmnist.pictures` at 2,000 px, laid with a soft shadow on a procedural table (wood
+coloured and shaded by `fmnist.pictures.styles` at 2,000 px, laid with a soft shadow on a procedural table (wood
 grain, a lighting gradient), with sensor noise, 4000x3000, saved as a phone would (JPEG quality 90, and the
-same as PNG and WebP). `sizes` takes the picture benchmark (`fmnist.pictures`, the same styles and seed as
+same as PNG and WebP). `sizes` takes the picture benchmark (`fmnist.pictures.styles`, the same styles and seed as
 `fmnist evaluate --pictures`), enlarges each picture to a phone photo's long side (3,000-4,000 px, bicubic),
 saves it as JPEG quality 92, and converts it back at each working size, as the server would.
 `mixed --before DIR` also runs the server from another checkout (e.g. `git worktree add /tmp/before HEAD~1`)
@@ -37,7 +37,8 @@ def phone_photo(index: int = 0, size=(4000, 3000), seed: int = 7):
     """A 12-megapixel photo of a test-set garment on a table (PIL RGB)."""
     from PIL import Image, ImageFilter
 
-    from fmnist import data, pictures
+    from fmnist import data
+    from fmnist.pictures import styles
 
     ds = data.load(allow_download=False)
     rng = np.random.default_rng(seed + index)
@@ -47,7 +48,7 @@ def phone_photo(index: int = 0, size=(4000, 3000), seed: int = 7):
     light = 0.75 + 0.25 * (1 - yy / h) * (1 - 0.3 * xx / w)  # a window at the top left
     wood = np.array([150, 105, 70], np.float32) * (0.8 + 0.2 * grain[..., None]) * light[..., None]
     table = Image.fromarray(np.clip(wood, 0, 255).astype(np.uint8), "RGB")
-    layer = pictures._layer(ds.test_images[index], "product", rng, 2000)
+    layer = styles._layer(ds.test_images[index], "product", rng, 2000)
     x0, y0 = (w - 2000) // 2 + int(rng.integers(-300, 300)), (h - 2000) // 2 + int(rng.integers(-200, 200))
     shadow = layer.getchannel("A").filter(ImageFilter.GaussianBlur(40)).point(lambda v: int(v * 0.4))
     sa = Image.new("L", size, 0)
@@ -75,7 +76,7 @@ def timed(fn, n: int) -> float:
 
 
 def cmd_stages(a) -> None:
-    from fmnist import preprocess as pp
+    from fmnist.images import preprocess as pp
 
     photo, label = phone_photo()
     files = {"JPEG": encode(photo, "JPEG", quality=90), "PNG": encode(photo, "PNG", compress_level=6),
@@ -97,9 +98,10 @@ def cmd_stages(a) -> None:
 def cmd_sizes(a) -> None:
     from PIL import Image
 
-    from fmnist import data, pictures
-    from fmnist import preprocess as pp
+    from fmnist import data
+    from fmnist.images import preprocess as pp
     from fmnist.inference.predictor import Predictor
+    from fmnist.pictures import styles
     from fmnist.registry import resolve
 
     ds = data.load(allow_download=False)
@@ -112,12 +114,12 @@ def cmd_sizes(a) -> None:
     print("| style | " + " | ".join(f"{s} px" for s in sides) + " | as rendered |")
     print("|---|" + "---:|" * len(cols))
     totals = {c: [] for c in cols}
-    for style in pictures.STYLE_NAMES:
+    for style in styles.STYLE_NAMES:
         seen = {c: [] for c in cols}
         y = ds.test_labels[:a.per_style]
         for i in range(a.per_style):
-            pic = pictures.render(ds.test_images[i], int(y[i]), style,
-                                  pictures.image_rng(pictures.BENCH_SEED, i, style))
+            pic = styles.render(ds.test_images[i], int(y[i]), style,
+                                  styles.image_rng(styles.BENCH_SEED, i, style))
             seen["rendered"].append(pp.to_model_pixels(pic, "auto"))
             k = int(rng.integers(3000, 4001)) / max(pic.size)
             big = pic.convert("RGB").resize((round(pic.size[0] * k), round(pic.size[1] * k)), Image.Resampling.BICUBIC)
@@ -237,11 +239,12 @@ def cmd_small(a) -> None:
 
     import serve_bench as sb
 
-    from fmnist import data, pictures
+    from fmnist import data
+    from fmnist.pictures import styles
 
     ds = data.load(allow_download=False)
     tmp = Path(tempfile.mkdtemp(prefix="photo-bench-"))
-    pic = pictures.render(ds.test_images[0], int(ds.test_labels[0]), "product", pictures.image_rng(1, 0)).convert("RGB")
+    pic = styles.render(ds.test_images[0], int(ds.test_labels[0]), "product", styles.image_rng(1, 0)).convert("RGB")
     bodies = {"28x28 PNG": sb.test_png()}
     for side in (160, 240, 480):
         k = side / max(pic.size)

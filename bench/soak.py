@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from tests.httpprobe import open_fds, rss_kb, workers  # noqa: E402
 from tests.images import encode, heavy_pictures, png  # noqa: E402
-from tests.test_hostile_bodies import CASES  # noqa: E402
+from tests.integration.test_hostile_bodies import CASES  # noqa: E402
 
 V2 = "/v2/models/smallcnn/infer"
 

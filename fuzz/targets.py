@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fmnist.preprocess import ImageError, load_image, open_image, to_model_pixels
+from fmnist.images.preprocess import ImageError, load_image, open_image, to_model_pixels
 from fmnist.serving import multipart
 from fmnist.serving.apierror import APIError
 from fmnist.serving.contract import json_inputs

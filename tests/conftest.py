@@ -21,6 +21,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(config, items):
+    """tests/integration/ holds the tests that start real processes: each is marked `integration` (so
+    `-m 'not integration'` still selects the unit tests alone, wherever they are run from)."""
+    for item in items:
+        if Path(str(item.fspath)).parent.name == "integration":
+            item.add_marker(pytest.mark.integration)
+
+
 def idx_bytes(arr: np.ndarray) -> bytes:
     arr = np.asarray(arr, dtype=np.uint8)
     return struct.pack(">HBB", 0, 0x08, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape) + arr.tobytes()
@@ -55,8 +63,8 @@ def tiny_artifact(registry):
     import torch
 
     from fmnist.artifact import ArtifactInfo, save_artifact
+    from fmnist.images.preprocess import Preprocessing
     from fmnist.models import create_model
-    from fmnist.preprocess import Preprocessing
 
     torch.manual_seed(0)
     model = create_model("smallcnn", width=8, hidden=16)

@@ -3,9 +3,11 @@ and read a Gunicorn worker's PID, RSS and open files from /proc."""
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import httptools
@@ -107,4 +109,39 @@ def fd_targets(pid: int) -> dict:
             out[f.name] = str(f.readlink())
         except OSError:
             pass
+    return out
+
+
+def metric(url: str, name: str, **labels) -> float:
+    text = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            got = ",".join(sorted(line[len(name) + 1:line.index("}")].split(",")))
+            if got == want:
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def predict_request(port: int, body_parts: list, request_id: str) -> bytes:
+    boundary = "b0undary"
+    body = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{n}\"\r\n"
+                    "Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n"
+                    for n, data in body_parts) + f"--{boundary}--\r\n".encode()
+    return (f"POST /predict HTTP/1.1\r\nHost: x\r\nX-Request-ID: {request_id}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode() + body
+
+
+def read_responses(sock: socket.socket, n: int) -> list:
+    f = sock.makefile("rb")
+    out = []
+    for _ in range(n):
+        status = int(f.readline().split()[1])
+        headers = {}
+        while (line := f.readline()) not in (b"\r\n", b""):
+            k, _, v = line.decode("latin-1").partition(":")
+            headers[k.strip().lower()] = v.strip()
+        out.append((status, headers, json.loads(f.read(int(headers["content-length"])))))
     return out

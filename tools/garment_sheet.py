@@ -10,12 +10,12 @@ import sys
 
 from PIL import Image, ImageDraw
 
-from fmnist.garments.objects import EVAL_OBJECTS, TRAIN_OBJECTS
-from fmnist.garments.render import STYLES, draw, garment
-from fmnist.garments.shapes import CUTS
+from fmnist.images.preprocess import to_model_pixels
 from fmnist.labels import CLASSES
-from fmnist.pictures import image_rng
-from fmnist.preprocess import to_model_pixels
+from fmnist.pictures.garments.objects import EVAL_OBJECTS, TRAIN_OBJECTS
+from fmnist.pictures.garments.render import STYLES, draw, garment
+from fmnist.pictures.garments.shapes import CUTS
+from fmnist.pictures.styles import image_rng
 
 CELL = 72
 

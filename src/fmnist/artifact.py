@@ -19,8 +19,8 @@ from pathlib import Path
 
 from fmnist.checksum import file_digest
 from fmnist.errors import FmnistError
+from fmnist.images.preprocess import Preprocessing
 from fmnist.labels import CLASSES
-from fmnist.preprocess import Preprocessing
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"

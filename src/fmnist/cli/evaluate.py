@@ -82,7 +82,7 @@ def cmd_compare(args) -> int:
     return 0
 
 
-def cmd_explain(args) -> int:
+def cmd_filters(args) -> int:
     from fmnist.evaluation.filters import explain
 
     written = explain(args.model, args.image, Path(args.out), registry=args.registry, data_dir=args.data_dir)

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from fmnist.cli.batch import cmd_batch
-from fmnist.cli.evaluate import cmd_calibrate, cmd_compare, cmd_evaluate, cmd_explain
+from fmnist.cli.evaluate import cmd_calibrate, cmd_compare, cmd_evaluate, cmd_filters
 from fmnist.cli.keys import cmd_keys
 from fmnist.cli.registry import cmd_archs, cmd_export, cmd_import, cmd_models, cmd_promote, cmd_rollback
 from fmnist.cli.rollout import cmd_rollout
@@ -49,7 +49,7 @@ def train_config_options(sp) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fmnist", description="A Fashion-MNIST classifier from training to production: "
-                                "data, train, evaluate, calibrate, compare, explain, export, import, the registry "
+                                "data, train, evaluate, calibrate, compare, filters, export, import, the registry "
                                 "(models, promote, rollback), serve, predict, keys, cluster, rollout, batch. "
                                 "Quick start: README.md; samples/ holds pictures to try.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__import__('fmnist').__version__}")
@@ -112,10 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--limit", type=int, help="first N test images only")
     sp.add_argument("--pictures", action="store_true",
                     help="also the picture benchmark: the first 1,000 test images drawn as pictures in each of the 10 "
-                         "styles (fmnist.pictures), accuracy per style and class")
+                         "styles (fmnist.pictures.styles), accuracy per style and class")
     sp.add_argument("--garments", action="store_true",
                     help="also the garment benchmark: parametric garments in families held out from training "
-                         "(fmnist.garments), accuracy per family and class, and non-garment objects flagged")
+                         "(fmnist.pictures.garments), accuracy per family and class, and non-garment objects flagged")
     sp.add_argument("--tta", action="store_true", help="test-time augmentation: average with the mirror image (2x compute)")
     data_opts(sp)
     registry_opt(sp)
@@ -135,13 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
     registry_opt(sp)
     sp.set_defaults(func=cmd_compare)
 
-    sp = sub.add_parser("explain", help="PNGs of first-layer filters and feature maps for one image")
+    sp = sub.add_parser("filters", help="PNGs of first-layer filters and feature maps for one image "
+                        "(what the first layer learned; POST /explain is the occlusion map of one answer)")
     sp.add_argument("model", help="artifact path or name[:version]")
     sp.add_argument("image", help="an image file, or test:N for test-set image N")
-    sp.add_argument("--out", default="explain", help="output folder (default: ./explain)")
+    sp.add_argument("--out", default="filters", help="output folder (default: ./filters)")
     data_opts(sp)
     registry_opt(sp)
-    sp.set_defaults(func=cmd_explain)
+    sp.set_defaults(func=cmd_filters)
 
     sp = sub.add_parser("export", help="write the model as a plain .pth state dict or a copy of its ONNX graph")
     sp.add_argument("model", help="artifact path or name[:version]")

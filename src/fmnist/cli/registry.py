@@ -105,8 +105,8 @@ def cmd_export(args) -> int:
 
 
 def cmd_import(args) -> int:
+    from fmnist.images.preprocess import DEFAULT_MEAN, DEFAULT_STD, Preprocessing
     from fmnist.importer import import_file
-    from fmnist.preprocess import DEFAULT_MEAN, DEFAULT_STD, Preprocessing
     from fmnist.registry import registry_root
 
     if args.arch:  # our own architectures are trained on the dataset's mean/std

@@ -23,8 +23,8 @@ from dataclasses import replace
 import numpy as np
 
 from fmnist import calibration as C
-from fmnist import pictures as P
 from fmnist.fileio import atomic_write
+from fmnist.pictures import styles as P
 
 VAL_PICTURE_SEED = 20_261_201
 UNSURE_TARGET = 0.95

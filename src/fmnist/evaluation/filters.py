@@ -1,4 +1,4 @@
-"""`fmnist explain`: what the first convolution layer learned and what it does to one image."""
+"""`fmnist filters`: what the first convolution layer learned and what it does to one image."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from fmnist import data as fdata
 from fmnist.errors import InvalidValue
 from fmnist.evaluation import npops
 from fmnist.evaluation.metrics import softmax
+from fmnist.images.preprocess import load_image_pixels
 from fmnist.labels import CLASSES
-from fmnist.preprocess import load_image_pixels
 from fmnist.registry import resolve
 
 

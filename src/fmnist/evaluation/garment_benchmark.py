@@ -1,6 +1,6 @@
 """The garment yardstick: models judged on garments nobody drew from the dataset, and the regression gate.
 
-The pictures come from the parametric source (fmnist.garments): the families held out whole from
+The pictures come from the parametric source (fmnist.pictures.garments): the families held out whole from
 training (each class's last cut, the sticker style, the held-out photographs), the training families
 drawn afresh ("seen", for contrast), and non-garment objects of kinds never trained on. Rendered once
 (~3,400 pictures) and cached under the user cache, keyed on the renderer's and the conversion's source.
@@ -26,8 +26,8 @@ N_OBJECTS = 400
 def load(per_class: int = PER_CLASS, n_objects: int = N_OBJECTS) -> dict:
     """{"families": {name: (pixels, labels)}, "objects": (pixels, kinds)}, rendered once and cached."""
     from fmnist.data import user_cache_dir
-    from fmnist.garments import objects, render, shapes
-    from fmnist.pictures import cache_key, progress_log
+    from fmnist.pictures.garments import objects, render, shapes
+    from fmnist.pictures.styles import cache_key, progress_log
 
     key = cache_key(modules=(render, shapes, objects))
     path = user_cache_dir() / "pictures" / f"garment-bench-{per_class}-{n_objects}-{key}.npz"
@@ -103,10 +103,10 @@ def regression(candidate: dict, baseline: dict, sigmas: float = 2.0) -> list:
 
 
 def add_picture_styles(rep: dict, logits_fn, pictures: dict) -> dict:
-    """The picture benchmark's held-out styles (fmnist.pictures: lineart, cluttered, onphoto; test images
+    """The picture benchmark's held-out styles (fmnist.pictures.styles: lineart, cluttered, onphoto; test images
     restyled, never drawn by the recipe) as more held-out families of `rep` ("pictures:STYLE"): the gate
     then guards those sources too."""
-    from fmnist.pictures import STYLES
+    from fmnist.pictures.styles import STYLES
 
     y = pictures["labels"]
     for st in (s.name for s in STYLES if s.held_out):
@@ -173,7 +173,7 @@ def format_gate(failures: list, candidate: str, baseline: str) -> str:
 def format_report(rep: dict) -> str:
     """One model's garment benchmark, as `fmnist evaluate --garments` prints it."""
     fams = [f for f in rep["families"] if not f.startswith("pictures:")]
-    lines = ["garment benchmark: parametric garments (fmnist.garments), 'seen' = the training families drawn afresh, "
+    lines = ["garment benchmark: parametric garments (fmnist.pictures.garments), 'seen' = the training families drawn afresh, "
              "the rest held out whole from training", "",
              f"{'class':<13}" + "".join(f"{f:>17}" for f in fams)]
     for c in CLASSES:
@@ -193,7 +193,7 @@ def markdown_section(rows: list) -> list:
     """The comparison report's section: [(label, report)], the first row the baseline the gate compares with."""
     fams = list(rows[0][1]["families"])
     lines = ["", "## Garments nobody drew from the dataset (the garment gate)", "",
-             "Parametric garments (`fmnist.garments`: cuts and styles drawn from parameters, not traced from "
+             "Parametric garments (`fmnist.pictures.garments`: cuts and styles drawn from parameters, not traced from "
              "Fashion-MNIST), 50 per class per family. *Held out*: families no training run sees (each class's last "
              "cut in three styles and on held-out photographs, the sticker style, the held-out photographs). "
              "Objects: non-garment things of kinds never trained on; flagged = not answered.", "",

@@ -1,4 +1,4 @@
-"""The picture benchmark: test images rendered as pictures (fmnist.pictures), accuracy per style and class.
+"""The picture benchmark: test images rendered as pictures (fmnist.pictures.styles), accuracy per style and class.
 
 `fmnist evaluate MODEL --pictures` prints it next to the raw test accuracy; `fmnist compare` adds a
 "pictures" column and a per-style figure. The set is rendered once (8 styles x the first 1,000 test
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fmnist import pictures as P
 from fmnist.fileio import atomic_path
 from fmnist.labels import CLASSES
+from fmnist.pictures import styles as P
 
 HEADLINE_EXCLUDES = ("cluttered", "busy", "onphoto")  # the headline is plain backgrounds, as product shots and
 # drawings have; pictures on busy backgrounds are reported on their own (`busy_backgrounds`: onphoto, held out)

@@ -63,7 +63,7 @@ def write_report(refs, out: Path, registry=None, data_dir=None, command: str = "
     arts = [resolve(r, registry) for r in refs]
     bench = load_benchmark(ds)
     from fmnist.evaluation import trust_report
-    from fmnist.outliers import ood_benchmark
+    from fmnist.pictures.outliers import ood_benchmark
 
     ood = ood_benchmark()
     from fmnist.evaluation import garment_benchmark
@@ -205,14 +205,14 @@ def _markdown(rows, figs, command, n_test) -> str:
 
 
 def _pictures_section(rows, figs) -> list:
-    from fmnist.pictures import STYLES
+    from fmnist.pictures.styles import STYLES
 
     n = rows[0]["pictures"]["n_per_style"] if rows else 0
     lines = [
         "## Real pictures: the picture benchmark",
         "",
         f"People send pictures, not 28×28 dataset images. The benchmark renders the first {n:,} test images in "
-        f"each of {len(STYLES)} styles (`fmnist.pictures`) and converts them back with `preprocess=auto`, the "
+        f"each of {len(STYLES)} styles (`fmnist.pictures.styles`) and converts them back with `preprocess=auto`, the "
         "code `/predict` runs; `fmnist evaluate MODEL --pictures` prints it for one model. The \"pictures\" "
         "column is the mean over every style but " + ", ".join(HEADLINE_EXCLUDES) + ". Styles marked *held out* "
         "are never drawn by the training recipe's picture mix.",

@@ -2,7 +2,7 @@
 
 Part of `fmnist compare`. Measured on the test images and the picture benchmark (never fitted on: the
 calibration is fitted on the validation split) and on the out-of-distribution benchmark
-(`fmnist.outliers.ood_benchmark`: held-out scenes, text, shapes, blank pages, noise).
+(`fmnist.pictures.outliers.ood_benchmark`: held-out scenes, text, shapes, blank pages, noise).
 """
 
 from __future__ import annotations

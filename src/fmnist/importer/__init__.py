@@ -21,8 +21,8 @@ from pathlib import Path
 
 from fmnist.artifact import Artifact, ArtifactError, ArtifactInfo, import_state_dict, save_artifact
 from fmnist.checksum import file_digest
+from fmnist.images.preprocess import Preprocessing
 from fmnist.labels import CLASSES
-from fmnist.preprocess import Preprocessing
 
 FORMATS = ("keras", "h5", "onnx", "pth")
 PARITY_TOLERANCE = 1e-4

@@ -16,8 +16,8 @@ import numpy as np
 
 from fmnist.artifact import Artifact, ArtifactError, ArtifactInfo, save_external_artifact
 from fmnist.checksum import file_digest
+from fmnist.images.preprocess import Preprocessing
 from fmnist.importer import PARITY_TOLERANCE, evaluate_probabilities, parity_inputs
-from fmnist.preprocess import Preprocessing
 
 LAYOUTS = {(1, 28, 28): "NCHW", (28, 28, 1): "NHWC", (28, 28): "HW", (784,): "flat"}
 

@@ -23,10 +23,10 @@ import numpy as np
 
 from fmnist.config import Settings
 from fmnist.errors import Refused
+from fmnist.images.preprocess import WORK_SIDE, decoded_pixels, load_image, open_image, to_model_pixels
 from fmnist.inference.batcher import MicroBatcher
 from fmnist.inference.memory import PixelBudget
 from fmnist.inference.predictor import Predictor
-from fmnist.preprocess import WORK_SIDE, decoded_pixels, load_image, open_image, to_model_pixels
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,7 @@ def _dropped_counter(routes: frozenset, metrics):
 def create_app(config: "dict | Settings | None" = None) -> Flask:
     """Settings: defaults < $FMNIST_CONFIG file < FMNIST_* variables < `config`. Loads the model once."""
     settings = config if isinstance(config, Settings) else Settings.load(config)
-    from fmnist.foreground import EXTRACT_MIN_SIDE
+    from fmnist.images.foreground import EXTRACT_MIN_SIDE
 
     if settings.loop_max_pixels >= EXTRACT_MIN_SIDE ** 2:  # a busy picture's costly path never runs on the loop
         raise InvalidValue(f"loop_max_pixels must be below {EXTRACT_MIN_SIDE ** 2} ({EXTRACT_MIN_SIDE}x{EXTRACT_MIN_SIDE}: "

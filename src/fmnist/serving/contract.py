@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl
 
 import numpy as np
 
-from fmnist.preprocess import MODES
+from fmnist.images.preprocess import MODES
 from fmnist.serving.apierror import APIError, parse_json
 
 TOP_K_MIN, TOP_K_MAX = 1, 10

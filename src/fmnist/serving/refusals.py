@@ -54,7 +54,7 @@ REFUSALS = (
             400, "missing_image", "max_images"),
     Refusal(8, "serving/predict.py", "a Content-Type other than multipart/form-data or application/json", 415,
             "unsupported_media_type", ""),
-    Refusal(8, "preprocess.py", "a picture that is not one, or over max_image_pixels (from its header)", 400,
+    Refusal(8, "images/preprocess.py", "a picture that is not one, or over max_image_pixels (from its header)", 400,
             "bad_image", "max_image_pixels"),
     Refusal(9, "serving/auth.py", "a key over its images a second", 429, "rate_limited", "api_keys", True),
     Refusal(10, "inference/memory.py", "a big picture cannot get its share of decode_pixels within decode_wait_s",

@@ -1,6 +1,6 @@
 """The picture bank: every training image rendered as pictures once, for the recipe's picture mix.
 
-Rendering a picture and converting it back (fmnist.pictures.roundtrip) costs ~5 ms of Python per
+Rendering a picture and converting it back (fmnist.pictures.styles.roundtrip) costs ~5 ms of Python per
 image, too slow for every image of every epoch on a CPU. The bank renders `variants` round trips of
 each training image once (each in a random training style, with its own random colours, geometry,
 background and compression), in worker processes, and caches them under the user cache keyed on
@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 
-from fmnist import pictures as P
 from fmnist.errors import InvalidValue
+from fmnist.pictures import styles as P
 
 BANK_SALT = 7_919  # the bank's pictures never share generators with the benchmark's
 OUTLIER_SALT = 104_729
@@ -57,11 +57,11 @@ def picture_bank(images: np.ndarray, labels: np.ndarray, variants: int, seed: in
 
 
 def outlier_bank(n: int, seed: int, workers: int = 0, cache: bool = True, quiet: bool = False) -> np.ndarray:
-    """uint8 (n, 28, 28): the recipe's non-garment pictures (fmnist.outliers.TRAIN_KINDS), rendered once and cached."""
+    """uint8 (n, 28, 28): the recipe's non-garment pictures (fmnist.pictures.outliers.TRAIN_KINDS), rendered once and cached."""
     import os
 
-    from fmnist import outliers
     from fmnist.data import user_cache_dir
+    from fmnist.pictures import outliers
 
     def render():
         t0 = time.perf_counter()
@@ -80,11 +80,11 @@ GARMENT_SALT = 15_485_863
 
 def garment_bank(n: int, seed: int, workers: int = 0, cache: bool = True, quiet: bool = False) -> tuple:
     """(uint8 (n, 28, 28), int64 labels): pictures of the parametric garments' training families, rendered once
-    and cached (fmnist.garments.render.training_garments)."""
+    and cached (fmnist.pictures.garments.render.training_garments)."""
     import os
 
     from fmnist.data import user_cache_dir
-    from fmnist.garments import objects, render, shapes
+    from fmnist.pictures.garments import objects, render, shapes
 
     key = P.cache_key(modules=(render, shapes, objects))
     base = user_cache_dir() / "pictures" / f"garments-{n}-s{seed}-{key}"
@@ -106,7 +106,7 @@ def object_bank(n: int, seed: int, workers: int = 0, cache: bool = True) -> np.n
     import os
 
     from fmnist.data import user_cache_dir
-    from fmnist.garments import objects, render, shapes
+    from fmnist.pictures.garments import objects, render, shapes
 
     key = P.cache_key(modules=(render, shapes, objects))
     f = user_cache_dir() / "pictures" / f"objects-{n}-s{seed}-{key}.npy"

@@ -38,7 +38,7 @@ class TrainConfig:
     outliers: float = _opt(0.0, "outlier exposure: non-garment pictures added to every batch, as a share of its size, "
                                 "taught to be unsure (a uniform target; 0: off)")
     outlier_weight: float = _opt(0.5, "weight of the outlier-exposure term in the loss")
-    garments: float = _opt(0.0, "parametric garments (fmnist.garments: cuts and styles of the training families, never "
+    garments: float = _opt(0.0, "parametric garments (fmnist.pictures.garments: cuts and styles of the training families, never "
                                 "the held-out ones) added to every batch with their labels, as a share of its size (0: off)")
     objects: float = _opt(0.0, "share of the outlier-exposure pool drawn from the parametric non-garment objects "
                                "(mugs, bottles, cars...; the rest: scenes, polygons, noise)")

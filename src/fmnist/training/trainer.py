@@ -18,8 +18,8 @@ from fmnist import data as fdata
 from fmnist.errors import InvalidValue
 from fmnist.evaluation.metrics import classification_report, reference_statistics, softmax
 from fmnist.fileio import atomic_path
+from fmnist.images.preprocess import Preprocessing, dataset_stats
 from fmnist.models import count_flops, count_parameters, create_model
-from fmnist.preprocess import Preprocessing, dataset_stats
 from fmnist.training.augment import Augment
 from fmnist.training.bank import garment_bank, object_bank, outlier_bank, picture_bank
 from fmnist.training.config import TrainConfig

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from fmnist.artifact import ArtifactError, ArtifactInfo, import_state_dict, load_model, read_artifact, save_artifact
+from fmnist.images.preprocess import Preprocessing
 from fmnist.models import create_model
-from fmnist.preprocess import Preprocessing
 from fmnist.registry import resolve
 
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tests.images import png
-from tests.test_serving import GARMENT
+from tests.unit.test_serving import GARMENT
 
 VOLATILE = ("request_id", "latency_ms")
 

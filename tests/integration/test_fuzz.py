@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from fmnist.serving import multipart
 from fuzz.targets import BOUNDARY, TARGETS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FUZZ = REPO / "fuzz"
 # `make test` runs each target a fixed number of executions (a few seconds each on a slow machine) from a fixed
 # seed and hash seed: the same inputs on every machine, so CI never fails on a find that depends on how fast it

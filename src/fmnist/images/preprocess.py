@@ -257,7 +257,7 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
 
 WORK_SIDE = 256  # a larger picture is reduced by an integer factor to at most this many pixels a side first:
 # accuracy is flat from 64 to 1024 px (bench/photo_bench.py sizes), cost is not
-EXTRACT = "grabcut"  # how a picture on a busy background has its garment cut out (fmnist.foreground.METHODS)
+EXTRACT = "grabcut"  # how a picture on a busy background has its garment cut out (fmnist.images.foreground.METHODS)
 LINE_ART_INK = 0.45  # a converted picture whose strokes cover less than this of their outline is a line drawing
 LINE_ART_FILL = 110  # the level its enclosed inside gets (mid-grey fabric, below the strokes)
 
@@ -301,12 +301,12 @@ def photo_to_dataset(im, work_side: int = WORK_SIDE, extract: "str | None" = EXT
     picture's size, and its time under ~10 ms).
 
     A picture on a busy background (a photograph: the border is not a plain page) has its garment cut out
-    first by `extract` (fmnist.foreground; None: never), and laid on a plain page that contrasts with it.
+    first by `extract` (fmnist.images.foreground; None: never), and laid on a plain page that contrasts with it.
     `info`, when given, gets "extract_s" (seconds) and "extracted" (a garment was found) for such pictures.
     """
     from PIL import Image, ImageFilter
 
-    from fmnist import foreground
+    from fmnist.images import foreground
 
     im = im.convert("RGB")
     if max(im.size) > work_side:  # trim and background on a box-filtered copy: bounded memory and time

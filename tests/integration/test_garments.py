@@ -1,4 +1,4 @@
-"""The parametric garment source (fmnist.garments), its held-out families, the garment benchmark and the gate."""
+"""The parametric garment source (fmnist.pictures.garments), its held-out families, the garment benchmark and the gate."""
 
 import json
 import shutil
@@ -6,11 +6,11 @@ import shutil
 import numpy as np
 import pytest
 
-from fmnist.garments import render
-from fmnist.garments.objects import EVAL_OBJECTS, TRAIN_OBJECTS
-from fmnist.garments.shapes import CUTS
-from fmnist.pictures import image_rng
-from fmnist.preprocess import to_model_pixels
+from fmnist.images.preprocess import to_model_pixels
+from fmnist.pictures.garments import render
+from fmnist.pictures.garments.objects import EVAL_OBJECTS, TRAIN_OBJECTS
+from fmnist.pictures.garments.shapes import CUTS
+from fmnist.pictures.styles import image_rng
 from tests.conftest import REPO
 
 

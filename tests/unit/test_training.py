@@ -38,6 +38,7 @@ def test_unknown_option_is_refused():
 
 
 @pytest.mark.realdata
+@pytest.mark.slow
 def test_short_real_training_run_learns(real_data, tmp_path):
     # the shipped recipe (pictures, outlier exposure) on a short run; one round trip per image keeps it short
     cfg = config_for("smallcnn", epochs=2, train_limit=3000, eval_limit=1000, threads=1, seed=3, picture_variants=1)

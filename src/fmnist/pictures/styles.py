@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from fmnist.fileio import atomic_path
-from fmnist.preprocess import fill_holes, to_model_pixels
+from fmnist.images.preprocess import fill_holes, to_model_pixels
 
 SHOES = (5, 7, 9)  # Sandal, Sneaker, Ankle boot: the dataset shows them from the side only
 
@@ -53,7 +53,7 @@ STYLES = (
     Style("onphoto", "on photographs no training run sees (a shore, leaves, a forest, a beach, artwork), JPEG",
           held_out=True),
 )
-PHOTO_SETS = {"busy": "train", "onphoto": "held_out"}  # the styles laid on real pictures (fmnist.backgrounds)
+PHOTO_SETS = {"busy": "train", "onphoto": "held_out"}  # the styles laid on real pictures (fmnist.pictures.backgrounds)
 STYLE_NAMES = tuple(s.name for s in STYLES)
 TRAIN_STYLES = tuple(s.name for s in STYLES if not s.held_out)
 
@@ -186,7 +186,7 @@ def _background(style: str, rng, w: int, h: int) -> "Image.Image | None":
         tint = 1 - 0.06 * _colour(rng)
         return Image.fromarray((np.clip(ramp * tint, 0, 1) * 255).astype(np.uint8), "RGB")
     if style in PHOTO_SETS:
-        from fmnist import backgrounds
+        from fmnist.pictures import backgrounds
 
         bg = backgrounds.crop(PHOTO_SETS[style], rng, w, h)
         if rng.random() < 0.5:  # uneven light across the scene
@@ -263,12 +263,12 @@ def render_many(images: np.ndarray, labels: np.ndarray, styles, seed: int, start
 def cache_key(*arrays: np.ndarray, modules=()) -> str:
     """What cached pictures depend on: the arrays they were made from (images, labels), and the source of the
     renderer, of the conversion and of any other `modules` that drew them (a cached picture is stale when one
-    changes; the background pictures are named in fmnist.backgrounds' source, and change only with it)."""
-    import fmnist.backgrounds
-    import fmnist.foreground
-    import fmnist.preprocess
+    changes; the background pictures are named in fmnist.pictures.backgrounds' source, and change only with it)."""
+    import fmnist.images.foreground
+    import fmnist.images.preprocess
+    import fmnist.pictures.backgrounds
 
-    mods = (fmnist.preprocess, fmnist.foreground, fmnist.backgrounds, *modules)
+    mods = (fmnist.images.preprocess, fmnist.images.foreground, fmnist.pictures.backgrounds, *modules)
     src = Path(__file__).read_bytes() + b"".join(Path(m.__file__).read_bytes() for m in mods)
     return hashlib.sha256(b"".join(a.tobytes() for a in arrays) + src).hexdigest()[:16]
 

@@ -6,7 +6,7 @@ laces, collars) and accent areas (a tie, a lining, a sole). Nothing is traced fr
 proportions are what a pattern maker's sketch gives a garment (sleeve length and angle, neckline, hem,
 opening; heel, shaft, straps and toe for footwear; handles for bags), each drawn from a range.
 
-`CUTS[label]` lists each class's cuts; the last one of each is held out of training (fmnist.garments.render
+`CUTS[label]` lists each class's cuts; the last one of each is held out of training (fmnist.pictures.garments.render
 says which families train and which validate). `OBJECTS` draws things that are not garments the same way.
 """
 

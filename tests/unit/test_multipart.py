@@ -9,7 +9,7 @@ from werkzeug.test import encode_multipart
 
 from fmnist.serving import multipart
 from tests.images import png
-from tests.test_serving import GARMENT, assert_error, assert_prediction
+from tests.unit.test_serving import GARMENT, assert_error, assert_prediction
 
 CT = "multipart/form-data; boundary={}"
 

@@ -1,7 +1,6 @@
 """fmnist batch: the same answers as /predict, hostile files reported not fatal, resume after kill -9 and
 Ctrl-C with no gap or duplicate, shards, the output formats, the summary, and the Dask engine on a real
 local cluster (a worker killed mid-run)."""
-
 import json
 import os
 import signal
@@ -14,12 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fmnist import pictures
+from fmnist.pictures import styles
 from tests.conftest import REPO, SHIPPED
 from tests.images import encode, photo, png
 
-# the tests that run `fmnist batch` or a Dask cluster are integration tests; the real dataset is needed by all
-# but the last two
+N_KILLED, CHUNK = 10_000, 10  # 1,000 parts: the run is still going (~2 s) when the test has seen 5 and stops it
 
 
 def _batch(*args, check=True, timeout=300) -> subprocess.CompletedProcess:
@@ -45,8 +43,8 @@ def catalogue(tmp_path_factory, real_data):
         (d / "raw").mkdir(exist_ok=True)
         (d / "raw" / f"{i:03d}.png").write_bytes(png(x))
         labels[f"raw/{i:03d}.png"] = y
-        style = pictures.TRAIN_STYLES[i % len(pictures.TRAIN_STYLES)]
-        pic = pictures.render(x, y, style, pictures.image_rng(5, i, style)).convert("RGB")
+        style = styles.TRAIN_STYLES[i % len(styles.TRAIN_STYLES)]
+        pic = styles.render(x, y, style, styles.image_rng(5, i, style)).convert("RGB")
         (d / "pictures").mkdir(exist_ok=True)
         name = f"pictures/{i:03d}.{'jpg' if i % 2 else 'png'}"
         (d / name).write_bytes(encode(pic, "JPEG" if i % 2 else "PNG"))
@@ -57,6 +55,25 @@ def catalogue(tmp_path_factory, real_data):
     manifest = d / "manifest.csv"
     manifest.write_text("path,label\n" + "".join(f"{p},{y}\n" for p, y in labels.items()))
     return d, manifest, labels
+
+
+def _killed_run(tmp_path: Path, sig: int, extra=()) -> tuple:
+    npy = tmp_path / "x.npy"
+    out = tmp_path / f"r-{sig}.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "fmnist.cli", "batch", str(npy), "--model", str(SHIPPED), "--out",
+                             str(out), "--chunk", str(CHUNK), "--quiet", *extra], cwd=REPO, stderr=subprocess.PIPE,
+                            # a run started in the background by a shell (CI's `make test &`) inherits SIGINT
+                            # ignored, and Python then never raises KeyboardInterrupt: as a user's terminal would
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    parts = out.with_name(out.name + ".parts")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if parts.exists() and len(list(parts.glob("part-??????.jsonl"))) >= 5:
+            break
+        time.sleep(0.005)
+    proc.send_signal(sig)
+    rc = proc.wait(timeout=60)
+    return out, parts, rc
 
 
 @pytest.mark.integration
@@ -101,28 +118,6 @@ def test_hostile_files_are_reported_and_never_stop_the_run(catalogue, tmp_path):
     assert "truncated or corrupt" in errors["truncated.png"] and "could not be decoded" in errors["text.jpg"]
     lines = (tmp_path / "r.csv").read_text().splitlines()
     assert lines[0].startswith("id,path,label,class_id,confidence") and len(lines) == 3  # header + good + big
-
-
-N_KILLED, CHUNK = 10_000, 10  # 1,000 parts: the run is still going (~2 s) when the test has seen 5 and stops it
-
-
-def _killed_run(tmp_path: Path, sig: int, extra=()) -> tuple:
-    npy = tmp_path / "x.npy"
-    out = tmp_path / f"r-{sig}.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "fmnist.cli", "batch", str(npy), "--model", str(SHIPPED), "--out",
-                             str(out), "--chunk", str(CHUNK), "--quiet", *extra], cwd=REPO, stderr=subprocess.PIPE,
-                            # a run started in the background by a shell (CI's `make test &`) inherits SIGINT
-                            # ignored, and Python then never raises KeyboardInterrupt: as a user's terminal would
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    parts = out.with_name(out.name + ".parts")
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if parts.exists() and len(list(parts.glob("part-??????.jsonl"))) >= 5:
-            break
-        time.sleep(0.005)
-    proc.send_signal(sig)
-    rc = proc.wait(timeout=60)
-    return out, parts, rc
 
 
 @pytest.mark.integration
@@ -225,45 +220,3 @@ def test_dask_engine_same_answers_and_a_worker_killed_mid_run(real_data, tmp_pat
     one, dask = _rows(tmp_path / "one.jsonl"), _rows(tmp_path / "dask.jsonl")
     assert [r["id"] for r in dask] == [f"x.npy#{i}" for i in range(3000)]
     assert [(r["label"], round(r["confidence"], 6)) for r in dask] == [(r["label"], round(r["confidence"], 6)) for r in one]
-
-
-def test_kubernetes_indexed_job_renders_and_validates():
-    yaml = pytest.importorskip("yaml")
-    kv = pytest.importorskip("kubernetes_validate")
-    docs = [d for d in yaml.safe_load_all((REPO / "deploy" / "k8s-batch" / "job.yaml").read_text()) if d]
-    job = next(d for d in docs if d["kind"] == "Job")
-    for d in docs:
-        kv.validate(d, "1.30", strict=True)
-    spec = job["spec"]
-    assert spec["completionMode"] == "Indexed" and spec["completions"] == spec["parallelism"]
-    args = " ".join(job["spec"]["template"]["spec"]["containers"][0]["args"])
-    assert f"--shard $(JOB_COMPLETION_INDEX)/{spec['completions']}" in args
-
-
-def test_jsonl_columns_are_json_dumps_of_the_answer_rows():
-    """The column-wise JSONL writer gives byte for byte json.dumps of each answer row (ties, odd ids)."""
-    import csv
-    import io
-
-    from fmnist.batch import writers
-    from fmnist.batch.job import Answers
-    from fmnist.inference import answer
-
-    rng = np.random.default_rng(0)
-    probs = rng.dirichlet(np.ones(10), 50).astype(np.float32)
-    probs[3] = np.float32(0.1)  # a ten-way tie: the first class wins, as argmax and the server say
-    ids = [f"img-{i}" for i in range(48)] + ['quote"and\\backslash', "ünïcode/щ"]
-    flags = [None, "unsure", "not_a_garment"] * 16 + [None, None]
-    answers = Answers(ids, [None if i % 2 else f"dir/{i}.png" for i in range(50)], [i % 10 if i % 3 else None
-                                                                                  for i in range(50)], probs,
-                      rng.random(50), flags)
-    model = {"name": "m", "version": "7", "model_onnx_sha256": "x", "path": "/p"}
-    for flagged_label in (True, False):  # off: a flagged answer's label and class_id are null, as the server says
-        got = writers.rows_bytes(answers, "jsonl", model, 3, flagged_label)
-        rows = answers.rows(3, model, flagged_label)
-        want = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows).encode()
-        assert got == want
-        assert sum(r["label"] is None for r in rows) == (0 if flagged_label else 32)
-        assert list(rows[0]) == list(answer.batch_columns(flat_model=False))
-        csv_rows = list(csv.reader(io.StringIO(writers.rows_bytes(answers, "csv", model, 3, flagged_label).decode())))
-        assert [r[2] for r in csv_rows] == [r["label"] or "" for r in rows]

@@ -52,7 +52,7 @@ def test_shipped_model_on_garments_drawn_from_outlines():
     import numpy as np
 
     from fmnist.evaluation.evaluate import artifact_logits
-    from fmnist.preprocess import to_model_pixels
+    from fmnist.images.preprocess import to_model_pixels
 
     spec = importlib.util.spec_from_file_location("drawn_pictures", REPO / "bench" / "drawn_pictures.py")
     drawn = importlib.util.module_from_spec(spec)

@@ -104,7 +104,7 @@ def test_dashboard_explains_a_picture_and_shows_unsure_inputs(tmp_path, real_dat
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from fmnist import pictures
+    from fmnist.pictures import styles
 
     with running_server(tmp_path, extra_env={"FMNIST_STORE_IMAGES": "1"}) as srv:
         url = srv["url"]
@@ -114,8 +114,8 @@ def test_dashboard_explains_a_picture_and_shows_unsure_inputs(tmp_path, real_dat
             unsure = json.loads(resp.read())["items"]
         assert unsure  # a few of 300 test images are below 60 % confidence
         k = 1  # a pullover, rendered as a product shot and saved as a JPEG file, as a shop would
-        picture = pictures.render(real_data.test_images[k], int(real_data.test_labels[k]), "product",
-                                  pictures.image_rng(3, k))
+        picture = styles.render(real_data.test_images[k], int(real_data.test_labels[k]), "product",
+                                  styles.image_rng(3, k))
         path = tmp_path / "pullover.jpg"
         picture.convert("RGB").save(path, "JPEG", quality=85)
         boundary = "b0undary"

@@ -1,4 +1,4 @@
-"""Things that are not garments, drawn from parameters like the garments (fmnist.garments.shapes.Shape).
+"""Things that are not garments, drawn from parameters like the garments (fmnist.pictures.garments.shapes.Shape).
 
 Two families that share no kind: `TRAIN_OBJECTS` teach the model to be unsure (outlier exposure),
 `EVAL_OBJECTS` measure the flag on kinds it never saw. Box-like things (a mug, a house, a lamp, a
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fmnist.garments.shapes import Shape, _arc, _u
+from fmnist.pictures.garments.shapes import Shape, _arc, _u
 
 
 def _circle(cx, cy, r, n=24):

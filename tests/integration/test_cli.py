@@ -85,12 +85,12 @@ def test_train_evaluate_export_import_explain_compare(real_data, registry, tmp_p
     assert "lenet:1" in listing and "mlp:1" in listing
 
     exp = tmp_path / "explain"
-    written = fmnist("explain", "lenet", "test:0", "--out", str(exp)).stdout.split()
+    written = fmnist("filters", "lenet", "test:0", "--out", str(exp)).stdout.split()
     assert {os.path.basename(p) for p in written} == {
         "input.png", "filters.png", "feature_maps_conv.png", "feature_maps_relu.png", "feature_maps_pool.png",
         "lesson_numpy.png"}
     assert all(os.path.getsize(p) > 1000 for p in written)
-    bad = fmnist("explain", "mlp", "test:0", "--out", str(exp), check=False)
+    bad = fmnist("filters", "mlp", "test:0", "--out", str(exp), check=False)
     assert bad.returncode == 2 and "no convolution layer" in bad.stderr
 
     rep = tmp_path / "report"

@@ -1,17 +1,12 @@
-"""Pictures: the renderer (fmnist.pictures), the conversion's picture fixes (gradient backgrounds, line
+"""Pictures: the renderer (fmnist.pictures.styles), the conversion's picture fixes (gradient backgrounds, line
 art), the picture benchmark and the training recipe's picture mix and distillation."""
-
-import json
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from fmnist import pictures as P
-from fmnist.preprocess import fill_holes, fill_line_art, photo_to_dataset, to_model_pixels
+from fmnist.images.preprocess import fill_holes, fill_line_art, photo_to_dataset, to_model_pixels
+from fmnist.pictures import styles as P
 from tests.conftest import REPO
 
 
@@ -99,17 +94,6 @@ def test_picture_benchmark_on_the_shipped_models(real_data, tmp_path):
     assert "lineart" in text and "held out" in text and "Ankle boot" in text
 
 
-@pytest.mark.realdata
-@pytest.mark.integration
-def test_evaluate_pictures_from_the_command_line(real_data):
-    out = subprocess.run([sys.executable, "-m", "fmnist.cli", "evaluate", str(REPO / "models" / "smallcnn" / "1"),
-                          "--pictures", "--limit", "100", "--json"], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    rep = json.loads(out.stdout)
-    assert rep["n"] == 100 and rep["pictures"]["n_per_style"] == 100
-    assert set(rep["pictures"]["styles"]) == set(P.STYLE_NAMES)
-
-
 def test_picture_mix_swaps_the_chosen_share_of_a_batch():
     from fmnist.training.augment import Augment
 
@@ -139,27 +123,6 @@ def test_distillation_loss():
     assert Loss(0.1, torch.randn(8, 10), alpha=0.5)(logits, y, idx) > same
 
 
-@pytest.mark.realdata
-@pytest.mark.integration
-def test_picture_recipe_trains_through_the_cli(real_data, tmp_path):
-    reg = tmp_path / "reg"
-    out = subprocess.run([sys.executable, "-m", "fmnist.cli", "train", "--arch", "lenet", "--name", "pic",
-                          "--train-limit", "600", "--eval-limit", "300", "--epochs", "1", "--pictures", "0.5",
-                          "--picture-variants", "1", "--elastic", "0.3", "--distill", str(REPO / "models" / "mlp" / "1"),
-                          "--registry", str(reg), "--quiet"],
-                         capture_output=True, text=True, timeout=600, env={**__import__("os").environ,
-                                                                           "XDG_CACHE_HOME": str(tmp_path / "cache")})
-    assert out.returncode == 0, out.stderr
-    manifest = json.loads((reg / "pic" / "1" / "manifest.json").read_text())
-    cfg = manifest["training"]["config"]
-    assert cfg["pictures"] == 0.5 and cfg["distill"].endswith("mlp/1") and cfg["elastic"] == 0.3
-    assert list((tmp_path / "cache").rglob("bank-600-*.npy"))  # the round trips were rendered and cached
-    missing = subprocess.run([sys.executable, "-m", "fmnist.cli", "train", "--arch", "lenet", "--train-limit", "100",
-                              "--distill", "no-such-model", "--registry", str(reg), "--quiet"],
-                             capture_output=True, text=True, timeout=300)
-    assert missing.returncode != 0 and "no-such-model" in missing.stderr
-
-
 def test_a_large_picture_is_converted_in_bounded_memory():
     """A 20-megapixel photo: the trim and background work on a reduced copy (NumPy peak, traced)."""
     import tracemalloc
@@ -181,7 +144,7 @@ def test_the_two_background_sets_share_no_picture():
     """The training style and the held-out benchmark style lay garments on different photographs (by content)."""
     import hashlib
 
-    from fmnist import backgrounds
+    from fmnist.pictures import backgrounds
 
     digests = {which: {hashlib.sha256(a.tobytes()).hexdigest() for a in backgrounds.photos(which)}
                for which in backgrounds.SETS}

@@ -18,9 +18,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from fmnist import backgrounds
-from fmnist.pictures import _colour, image_rng, map_processes
-from fmnist.preprocess import to_model_pixels
+from fmnist.images.preprocess import to_model_pixels
+from fmnist.pictures import backgrounds
+from fmnist.pictures.styles import _colour, image_rng, map_processes
 
 TRAIN_KINDS = ("scene", "polygons", "smooth_noise")
 EVAL_KINDS = ("scene", "text", "shapes", "blank", "noise")

@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from fmnist.evaluation.evaluate import artifact_logits
-from fmnist.preprocess import ImageError, ImageTooLarge, Preprocessing, decode_image, to_model_pixels
+from fmnist.images.preprocess import ImageError, ImageTooLarge, Preprocessing, decode_image, to_model_pixels
 from fmnist.registry import resolve
 from tests.conftest import SHIPPED
 from tests.images import encode, png, restyled

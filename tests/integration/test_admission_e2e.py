@@ -1,5 +1,4 @@
 """Overload and deadlines on the loop worker (serving/http/admission.py): refused at once, never started late."""
-
 import socket
 import time
 import urllib.request
@@ -8,12 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fmnist.serving.http import http11
-from fmnist.serving.http.admission import Admission
 from tests.conftest import running_server
-from tests.httpprobe import read_answers
+from tests.httpprobe import metric, predict_request, read_answers, read_responses
 from tests.images import encode, png
-from tests.test_photos import _metric, _post, _read_responses
 
 
 def _total(url: str, name: str) -> float:
@@ -21,47 +17,6 @@ def _total(url: str, name: str) -> float:
     text = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith(name + "{") or line.startswith(name + " "))
-
-
-def _ready(raw: bytes) -> "http11.RequestReader":
-    reader = http11.RequestReader(http11.Limits())
-    reader.feed(raw)
-    return reader
-
-
-def test_timeout_field_is_read_and_bad_values_are_refused_with_a_reason():
-    reader = _ready(b"GET /model HTTP/1.1\r\nHost: t\r\nX-Request-Timeout-Ms: 250\r\n\r\n")
-    assert reader.ready[0].timeout == 0.25 and reader.ready[0].ready_at >= reader.ready[0].started
-    assert _ready(b"GET / HTTP/1.1\r\nHost: t\r\nX-Envoy-Expected-Rq-Timeout-Ms: 1500\r\n\r\n").ready[0].timeout == 1.5
-    for bad in (b"0", b"-5", b"1.5", b"soon", b"99999999999", b""):
-        reader = _ready(b"GET / HTTP/1.1\r\nHost: t\r\nX-Request-Timeout-Ms: " + bad + b"\r\n\r\n")
-        assert not reader.ready and reader.error is not None
-        assert reader.error.status == 400 and reader.error.code == "bad_timeout"
-        assert "whole number of milliseconds" in reader.error.message
-
-
-def test_admission_refuses_late_and_expired_requests_and_sizes_turns():
-    counted = []
-    adm = Admission(0.05, 256, lambda *a: counted.append(a))
-    req = _ready(b"POST /predict?x=1 HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n").ready[0]
-    assert adm.verdict(req, req.ready_at + 0.01) is None
-    status, headers, body = adm.verdict(req, req.ready_at + 0.06)
-    assert status.startswith("503") and ("Retry-After", "1") in headers and b"server_busy" in body
-    assert counted == [("queue", "loop", "POST", "/predict")]
-    timed = _ready(b"POST /predict HTTP/1.1\r\nHost: t\r\nX-Request-Timeout-Ms: 100\r\nContent-Length: 0\r\n\r\n").ready[0]
-    status, _, body = adm.verdict(timed, timed.started + 0.101)
-    assert status.startswith("504") and b"deadline_exceeded" in body and b"100 ms" in body
-    assert counted[-1] == ("deadline", "loop", "POST", "/predict")
-    # a turn starts what fits in its time budget at the measured cost; a deadline closer than one request's cost is
-    # refused before it is started
-    assert adm.turn_requests() == 256
-    adm.measured(100, 0.05)  # 0.5 ms a request
-    assert adm.turn_requests() == 50
-    assert adm.verdict(timed, timed.started + 0.0996)[0].startswith("504")
-    assert adm.verdict(timed, timed.started + 0.04) is None
-    assert adm.verdict(timed, timed.started + 0.04, batch=150)[0].startswith("504")  # 75 ms of work: too late
-    assert Admission(0, 256).verdict(req, req.ready_at + 100) is None  # 0: never shed by waiting
-    assert adm.verdict(req, req.ready_at + 100, backlog=False) is None  # late, but nothing waits behind it
 
 
 @pytest.mark.integration
@@ -78,40 +33,40 @@ def test_deadlines_and_gone_clients_cost_no_model_time(tmp_path, real_data):
         port, url = srv["port"], srv["url"]
         images = lambda: _total(url, "fmnist_predictions_total")  # noqa: E731
         # 1. on the loop: the head says 100 ms, the body comes 300 ms later
-        req = _post(port, [("x.png", small)], "late")
+        req = predict_request(port, [("x.png", small)], "late")
         head, body = req.split(b"\r\n\r\n", 1)
         before = images()
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
             s.sendall(head.replace(b"\r\nContent-Type", b"\r\nX-Request-Timeout-Ms: 100\r\nContent-Type") + b"\r\n\r\n")
             time.sleep(0.3)
             s.sendall(body)
-            s.sendall(_post(port, [("x.png", small)], "on-time"))  # the next one on that connection is served
-            (st1, _, late), (st2, _, ok) = _read_responses(s, 2)
+            s.sendall(predict_request(port, [("x.png", small)], "on-time"))  # the next one on that connection is served
+            (st1, _, late), (st2, _, ok) = read_responses(s, 2)
         assert st1 == 504 and late["error"]["code"] == "deadline_exceeded", late
         assert st2 == 200 and ok["request_id"] == "on-time"
         assert images() == before + 1  # only the second one reached the model
-        assert _metric(url, "fmnist_deadline_expired_total", where="loop") == 1
+        assert metric(url, "fmnist_deadline_expired_total", where="loop") == 1
         # 2. in the heavy pool: 4 photos keep its one thread busy; behind them one client leaves at once and
         # another says it waits 50 ms
         busy = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(4)]
         for i, s in enumerate(busy):
-            s.sendall(_post(port, [("p.jpg", shot)], f"photo-{i}"))
+            s.sendall(predict_request(port, [("p.jpg", shot)], f"photo-{i}"))
         time.sleep(0.05)
         gone = socket.create_connection(("127.0.0.1", port), timeout=10)
-        gone.sendall(_post(port, [("p.jpg", shot)], "gone"))
+        gone.sendall(predict_request(port, [("p.jpg", shot)], "gone"))
         gone.close()
         impatient = socket.create_connection(("127.0.0.1", port), timeout=30)
-        impatient.sendall(_post(port, [("p.jpg", shot)], "impatient").replace(
+        impatient.sendall(predict_request(port, [("p.jpg", shot)], "impatient").replace(
             b"\r\nContent-Type", b"\r\nX-Request-Timeout-Ms: 50\r\nContent-Type", 1))
-        assert [st for s in busy for st, _, _ in _read_responses(s, 1)] == [200] * 4
-        st, _, answer = _read_responses(impatient, 1)[0]
+        assert [st for s in busy for st, _, _ in read_responses(s, 1)] == [200] * 4
+        st, _, answer = read_responses(impatient, 1)[0]
         assert st == 504 and answer["error"]["code"] == "deadline_exceeded"
         for s in (*busy, impatient):
             s.close()
         assert _total(url, "fmnist_pictures_total") == 5  # the small one on the loop, 4 photos; not the other 2
-        assert _metric(url, "fmnist_shed_total", reason="client_gone") == 1
-        assert _metric(url, "fmnist_deadline_expired_total", where="heavy_pool") == 1
-        assert _metric(url, "fmnist_http_requests_total", method="POST", route="/predict", status="504") == 2
+        assert metric(url, "fmnist_shed_total", reason="client_gone") == 1
+        assert metric(url, "fmnist_deadline_expired_total", where="heavy_pool") == 1
+        assert metric(url, "fmnist_http_requests_total", method="POST", route="/predict", status="504") == 2
 
 
 @pytest.mark.integration
@@ -123,16 +78,16 @@ def test_a_worker_behind_refuses_at_once_what_waited_too_long(tmp_path, real_dat
     with running_server(tmp_path, "--worker", "loop", workers=1, extra_env={"FMNIST_QUEUE_WAIT_MS": "20"}) as srv:
         with socket.create_connection(("127.0.0.1", srv["port"]), timeout=30) as warm:  # the worker learns its cost
             for i in range(4):
-                warm.sendall(b"".join(_post(srv["port"], [("x.png", small)], f"w{i}-{k}") for k in range(16)))
-                _read_responses(warm, 16)
-        shed_before = _metric(srv["url"], "fmnist_shed_total", reason="queue")
-        payloads = [b"".join(_post(srv["port"], [("x.png", small)], f"r{c}-{i}") for i in range(32)) for c in range(10)]
+                warm.sendall(b"".join(predict_request(srv["port"], [("x.png", small)], f"w{i}-{k}") for k in range(16)))
+                read_responses(warm, 16)
+        shed_before = metric(srv["url"], "fmnist_shed_total", reason="queue")
+        payloads = [b"".join(predict_request(srv["port"], [("x.png", small)], f"r{c}-{i}") for i in range(32)) for c in range(10)]
         socks = [socket.create_connection(("127.0.0.1", srv["port"]), timeout=30) for _ in range(10)]
         for s, payload in zip(socks, payloads):  # made beforehand: sent within a millisecond or two
             s.sendall(payload)
         statuses = []
         for c, s in enumerate(socks):
-            answers = _read_responses(s, 32)
+            answers = read_responses(s, 32)
             for i, (st, headers, body) in enumerate(answers):
                 statuses.append(st)
                 if st == 200:
@@ -141,7 +96,7 @@ def test_a_worker_behind_refuses_at_once_what_waited_too_long(tmp_path, real_dat
                     assert st == 503 and headers["retry-after"] == "1" and body["error"]["code"] == "server_busy"
             s.close()
         assert statuses.count(200) >= 1 and statuses.count(503) >= 1 and len(statuses) == 320, statuses
-        assert _metric(srv["url"], "fmnist_shed_total", reason="queue") - shed_before == statuses.count(503)
+        assert metric(srv["url"], "fmnist_shed_total", reason="queue") - shed_before == statuses.count(503)
 
 
 @pytest.mark.integration

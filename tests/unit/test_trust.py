@@ -1,22 +1,22 @@
 """Pictures as people take them, and honesty about them: busy backgrounds, calibration, the not-a-garment flag."""
-
 import io
-import socket
-import urllib.request
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from fmnist import calibration as C
-from tests.conftest import SHIPPED, running_server
+from tests.conftest import SHIPPED
 from tests.images import encode, png
-from tests.test_photos import _metric, _post, _read_responses
 
 rng = np.random.default_rng(11)
 
 
-# --------------------------------------------------------------------------- calibration math
+def _busy_picture(pixels: np.ndarray, label: int, seed: int) -> bytes:
+    from fmnist.pictures import styles
+
+    im = styles.render(pixels, label, "onphoto", styles.image_rng(seed, 0, "onphoto")).convert("RGB")
+    return encode(im, "JPEG", quality=90)
 
 
 def test_temperature_is_recovered_and_calibration_error_falls():
@@ -42,9 +42,6 @@ def test_ood_score_ranks_against_the_reference_and_flags_follow_the_thresholds()
     assert C.Calibration.from_dict(cal.to_dict()) == cal and C.Calibration.from_dict(None) is None
 
 
-# --------------------------------------------------------------------------- the shipped model's calibration
-
-
 def test_every_shipped_model_is_calibrated_on_validation_data():
     from fmnist.registry import list_artifacts, resolve
     from tests.conftest import REPO
@@ -62,8 +59,8 @@ def test_every_shipped_model_is_calibrated_on_validation_data():
 def test_not_a_garment_is_flagged_more_often_than_garments(real_data):
     """The out-of-distribution benchmark's kinds (held-out scenes, text, shapes, blank pages, noise) against
     the test images: the shipped model flags far more of them, and few garments."""
-    from fmnist import outliers
     from fmnist.inference.predictor import Predictor
+    from fmnist.pictures import outliers
     from fmnist.registry import resolve
 
     pred = Predictor(resolve(str(SHIPPED)))
@@ -72,9 +69,6 @@ def test_not_a_garment_is_flagged_more_often_than_garments(real_data):
     flagged = {k: np.mean([f == "not_a_garment" for f in pred.assess(pred.predict_batch(pred.normalize(px)))[1]])
                for k, px in (("odd", odd), ("garments", garments))}
     assert flagged["garments"] <= 0.05 and flagged["odd"] >= 0.4, flagged
-
-
-# --------------------------------------------------------------------------- the answers
 
 
 def test_answers_carry_ood_score_and_flag_and_a_blank_page_is_not_a_garment(client, real_data):
@@ -96,18 +90,8 @@ def test_flagged_answers_without_a_label_when_set(make_app, real_data):
     assert second["label"] == "Pullover" and second["flag"] is None
 
 
-# --------------------------------------------------------------------------- busy backgrounds
-
-
-def _busy_picture(pixels: np.ndarray, label: int, seed: int) -> bytes:
-    from fmnist import pictures
-
-    im = pictures.render(pixels, label, "onphoto", pictures.image_rng(seed, 0, "onphoto")).convert("RGB")
-    return encode(im, "JPEG", quality=90)
-
-
 def test_busy_background_is_cut_out_and_plain_pictures_are_left_alone(real_data):
-    from fmnist.preprocess import decode_image, to_model_pixels
+    from fmnist.images.preprocess import decode_image, to_model_pixels
 
     found = 0
     for i in range(8):  # pictures on held-out photographs: most take the extraction path and find a garment
@@ -121,42 +105,6 @@ def test_busy_background_is_cut_out_and_plain_pictures_are_left_alone(real_data)
         big = Image.fromarray(255 - pixels).resize((224, 224), Image.Resampling.BICUBIC)
         to_model_pixels(decode_image(encode(big)), "auto", info=info)
         assert "extract_s" not in info
-
-
-def test_busy_photo_takes_the_heavy_pool_and_is_counted(tmp_path, real_data):
-    """Through a real Gunicorn loop worker: a picture on a busy photograph is converted in the heavy pool,
-    its garment cut out (fmnist_foreground_extractions_total, _seconds), and answered as the library answers
-    the same bytes; the blank page beside it is flagged and counted."""
-    from fmnist.inference.predictor import Predictor
-    from fmnist.preprocess import decode_image, to_model_pixels
-    from fmnist.registry import resolve
-
-    busy = None
-    for i in range(20):  # the first test image whose picture takes the extraction path and finds a garment
-        data = _busy_picture(real_data.test_images[i], int(real_data.test_labels[i]), i)
-        info: dict = {}
-        seen = to_model_pixels(decode_image(data), "auto", info=info)
-        if info.get("extracted"):
-            busy = data
-            break
-    assert busy is not None
-    blank = encode(Image.new("RGB", (120, 90), (240, 240, 240)))
-    with running_server(tmp_path, "--worker", "loop", workers=1) as srv:
-        with socket.create_connection(("127.0.0.1", srv["port"]), timeout=20) as s:
-            s.sendall(_post(srv["port"], [("busy.jpg", busy)], "busy") + _post(srv["port"], [("b.png", blank)], "blank"))
-            (st1, _, body), (st2, _, empty) = _read_responses(s, 2)
-        assert st1 == st2 == 200
-        pred = Predictor(resolve(str(SHIPPED)))
-        probs = pred.predict_batch(pred.normalize(seen[None]))
-        assert body["label"] == pred.to_predictions(probs)[0].label
-        assert body["ood_score"] == pytest.approx(float(pred.assess(probs)[0][0]), abs=1e-4)
-        assert empty["flag"] == "not_a_garment"
-        assert _metric(srv["url"], "fmnist_foreground_extractions_total", outcome="found") == 1
-        text = urllib.request.urlopen(srv["url"] + "/metrics", timeout=10).read().decode()
-        assert "\nfmnist_foreground_extraction_seconds_count 1.0\n" in text
-        assert _metric(srv["url"], "fmnist_pictures_total", size="small", where="heavy_pool") == 2
-        assert _metric(srv["url"], "fmnist_predictions_flagged_total", model_version=SHIPPED.name,
-                       flag="not_a_garment") == 1
 
 
 def test_drift_flags_traffic_the_model_does_not_know():

@@ -1,6 +1,6 @@
 """Parametric garments as pictures, in families: what trains, what validates, what is held out whole.
 
-A picture is one cut of one class (fmnist.garments.shapes.CUTS) drawn in one style, with random
+A picture is one cut of one class (fmnist.pictures.garments.shapes.CUTS) drawn in one style, with random
 proportions, colours, tilt, placement and compression, then converted back by the server's own
 `preprocess.to_model_pixels(..., "auto")`.
 
@@ -20,11 +20,11 @@ import io
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from fmnist import backgrounds
-from fmnist.garments.objects import EVAL_OBJECTS, TRAIN_OBJECTS
-from fmnist.garments.shapes import CUTS, Shape
-from fmnist.pictures import SHOES, _colour, _pattern, image_rng
-from fmnist.preprocess import to_model_pixels
+from fmnist.images.preprocess import to_model_pixels
+from fmnist.pictures import backgrounds
+from fmnist.pictures.garments.objects import EVAL_OBJECTS, TRAIN_OBJECTS
+from fmnist.pictures.garments.shapes import CUTS, Shape
+from fmnist.pictures.styles import SHOES, _colour, _pattern, image_rng
 
 TRAIN_STYLES = ("flat", "outline", "shaded", "photo")
 STYLES = (*TRAIN_STYLES, "sticker")
@@ -208,8 +208,8 @@ def _object_chunk(args):
 
 
 def _map(fn, jobs: list, workers: int) -> list:
-    """fn(job) for every job, in order: over `workers` processes (fmnist.pictures.map_processes), or here for one."""
-    from fmnist.pictures import map_processes
+    """fn(job) for every job, in order: over `workers` processes (fmnist.pictures.styles.map_processes), or here for one."""
+    from fmnist.pictures.styles import map_processes
 
     return list(map_processes(fn, jobs, workers)) if workers > 1 else [fn(j) for j in jobs]
 

@@ -4,7 +4,7 @@ counted too), and the layers named in docs/architecture.md respected."""
 import ast
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def _module_name(path: Path) -> str:
@@ -77,8 +77,11 @@ def test_layers():
     for mod in ("fmnist.inference.pipeline", "fmnist.inference.answer"):  # below serving and monitoring
         assert not reaches(mod, "fmnist.monitoring") and not reaches(mod, "flask"), mod
     for above in ("fmnist.training", "fmnist.evaluation", "fmnist.artifact", "fmnist.models"):  # a data source
-        assert not reaches("fmnist.garments.render", above), f"fmnist.garments depends on {above}"
-    for low in ("fmnist.data", "fmnist.garments.render",
+        assert not reaches("fmnist.pictures.garments.render", above), f"fmnist.pictures.garments depends on {above}"
+    for above in ("fmnist.inference", "fmnist.serving", "fmnist.training", "fmnist.artifact"):  # images: the floor's
+        for mod in ("fmnist.images.preprocess", "fmnist.images.foreground"):
+            assert not reaches(mod, above), f"{mod} depends on {above}"
+    for low in ("fmnist.data", "fmnist.pictures.garments.render", "fmnist.pictures.styles", "fmnist.images.preprocess",
                 "fmnist.models", "fmnist.artifact", "fmnist.registry", "fmnist.inference",
                 "fmnist.monitoring", "fmnist.training", "fmnist.batch.job", "fmnist.batch.writers",
                 "fmnist.batch.dask_engine"):
@@ -138,3 +141,10 @@ def test_the_refusal_table_is_true_and_documented():
             assert f'"{r.code}"' in text, f"{r.module} no longer answers {r.code}"
     doc = (SRC.parent / "docs" / "architecture.md").read_text()
     assert refusals.markdown() in doc, "docs/architecture.md: paste refusals.markdown() under 'Who refuses what'"
+
+
+def test_unit_tests_start_no_server():
+    """tests/unit holds no test marked integration (those live in tests/integration)."""
+    markers = ("mark." + "integration", "running_" + "server")  # spelt apart so this file does not match itself
+    for path in (SRC.parent / "tests" / "unit").glob("test_*.py"):
+        assert not any(m in path.read_text() for m in markers), path
