@@ -6,7 +6,7 @@ One `fmnist serve --workers 2` (loop workers, SQLite prediction log). `--clients
 send, each as fast as answers come (keep-alive connections, re-opened when a hostile case closes one): 28x28
 PNGs (multipart), JSON pixels and base64, /v2 tensors (JSON and binary), 12-megapixel phone JPEGs and
 25-megapixel pictures of a few kB (multipart and JSON), /explain, every hostile body of
-tests/test_hostile_bodies.py, /feedback for answers given, and /metrics and /monitoring scrapes.
+tests/integration/test_hostile_bodies.py, /feedback for answers given, and /metrics and /monitoring scrapes.
 Every `--sample` seconds: each worker's resident memory (its floor and peak over the interval, read every
 0.25 s), open files and threads, and p50/p99 of the 28x28 requests answered since the last sample.
 

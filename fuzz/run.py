@@ -5,8 +5,9 @@
 Starts from the kept seed corpus (fuzz/corpus/TARGET) and the crashes ever found (fuzz/crashes/TARGET), adds
 what it finds new coverage with to a scratch corpus (FUZZ_WORK, default .fuzz/TARGET), and writes a crash's
 input to fuzz/crashes/TARGET/ (FUZZ_CRASHES: another folder) so that it is kept as a regression case:
-tests/test_fuzz.py replays every file there, and the seeds, through the target. `make fuzz` runs every target for longer;
-`make test` runs each for a few seconds (tests/test_fuzz.py).
+tests/integration/test_fuzz.py replays every file there, and the seeds, through the target. `make fuzz` runs
+every target for longer;
+`make test` runs each for a few seconds (tests/integration/test_fuzz.py).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A target returns, or raises the refusal the server turns into a 4xx (`APIError`, `ImageError`); any other
 exception is a finding (the server would answer 500 for it), and so is a broken promise checked here (a
 part that is not a slice of the body, a tensor of the wrong shape, NaN let through). Plain Python:
-`fuzz/run.py` drives them with atheris (coverage-guided), tests/test_fuzz.py replays the kept corpus and
+`fuzz/run.py` drives them with atheris (coverage-guided), tests/integration/test_fuzz.py replays the kept corpus and
 every crash ever found through them without atheris.
 
     multipart   serving.multipart.parse, and differentially against Werkzeug's parser on what it accepts

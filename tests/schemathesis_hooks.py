@@ -7,7 +7,11 @@ cannot state, each also said in the OpenAPI document's descriptions:
 - an OIP v2 tensor's `data` holds N x 784 values for its shape [N, ...] (a schema cannot relate two fields'
   sizes): generated data becomes N x 784 zeros (valid for FP32 and UINT8 alike).
 
-Everything else (every other field, parameter, header and body) is generated from the document as it is."""
+Everything else (every other field, parameter, header and body) is generated from the document as it is.
+
+One filter: Schemathesis negates a form's `anyOf` (image, or images) one branch at a time, so a form it generated
+as invalid can satisfy the other branch; once its pictures are real such a form is valid by the document, and
+is dropped as a negative case (it is a positive one, and those are generated too)."""
 
 from __future__ import annotations
 
@@ -16,6 +20,9 @@ import io
 
 import schemathesis
 from PIL import Image
+from schemathesis.core.parameters import ParameterLocation
+
+from fmnist.config import Settings
 
 
 def _png28() -> bytes:
@@ -29,12 +36,43 @@ PNG28_B64 = base64.b64encode(PNG28).decode()
 
 
 def _picture(value, text: bool):
-    """A generated picture made a real one; a value of the wrong type (a negative case) is left as it is."""
+    """A generated picture made a real one. Only a value of the type the document asks for (a file's bytes, a
+    base64 string) is replaced: a value of another type is a negative case, left as generated to be refused."""
     if isinstance(value, list):
         return [_picture(v, text) for v in value]
     if text:
         return PNG28_B64 if isinstance(value, str) else value
-    return PNG28
+    return PNG28 if _is_file(value) else value
+
+
+def _is_file(value) -> bool:
+    return isinstance(value, (bytes, bytearray, str)) or type(value).__name__ == "Binary"
+
+
+def _form_is_valid(body: dict, max_images: int) -> bool:
+    """Whether a multipart form, its files made real pictures, is one the document accepts (serving/openapi._form)."""
+    image, images = (None if body.get(k) in ([], {}) else body.get(k) for k in ("image", "images"))  # not sent
+    if image is not None and not _is_file(image):
+        return False
+    if images is not None and not (isinstance(images, list) and images and all(_is_file(v) for v in images)):
+        return False
+    if max_images == 1:
+        return image is not None and images is None
+    n = (image is not None) + len(images or [])
+    return (image is not None or images is not None) and n <= max_images
+
+
+@schemathesis.hook
+def filter_case(ctx, case):
+    meta = case.meta
+    if (case.operation.path in ("/predict", "/explain") and case.media_type == "multipart/form-data"
+            and isinstance(case.body, dict) and meta is not None and meta.is_negative_at(ParameterLocation.BODY)):
+        return not _form_is_valid(case.body, 1 if case.operation.path == "/explain" else Settings.max_images)
+    return True
+
+
+def _whole(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and float(value).is_integer()
 
 
 @schemathesis.hook
@@ -48,6 +86,8 @@ def map_case(ctx, case):
     if path.endswith("/infer") and isinstance(body, dict) and isinstance(body.get("inputs"), list):
         for t in body["inputs"]:
             shape = t.get("shape") if isinstance(t, dict) else None
-            if isinstance(t, dict) and "data" in t and isinstance(shape, list) and shape and isinstance(shape[0], int):
-                t["data"] = [0] * (shape[0] * 784)
+            # only a list of data for a shape whose N is a whole number: anything else is a negative case
+            if isinstance(shape, list) and shape and _whole(shape[0]) and 0 < shape[0] <= 1024 \
+                    and isinstance(t.get("data"), list):
+                t["data"] = [0] * (int(shape[0]) * 784)
     return case

@@ -1,4 +1,4 @@
-"""A small WSGI app for tests/test_worker.py: it tells what reached it, so the worker's HTTP handling
+"""A small WSGI app for tests/integration/test_worker.py: it tells what reached it, so the worker's HTTP handling
 can be checked without the model. Served by Gunicorn with `-k fmnist.serving.http.worker.LoopWorker`."""
 
 import hashlib

@@ -47,24 +47,24 @@ class Need:
 SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 NEEDS: tuple[Need, ...] = (
     Need("kubectl", ("kubectl",), ("version", "--client"), (1, 20), "kubernetes-client", ("/usr/bin/kubectl",),
-         "tests/test_k8s.py (kubectl kustomize of deploy/k8s and deploy/k8s-dev-postgres)"),
+         "tests/integration/test_k8s.py (kubectl kustomize of deploy/k8s and deploy/k8s-dev-postgres)"),
     Need("promtool", ("promtool",), ("--version",), (2, 0), "prometheus", ("/usr/bin/promtool",),
-         "tests/test_prometheus.py, tests/test_monitoring.py (promtool check/test rules)"),
+         "tests/integration/test_prometheus.py, tests/integration/test_monitoring.py (promtool check/test rules)"),
     Need("prometheus", ("prometheus",), ("--version",), (2, 0), "prometheus", ("/usr/bin/prometheus",),
-         "tests/test_prometheus.py (a real Prometheus scraping the server)"),
+         "tests/integration/test_prometheus.py (a real Prometheus scraping the server)"),
     Need("chromium", ("chromium", "chromium-browser", "google-chrome-stable", "google-chrome"), ("--version",),
-         (100,), "chromium", ("/usr/bin/chromium",), "tests/test_dashboard.py (the dashboard in a real browser)"),
+         (100,), "chromium", ("/usr/bin/chromium",), "tests/integration/test_dashboard.py (the dashboard in a real browser)"),
     Need("chromedriver", ("chromedriver", "chromium.chromedriver"), ("--version",), (100,), "chromium-driver",
-         ("/usr/bin/chromedriver",), "tests/test_dashboard.py (Selenium drives Chromium through it)"),
+         ("/usr/bin/chromedriver",), "tests/integration/test_dashboard.py (Selenium drives Chromium through it)"),
     Need("nginx", ("nginx",), ("-v",), (1, 18), "nginx", ("/usr/sbin/nginx",),
-         "tests/test_cluster.py (nginx over replicas)", extra_dirs=SBIN),
+         "tests/integration/test_cluster.py (nginx over replicas)", extra_dirs=SBIN),
     Need("wrk", ("wrk",), ("--version",), (4, 0), "wrk", ("/usr/bin/wrk",),
-         "tests/test_cluster.py, test_rollout.py, test_store_postgres.py (load during rollouts)"),
+         "tests/integration/test_cluster.py, test_rollout.py, test_store_postgres.py (load during rollouts)"),
     Need("postgresql", ("initdb",), ("--version",), (12,), "postgresql", (),
-         "tests/test_store_postgres.py, test_k8s.py (a throwaway PostgreSQL server)",
+         "tests/integration/test_store_postgres.py, test_k8s.py (a throwaway PostgreSQL server)",
          extra_dirs=("/usr/lib/postgresql/*/bin",), companions=("pg_ctl",)),
     Need("iptables", ("iptables",), ("--version",), (1, 4), "iptables", (),
-         "tests/test_container.py (podman's network helper)", extra_dirs=SBIN),
+         "tests/integration/test_container.py (podman's network helper)", extra_dirs=SBIN),
 )
 VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
 

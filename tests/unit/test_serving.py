@@ -125,6 +125,13 @@ def test_missing_field(client):
     assert_error(r, 400, "missing_image", "field 'image'", "got fields file")
 
 
+def test_a_text_part_where_a_picture_belongs_is_refused(client):
+    """`-F images=shirt.png` (text) beside a real file: refused, not silently dropped (the document says files)."""
+    for path in ("/predict", "/explain"):
+        r = client.post(path, data={"image": (io.BytesIO(png(GARMENT)), "g.png"), "images": "shirt.png"})
+        assert_error(r, 400, "bad_image", "'images' is text", "images=@shirt.png")
+
+
 def test_empty_and_undecodable_images(client):
     assert_error(post_files(client, [("image", b"", "e.png")]), 400, "bad_image", "empty")
     assert_error(post_files(client, [("image", b"hello world", "t.txt")]), 400, "bad_image",

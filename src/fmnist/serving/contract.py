@@ -62,7 +62,12 @@ def _mode(raw: "str | None") -> str:
 
 def image_files(parts: list) -> "tuple[list, bool] | None":
     """Multipart parts (field, filename, content) -> ([(name, content)], response is a list?) for the
-    files in 'image' (first) and 'images'; None when there are none."""
+    files in 'image' (first) and 'images'; None when there are none. A text part in those fields is refused
+    (other fields are ignored)."""
+    texts = sorted({field for field, filename, _ in parts if filename is None and field in FILE_FIELDS})
+    if texts:  # `-F images=shirt.png` (a text field) where `-F images=@shirt.png` (a file) was meant
+        raise APIError(400, "bad_image", f"form field {texts[0]!r} is text, not a file: send each picture as a file "
+                                         f"part with a filename (curl -F '{texts[0]}=@shirt.png')")
     files = [(field, filename, content) for field, filename, content in parts
              if filename is not None and field in FILE_FIELDS]
     if not files:

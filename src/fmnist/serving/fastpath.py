@@ -102,7 +102,10 @@ class PredictFastPath:
                 return None  # the Flask app refuses it, with the same contract
         else:
             parts = multipart.parse(body, ctype)
-            selected = image_files(parts) if parts is not None else None
+            try:
+                selected = image_files(parts) if parts is not None else None
+            except APIError:
+                return None  # the Flask app refuses it, with the same contract
             if selected is None:
                 return None
             blobs, many = selected

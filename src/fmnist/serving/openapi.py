@@ -34,6 +34,12 @@ ERRORS = {
     "503": _err("Model not loaded yet (see /ready)"),
 }
 
+KEY_ERRORS = {  # with a key file (serving/auth.py), on every route that needs a key, in the one error shape
+    "401": _err("No API key, or a malformed, unknown or revoked one"),
+    "403": _err("The key lacks the scope this route needs"),
+    "429": _err("The key is over its requests (or images) a second; see Retry-After"),
+}
+
 MODEL_PARAM = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 VERSION_PARAM = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
 PIXELS_28 = {"type": "array", "minItems": 28, "maxItems": 28,
@@ -148,13 +154,11 @@ def _json_body(max_images: int) -> dict:
 
 def _form(max_images: int) -> dict:
     """A multipart body: its picture(s) as files in `image` (first) and `images` (in order), at most max_images
-    in all (/explain: exactly one); other fields are ignored."""
-    if max_images == 1:
-        return {"type": "object", "required": ["image"], "properties": {"image": _FILE, "images": False}}
+    in all (/explain: exactly one); other fields are ignored, a text part named image or images refused."""
     files = {"type": "array", "minItems": 1, "maxItems": max_images, "items": _FILE}
     return {"type": "object", "properties": {"image": _FILE, "images": files},
             "anyOf": [{"required": ["image"], "properties": {"images": {"maxItems": max_images - 1}}},
-                      {"required": ["images"]}]}
+                      {"required": ["images"], "properties": {"image": False}}]}
 
 
 _FILE = {"type": "string", "format": "binary", "contentMediaType": "image/*",
@@ -302,6 +306,7 @@ def _secure(spec: dict) -> None:
         for op in ops.values():
             op["security"] = [] if scope is None else [{"bearer": []}, {"apiKey": []}]
             if scope is not None:
+                op["responses"] = {**op["responses"], **KEY_ERRORS}
                 op["description"] = (op.get("description", "") + f" Needs an API key with the '{scope}' scope when "
                                      "the server has a key file.").strip()
 

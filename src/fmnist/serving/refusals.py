@@ -1,6 +1,6 @@
 """Who refuses what, in what order, with what status: every place a request can be turned away, in the
 order a request meets them. docs/architecture.md holds this table as `markdown()` renders it, and
-tests/test_layers.py checks both that it does and that each module named still answers each code.
+tests/unit/test_layers.py checks both that it does and that each module named still answers each code.
 
 The bounds behind them are settings (fmnist.config), each named here."""
 

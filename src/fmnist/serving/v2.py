@@ -132,6 +132,8 @@ def _input_tensor(body: dict, binary: bytes, max_images: int) -> tuple[np.ndarra
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise APIError(400, "bad_inputs", "'inputs' must hold exactly one tensor (shape [N,1,28,28] or [N,28,28])")
     t = inputs[0]
+    if not isinstance(t.get("name"), str):
+        raise APIError(400, "bad_inputs", "the input tensor needs a 'name' (a string, e.g. \"input\")")
     dtype = t.get("datatype")
     if not isinstance(dtype, str) or dtype not in _DTYPES:
         raise APIError(400, "bad_datatype",

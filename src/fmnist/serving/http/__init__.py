@@ -1,4 +1,4 @@
-"""fmnist's HTTP/1.1 server for Gunicorn: no Flask and nothing of the app here (tests/test_layers.py).
+"""fmnist's HTTP/1.1 server for Gunicorn: no Flask and nothing of the app here (tests/unit/test_layers.py).
 
 - `worker.LoopWorker`: the Gunicorn worker class, one event loop per process; it batches the app's fast
   path (the app's `batch` hook, serving/http/exchange.py) and sends everything else to a thread pool.
