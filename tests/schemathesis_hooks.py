@@ -56,8 +56,6 @@ def _form_is_valid(body: dict, max_images: int) -> bool:
         return False
     if images is not None and not (isinstance(images, list) and images and all(_is_file(v) for v in images)):
         return False
-    if max_images == 1:
-        return image is not None and images is None
     n = (image is not None) + len(images or [])
     return (image is not None or images is not None) and n <= max_images
 
