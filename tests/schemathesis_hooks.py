@@ -23,6 +23,7 @@ from PIL import Image
 from schemathesis.core.parameters import ParameterLocation
 
 from fmnist.config import Settings
+from fmnist.serving.v2 import _whole  # what the server reads as a whole number (JSON Schema's integer)
 
 
 def _png28() -> bytes:
@@ -67,10 +68,6 @@ def filter_case(ctx, case):
             and isinstance(case.body, dict) and meta is not None and meta.is_negative_at(ParameterLocation.BODY)):
         return not _form_is_valid(case.body, 1 if case.operation.path == "/explain" else Settings.max_images)
     return True
-
-
-def _whole(value) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and float(value).is_integer()
 
 
 @schemathesis.hook
