@@ -185,12 +185,14 @@ def test_canary_then_shadow_under_load_promote_and_roll_back(tmp_path, real_data
              "--gate", "min_seconds=4", registry=registry)
         _load_without_failures(srv["url"], script, 8)
         plan = _wait_state("smallcnn", registry, 20)
-        assert plan.state == "promoted" and plan.decision["by"].startswith("gates"), plan
+        assert plan.state == "promoted" and plan.decision["by"].startswith("gates"), (
+        plan.state, [g for g in plan.decision["evidence"]["gates"] if g["status"] != "pass"])
         with sqlite3.connect(db) as conn:
             counts = dict(conn.execute("SELECT model_version, COUNT(*) FROM predictions WHERE ts >= ? AND ts <= ? "
                                        "GROUP BY model_version", (plan.started, plan.decision["at"])).fetchall())
         share = counts.get("5", 0) / sum(counts.values())
         ev = plan.decision["evidence"]
+        print([(g["gate"], g["value"], g["limit"]) for g in ev["gates"]])
         print(f"canary: {share:.1%} of {sum(counts.values())} answers from version 5; promoted after "
               f"{ev['evidence']} candidate answers and {ev['elapsed_s']:.1f} s")
         assert 0.08 <= share <= 0.12, counts

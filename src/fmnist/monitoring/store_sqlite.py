@@ -6,7 +6,8 @@ so processes starting together apply each step once:
   1. `predictions` (the original table and its indexes);
   2. the `replica` column (which server made the prediction);
   3. the `key_id` column (which API key asked for it; '' without keys);
-  4. the `latency_ms` column (the request's time in the server when it was answered; NULL for a shadow run).
+  4. the `latency_ms` column (the request's time in the server when it was answered, less any time its worker spent
+     on another model's group of the same batch; NULL for a shadow run).
   5. the `flag` column: "" (none), "unsure" or "not_a_garment" (NULL: logged before it existed).
 """
 
