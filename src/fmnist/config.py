@@ -62,8 +62,9 @@ class Settings:
     # pixels a worker decodes at once, all routes and threads together (inference/memory.py): its memory bound
     decode_pixels: int = 25_000_000
     decode_wait_s: float = 10.0  # how long a big picture may wait for its share of decode_pixels; then 503
-    # the loop worker answers 503 + Retry-After, without starting it, a request that waited longer than this (0: never)
-    queue_wait_ms: float = 50.0
+    # the deadline of a request whose client states none (X-Request-Timeout-Ms): the loop worker answers 503 +
+    # Retry-After, without starting it, a request that could no longer be answered within it (0: never)
+    default_deadline_ms: float = 200.0
     explain_concurrency: int = 2  # POST /explain computations at once per worker (145 images each); more: 503
     log_requests: bool = True
     api_keys: str = ""  # a key file (fmnist keys create; a mounted Secret): every route but the probes needs a key
@@ -146,8 +147,9 @@ class Settings:
                 raise InvalidValue(f"{name} must be at least 1, got {getattr(self, name)}")
         if not (self.metrics_reuse == -1 or 0 <= self.metrics_reuse <= 60):
             raise InvalidValue(f"metrics_reuse must be -1 (automatic) or 0-60 seconds, got {self.metrics_reuse}")
-        if not 0 <= self.queue_wait_ms <= 60_000:
-            raise InvalidValue(f"queue_wait_ms must be 0-60000 (0: never shed by waiting), got {self.queue_wait_ms}")
+        if not 0 <= self.default_deadline_ms <= 86_400_000:
+            raise InvalidValue(f"default_deadline_ms must be 0-86400000 (0: no default deadline), got "
+                               f"{self.default_deadline_ms}")
         if not 0 <= self.heavy_nice <= 19:
             raise InvalidValue(f"heavy_nice must be 0-19 (how much lower the heavy threads' priority is), got {self.heavy_nice}")
         if not 0 <= self.decode_wait_s <= 600:

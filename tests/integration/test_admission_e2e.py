@@ -1,4 +1,5 @@
-"""Overload and deadlines on the loop worker (serving/http/admission.py): refused at once, never started late."""
+"""Overload and deadlines on the loop worker (serving/http/admission.py): refused when a request could no longer be
+answered within its deadline, never started late."""
 import socket
 import time
 import urllib.request
@@ -70,12 +71,12 @@ def test_deadlines_and_gone_clients_cost_no_model_time(tmp_path, real_data):
 
 
 @pytest.mark.integration
-def test_a_worker_behind_refuses_at_once_what_waited_too_long(tmp_path, real_data):
-    """320 requests arrive at once on 10 connections (~100 ms of work); with queue_wait_ms 20 the worker starts
-    what it can before they have waited 20 ms (one turn: 25 ms of work at its measured cost) and answers the
-    rest 503 + Retry-After at once; every request gets an answer, in order."""
+def test_a_worker_behind_refuses_what_would_miss_the_default_deadline(tmp_path, real_data):
+    """320 requests arrive at once on 10 connections (~100 ms of work); with a default deadline of 20 ms the worker
+    starts what it can answer within 20 ms (one turn: 25 ms of work at its measured cost) and answers the rest
+    503 + Retry-After without starting them; every request gets an answer, in order."""
     small = png(real_data.test_images[2])
-    with running_server(tmp_path, "--worker", "loop", workers=1, extra_env={"FMNIST_QUEUE_WAIT_MS": "20"}) as srv:
+    with running_server(tmp_path, "--worker", "loop", workers=1, extra_env={"FMNIST_DEFAULT_DEADLINE_MS": "20"}) as srv:
         with socket.create_connection(("127.0.0.1", srv["port"]), timeout=30) as warm:  # the worker learns its cost
             for i in range(4):
                 warm.sendall(b"".join(predict_request(srv["port"], [("x.png", small)], f"w{i}-{k}") for k in range(16)))

@@ -1,4 +1,5 @@
-"""Overload and deadlines on the loop worker (serving/http/admission.py): refused at once, never started late."""
+"""Overload and deadlines on the loop worker (serving/http/admission.py): refused when a request could no longer be
+answered within its deadline (its client's, else the default), never before, never started late."""
 from fmnist.serving.http import http11
 from fmnist.serving.http.admission import Admission
 
@@ -40,5 +41,16 @@ def test_admission_refuses_late_and_expired_requests_and_sizes_turns():
     assert adm.verdict(timed, timed.started + 0.0996)[0].startswith("504")
     assert adm.verdict(timed, timed.started + 0.04) is None
     assert adm.verdict(timed, timed.started + 0.04, batch=150)[0].startswith("504")  # 75 ms of work: too late
-    assert Admission(0, 256).verdict(req, req.ready_at + 100) is None  # 0: never shed by waiting
+    assert Admission(0, 256).verdict(req, req.ready_at + 100) is None  # 0: no default deadline
     assert adm.verdict(req, req.ready_at + 100, backlog=False) is None  # late, but nothing waits behind it
+    # a client's own deadline replaces the default one, longer or shorter
+    patient = _ready(b"POST /predict HTTP/1.1\r\nHost: t\r\nX-Request-Timeout-Ms: 2000\r\nContent-Length: 0\r\n\r\n")
+    assert adm.verdict(patient.ready[0], patient.ready[0].ready_at + 1.5) is None
+    # the default deadline refuses what could no longer be answered in time: one request's cost before it
+    assert adm.verdict(req, req.ready_at + 0.0496)[0].startswith("503")
+    assert adm.verdict(req, req.ready_at + 0.045) is None
+    # a health probe is never refused by the default deadline
+    probes = Admission(0.05, 256, probes=frozenset({"/live"}))
+    live = _ready(b"GET /live HTTP/1.1\r\nHost: t\r\n\r\n").ready[0]
+    assert probes.verdict(live, live.ready_at + 10) is None
+    assert probes.verdict(req, req.ready_at + 10)[0].startswith("503")

@@ -134,9 +134,9 @@ class Metrics:
                                  buckets=PICTURE_BUCKETS, registry=None)
         self.auth_failures = c("fmnist_auth_failures_total", "Requests refused for their API key, by reason: missing, "
                                "malformed, unknown, revoked, scope, unavailable", ["reason"], registry=None)
-        self.shed = c("fmnist_shed_total", "Requests answered at once (503) or dropped without being started, by reason: "
-                      "queue (waited over queue_wait_ms for its worker), pool_full / heavy_full (the worker's thread "
-                      "or heavy-picture queue was full), client_gone (its client closed first: dropped)", ["reason"],
+        self.shed = c("fmnist_shed_total", "Requests answered 503 or dropped without being started, by reason: queue "
+                      "(could no longer be answered within default_deadline_ms), pool_full / heavy_full (the worker's "
+                      "thread or heavy-picture queue was full), client_gone (its client closed first: dropped)", ["reason"],
                       registry=None)
         self.deadline_expired = c("fmnist_deadline_expired_total", "Requests whose own timeout (X-Request-Timeout-Ms) "
                                   "would pass before their work finished: answered 504, never started; by where they "

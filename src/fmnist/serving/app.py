@@ -89,7 +89,7 @@ def create_app(config: "dict | Settings | None" = None) -> Flask:
         app.wsgi_app = batch = PredictFastPath(app.wsgi_app, state, settings.log_requests, routes)
     # what the loop worker needs from this app, in one typed object (serving/http/exchange.py)
     app.fmnist_hooks = AppHooks(
-        max_body=settings.max_content_length, queue_wait=settings.queue_wait_ms / 1000.0,
+        max_body=settings.max_content_length, default_deadline=settings.default_deadline_ms / 1000.0,
         heavy_pool=(settings.heavy_threads, settings.heavy_queue, settings.heavy_nice),
         pool=(settings.pool_threads, settings.pool_queue), probe_paths=health.PROBES,
         batch=batch.wsgi_batch if batch is not None else None, dropped=_dropped_counter(routes, state.metrics))

@@ -33,10 +33,10 @@ REFUSALS = (
     Refusal(2, "serving/http/http11.py", "a bad X-Request-Timeout-Ms (not 1-86,400,000 ms)", 400, "bad_timeout", ""),
     Refusal(2, "serving/http/closing.py", "the header section or a stalled body too slow to arrive", 408,
             "request_timeout", ""),
-    Refusal(3, "serving/http/admission.py", "its deadline (X-Request-Timeout-Ms) passed, or would before this "
-            "turn's work is done", 504, "deadline_exceeded", ""),
-    Refusal(3, "serving/http/admission.py", "it waited longer than queue_wait_ms behind a backlog (probes never)",
-            503, "server_busy", "queue_wait_ms", True),
+    Refusal(3, "serving/http/admission.py", "its client's deadline (X-Request-Timeout-Ms) passed, or would before "
+            "this turn's work is done", 504, "deadline_exceeded", ""),
+    Refusal(3, "serving/http/admission.py", "no deadline of its client's, and the default one would pass before this "
+            "turn's work is done, behind a backlog (probes never)", 503, "server_busy", "default_deadline_ms", True),
     Refusal(3, "serving/http/worker.py", "its client left before it started: dropped, never answered (counted as "
             "499)", 499, "", ""),
     Refusal(4, "serving/auth.py", "with API keys: no key, a malformed, unknown or revoked one (before the body "

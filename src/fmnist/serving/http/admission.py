@@ -1,25 +1,31 @@
 """Which complete requests the loop worker still starts, and how much it starts in one turn.
 
-Overload is answered, not queued. Every complete request has a time it became ready (`ready_at`) and,
-if its client said so, a deadline (`X-Request-Timeout-Ms`, or Envoy's `X-Envoy-Expected-Rq-Timeout-Ms`,
-counted from its first byte). Just before the worker would start it (decode, batch, run), it is:
+Every request has a deadline: its client's (`X-Request-Timeout-Ms`, or Envoy's
+`X-Envoy-Expected-Rq-Timeout-Ms`, counted from its first byte), else the server's default
+(`default_deadline_ms`, 200 ms, counted from when the request was complete: the server's bound on its own
+queueing, not on a slow client's upload). Requests are started oldest first, and none is refused while it
+can still be answered in time. Just before the worker would start one (decode, batch, run), it is:
 
-- answered **504** if its deadline has passed or would pass before this turn's work is done (its work is
-  never started: nothing decoded, nothing batched, no model time);
-- answered **503** with `Retry-After` if it waited longer than `max_wait` for this worker while more
-  requests wait than one turn starts (the worker is behind: starting it would only make it and everything
-  behind it late; without such a backlog it is started: lateness alone may be the machine's, not load);
+- answered **504** if its client's deadline has passed or would pass before this turn's work is done (its
+  work is never started: nothing decoded, nothing batched, no model time);
+- answered **503** with `Retry-After` if the default deadline would pass before this turn's work is done
+  while more requests wait than one turn starts (the worker is behind: starting it would only make it and
+  everything behind it late; without such a backlog it is started: lateness alone may be the machine's,
+  not load). Health probes are never refused so (a liveness probe refused under load would have a healthy
+  server restarted);
 - dropped without an answer if its client has closed the connection (done by the worker: a closed
   connection's waiting requests are discarded, and a pool thread skips one whose client is gone);
 - else started.
 
+So ordinary load (any the server answers within the deadline) is never refused, and a storm is refused
+late rather than early: a refusal reaches its client when the request could no longer have been answered
+in time, so a client that retries at once (a closed loop) comes back at the pace of the deadline, not at
+the pace of refusals, and the refusals cost a few percent of the worker (measured in docs/benchmarks.md).
 A turn starts at most as many requests as fit in `TURN_BUDGET` seconds at the measured cost per request
-(an average over recent turns), so the requests read during one turn wait at most about one turn: with
-`max_wait` that bounds how late an admitted request can be. Refusing costs the parse and one small
-write, a few percent of a served request, so goodput holds while the excess is refused.
+(an average over recent turns), so the requests read during one turn wait at most about one turn.
 
-Counted through the app's `FMNIST_DROPPED` hook (`fmnist_shed_total{reason}`,
-`fmnist_deadline_expired_total{where}`): this module knows no app and no metrics library.
+Counted through the app's `dropped` hook (`fmnist_shed_total{reason}`, `fmnist_deadline_expired_total{where}`):
+this module knows no app and no metrics library.
 """
 
 from __future__ import annotations
@@ -35,20 +41,20 @@ _JSON = ("Content-Type", "application/json")
 
 
 class Admission:
-    def __init__(self, max_wait: float, max_requests: int, dropped=None, probes: frozenset = frozenset()):
-        """max_wait: seconds a ready request may wait (0: never shed by waiting); max_requests: per turn at
-        most; dropped(reason, where, method, path): the app's counter (or None); probes: the paths of the
-        app's health probes, whose GET is never shed for waiting (a liveness probe refused under load would
-        have a healthy server restarted)."""
+    def __init__(self, default_deadline: float, max_requests: int, dropped=None, probes: frozenset = frozenset()):
+        """default_deadline: seconds, from when it is complete, for a request whose client states none (0: none);
+        max_requests: per turn at most; dropped(reason, where, method, path): the app's counter (or None); probes:
+        the paths of the app's health probes, whose GET is never refused by the default deadline."""
         self.probes = frozenset(p.encode("latin-1") for p in probes)
-        self.max_wait = max_wait
+        self.default_deadline = default_deadline
         self.max_requests = max_requests
         self.cost = 0.0  # seconds per started request, running average over turns
         self._dropped = dropped
-        ms = round(max_wait * 1000)
+        ms = round(default_deadline * 1000)
         self.busy = ("503 Service Unavailable", [_JSON, ("Retry-After", "1")],
-                     error_json("server_busy", f"the server is at capacity: this request waited over {ms} ms for a "
-                                "worker and was not started; retry after Retry-After seconds"))
+                     error_json("server_busy", f"the server is at capacity: this request could not be started within "
+                                f"the default deadline ({ms} ms; X-Request-Timeout-Ms sets your own) and was not "
+                                "started; retry after Retry-After seconds"))
         self.busy_bytes = http11.response_bytes(*self.busy, keep_alive=True)  # 5xx: no Date needed (RFC 9110 §6.6.1)
 
     def turn_requests(self) -> int:
@@ -65,15 +71,15 @@ class Admission:
 
     def verdict(self, req, now: float, backlog: bool = True, batch: int = 1) -> "tuple | None":
         """None: start it. Else the answer to send instead, (status, headers, body), already counted.
-        `backlog`: more requests wait than this turn starts. Without one a late request is still started:
-        it was late because the process was not running (a busy machine), and refusing it frees nothing.
-        `batch`: requests started together with it (their answers leave when all are done)."""
+        `backlog`: more requests wait than this turn starts. Without one a request past the default deadline is
+        still started: it was late because the process was not running (a busy machine), and refusing it frees
+        nothing. `batch`: requests started together with it (their answers leave when all are done)."""
+        work = self.cost * batch
         if req.timeout:
-            left = req.started + req.timeout - now
-            if left <= self.cost * batch:
+            if req.started + req.timeout - now <= work:
                 self.count("deadline", "loop", req.method, path_of(req))
                 return too_late(req, now)
-        if backlog and self.max_wait and now - req.ready_at > self.max_wait and not (
+        elif backlog and self.default_deadline and req.ready_at + self.default_deadline - now <= work and not (
                 req.method in ("GET", "HEAD") and req.url.partition(b"?")[0] in self.probes):
             self.count("queue", "loop", req.method, path_of(req))
             return self.busy

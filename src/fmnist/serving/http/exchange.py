@@ -22,7 +22,8 @@ _D = Settings()
 @dataclass(frozen=True)
 class AppHooks:
     max_body: int = _D.max_content_length  # bytes a request body may have: 413 beyond, before the app sees it
-    queue_wait: float = _D.queue_wait_ms / 1000.0  # s a complete request may wait to be started (0: never shed)
+    # s: the deadline of a request whose client states none (0: none; such requests are never shed for lateness)
+    default_deadline: float = _D.default_deadline_ms / 1000.0
     heavy_pool: tuple = (_D.heavy_threads, _D.heavy_queue, _D.heavy_nice)  # threads, queue, nice for heavy requests
     pool: tuple = (_D.pool_threads, _D.pool_queue)  # threads and queue for every other request the app answers
     probe_paths: frozenset = frozenset()  # never shed for waiting (a liveness probe refused restarts a healthy pod)

@@ -85,7 +85,7 @@ class LoopWorker(Closing, base.Worker):
             request_line=cfg.limit_request_line or sys.maxsize, fields=cfg.limit_request_fields or sys.maxsize,
             field_size=cfg.limit_request_field_size or 64 * 1024, body=hooks.max_body)
         self.batch_app = hooks.batch
-        self.admission = Admission(hooks.queue_wait, STEP_REQUESTS, hooks.dropped, hooks.probe_paths)
+        self.admission = Admission(hooks.default_deadline, STEP_REQUESTS, hooks.dropped, hooks.probe_paths)
         host, port = self._server_name()
         self.base_environ = {
             "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr,
@@ -166,16 +166,16 @@ class LoopWorker(Closing, base.Worker):
                 if mask & _READ and conn.sock is not None:
                     self._read(conn)
                 touched.append(conn)
-        # What arrived now first, then what was left over (oldest first): when the worker is behind, the
-        # requests it starts are fresh ones, and the old ones are refused at once (admission.py), not
-        # started late after everyone else has waited behind them.
+        # Oldest first: what was left over from earlier turns, then what arrived now. A request is refused only
+        # when it could no longer be answered within its deadline (admission.py), so under a storm the requests
+        # started are those that still can be, in the order they came.
         budget = self.admission.turn_requests()
         batch: list = []
-        for conn in touched:
-            budget -= self._advance(conn, batch, budget)
         while self.runnable and budget > 0:
             conn = self.runnable.popleft()
             conn.queued = False
+            budget -= self._advance(conn, batch, budget)
+        for conn in touched:
             budget -= self._advance(conn, batch, budget)
         if batch:
             self._answer(batch)
