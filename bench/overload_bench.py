@@ -38,15 +38,20 @@ def start_server(tree: Path, name: str, model: str, tmp: Path, extra: list) -> t
     return proc, port
 
 
-def start_nginx(worker_port: int, tmp: Path) -> tuple:
-    """nginx with the config `fmnist cluster` writes (one replica, max_conns 64), pinned to the server's CPU."""
-    from fmnist.cluster import find_nginx, nginx_config
+def start_nginx(worker_port: int, tmp: Path, tree: Path = REPO) -> tuple:
+    """nginx with the config `fmnist cluster` of `tree` writes (one replica, max_conns 64), pinned to the server's
+    CPU."""
+    from fmnist.cluster import find_nginx
 
-    state = tmp / "nginx"
+    state = tmp / f"nginx-{abs(hash(str(tree)))}"
     for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (state / sub).mkdir(parents=True, exist_ok=True)
     port = sb.free_port()
-    (state / "nginx.conf").write_text(nginx_config(state, "127.0.0.1", port, [worker_port]))
+    conf = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from fmnist.cluster import "
+                           "nginx_config; print(nginx_config(Path(sys.argv[1]), '127.0.0.1', int(sys.argv[2]), "
+                           "[int(sys.argv[3])]))", str(state), str(port), str(worker_port)],
+                          env={**os.environ, "PYTHONPATH": str(tree / "src")}, capture_output=True, text=True, check=True)
+    (state / "nginx.conf").write_text(conf.stdout)
     proc = subprocess.Popen(["taskset", "-c", str(SERVER_CPU), find_nginx(), "-c", str(state / "nginx.conf"), "-p",
                              str(state), "-g", "daemon off;"], start_new_session=True)
     import time
@@ -123,25 +128,29 @@ def main() -> None:
     a = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="overload-bench-"))
     script = sb.wrk_script(sb.test_png(), tmp / "png.lua")
-    trees = ([("before", Path(a.before))] if a.before else []) + [("now", REPO)] + (
-        [("now + nginx", REPO)] if a.nginx else [])
+    trees = ([("before", Path(a.before))] if a.before else []) + [("now", REPO)]
+    if a.nginx:
+        trees += ([("before + nginx", Path(a.before))] if a.before else []) + [("now + nginx", REPO)]
     mults = [float(m) for m in a.multipliers.split(",")]
-    cap = None
+    cap = ncap = None
     lines, scrapes = [], []
     for name, tree in trees:
         proc, port = start_server(tree, name, a.model, tmp, [])
         front = None
         try:
             if name.endswith("nginx"):
-                front, port = start_nginx(port, tmp)
+                front, port = start_nginx(port, tmp, tree)
             capacity(port, script, 2)  # warm
             c = capacity(port, script, a.duration)
-            cap = cap or c["rps"]
-            own = c["rps"] if front else cap
+            if front:  # behind nginx: the first nginx run's capacity sets the offered rates of every nginx run
+                ncap = ncap or c["rps"]
+            else:
+                cap = cap or c["rps"]
+            own = ncap if front else cap
             print(f"{name}: capacity {c['rps']:,.0f} req/s (wrk -c 64, p99 {c['p99_ms']:.1f} ms)", flush=True)
             for m in mults:
                 r = open_loop(port, m * own, a.duration, a.timeout, a.header)
-                lines.append(row(name, m, c["rps"] if front else cap, r))
+                lines.append(row(name, m, own, r))
                 print(lines[-1], flush=True)
                 print("   ", json.dumps({k: r[k] for k in ("status", "timeout", "error", "unsent", "opened")}), flush=True)
             if a.scrapes and not front:

@@ -138,8 +138,8 @@ def test_nginx_passes_a_shed_or_limited_answer_on_and_retries_only_a_dead_replic
 
 
 def test_nginx_answers_503_at_once_when_every_replica_is_at_its_in_flight_limit(tmp_path):
-    """max_conns: with one request in flight allowed per replica and both replicas busy for a second, a third
-    request is answered 503 + Retry-After by nginx at once (server_busy), never queued; then all is served."""
+    """With one request in flight allowed per replica and both replicas busy for a second, a third request is
+    answered 503 + Retry-After by nginx at once (server_busy), never queued, and not logged; then all is served."""
     ups = _Upstream(2)
     try:
         with _nginx(tmp_path, ups.ports, inflight=1) as post, ThreadPoolExecutor(2) as pool:
@@ -152,6 +152,9 @@ def test_nginx_answers_503_at_once_when_every_replica_is_at_its_in_flight_limit(
             assert [f.result()[0] for f in slow] == [200, 200]
             assert post("/answer/200")[0] == 200
             assert len(ups.hits) == 3  # the refused one never reached a replica
+        # a refusal writes nothing to the error log (a storm would write a line per refusal)
+        log = (tmp_path / "nginx-error.log").read_text()
+        assert "limiting connections" not in log and "no live upstreams" not in log, log
     finally:
         ups.close()
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fmnist.batch import writers
+from fmnist.batch import sources, writers
 from fmnist.batch.sources import Source
 from fmnist.config import Settings
 from fmnist.errors import InvalidValue
@@ -302,8 +302,8 @@ def task_args(source: Source, p: "JobPlan", opts: Options, k: int, model_path: s
     chunk = p.chunks[k]
     pixels = None
     if source.kind == "array":
-        rows = [it.row for it in chunk]
-        pixels = np.asarray(source.array[rows[0]:rows[-1] + 1] if _contiguous(rows) else source.array[rows])
+        rows = chunk.rows if isinstance(chunk, sources.ArrayItems) else [it.row for it in chunk]
+        pixels = np.asarray(source.array[rows[0]:rows[-1] + 1] if _contiguous(rows) else source.array[list(rows)])
     return (model_path, chunk, pixels, opts.preprocess, opts.top_k, opts.max_image_pixels, p.fmt, p.meta["model"],
             threads, opts.flagged_label)
 
@@ -348,7 +348,9 @@ def _prepare(parts: Path, meta: dict) -> set:
     return set()
 
 
-def _contiguous(rows: list) -> bool:
+def _contiguous(rows) -> bool:
+    if isinstance(rows, range):
+        return rows.step == 1
     return rows == list(range(rows[0], rows[0] + len(rows)))
 
 

@@ -1,10 +1,8 @@
 """What a person reads after a batch run: how many, the class distribution beside the model's reference,
 the confidence histogram, the drift checks monitoring uses, and accuracy with the confusion matrix when the
-input had labels. JSON always; a PNG figure where matplotlib is installed (the train extra)."""
+input had labels, as JSON (its figure: batch/figure.py)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 
@@ -44,52 +42,3 @@ def summarise(stats: list, manifest: dict, meta: dict) -> dict:
                            "test_accuracy": manifest.get("metrics", {}).get("test", {}).get("accuracy"),
                            "per_class": per_class, "confusion": confusion.tolist()}
     return out
-
-
-def write_figure(summary: dict, path: Path) -> "Path | None":
-    """Class distribution vs reference, confidence histogram and (with labels) the confusion matrix."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    if "drift" not in summary:
-        return None
-    panels = 3 if "accuracy" in summary else 2
-    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.2))
-    drift = summary["drift"]
-    x = np.arange(len(CLASSES))
-    live = [drift["window"]["class_distribution"][c] for c in CLASSES]
-    ref = [drift["reference"]["class_distribution"][c] for c in CLASSES]
-    ax = axes[0]
-    ax.bar(x - 0.2, live, 0.4, label="this run")
-    ax.bar(x + 0.2, ref, 0.4, label="model's reference")
-    ax.set_xticks(x, CLASSES, rotation=60, ha="right", fontsize=8)
-    ax.set_title(f"classes (PSI {drift['checks']['class_psi']['score']:.3f}, {drift['checks']['class_psi']['status']})")
-    ax.legend(fontsize=8)
-    ax = axes[1]
-    edges = np.asarray(summary["confidence_histogram"]["edges"])
-    counts = np.asarray(summary["confidence_histogram"]["counts"], float)
-    ax.bar(edges[:-1], counts / max(counts.sum(), 1), np.diff(edges), align="edge", label="this run")
-    refc = np.asarray(drift["reference"]["confidence_histogram"], float)
-    ax.step(edges[:-1], refc / max(refc.sum(), 1), where="post", color="k", label="reference")
-    ax.set_title(f"confidence (KS {drift['checks']['confidence_ks']['score']:.3f})")
-    ax.set_xlabel("max probability")
-    ax.legend(fontsize=8)
-    if panels == 3:
-        acc = summary["accuracy"]
-        cm = np.asarray(acc["confusion"], float)
-        ax = axes[2]
-        ax.imshow(cm / np.maximum(cm.sum(1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
-        ax.set_xticks(x, CLASSES, rotation=60, ha="right", fontsize=7)
-        ax.set_yticks(x, CLASSES, fontsize=7)
-        ax.set_title(f"accuracy {acc['accuracy']:.2%} on {acc['n']:,} labelled")
-        ax.set_xlabel("predicted")
-    fig.suptitle(f"{summary['model']['name']}:{summary['model']['version']} on {summary['n']:,} images, "
-                 f"{summary['errors']:,} unreadable; drift {drift['status']}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

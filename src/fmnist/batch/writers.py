@@ -114,7 +114,8 @@ def write_part(parts: Path, k: int, fmt: str, data: bytes, errors: list, stats: 
 def merge(parts: Path, out: Path, fmt: str, n_parts: int, meta: dict, manifest: dict) -> dict:
     """Every part into `out`, the errors into `<out>.errors.jsonl`, the statistics into the summary
     (`<out>.summary.json`, `<out>.summary.png`); -> their paths and counts."""
-    from fmnist.batch.summary import summarise, write_figure
+    from fmnist.batch.figure import write_figure
+    from fmnist.batch.summary import summarise
 
     missing = [k for k in range(n_parts) if not (parts / f"part-{k:06d}.{fmt}").is_file()]
     if missing:
