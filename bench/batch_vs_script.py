@@ -1,6 +1,6 @@
 """`fmnist batch` as a whole command against a bare script doing the least the same job needs, same run.
 
-    python bench/batch_vs_script.py [--input IDX] [--model smallcnn] [--rounds 3]
+    python bench/batch_vs_script.py [--input IDX] [--model smallcnn] [--rounds 3] [--before DIR]
 
 The bare script (`--bare`, run as its own process): read an IDX file, ONNX Runtime in batches of 64 over every
 core, softmax, and one JSON line per image with the class, its confidence and the top 3 - no resume, no summary,
@@ -51,9 +51,10 @@ def bare(input_path: str, onnx_path: str, out: str, mean: float, std: float) -> 
                 for i, (row, t) in enumerate(zip(rows, top))))
 
 
-def timed(cmd: list, cwd: Path) -> float:
+def timed(cmd: list, cwd: Path, src: "Path | None" = None) -> float:
+    env = {**os.environ, "PYTHONPATH": str(src)} if src else None
     t0 = time.perf_counter()
-    subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     return time.perf_counter() - t0
 
 
@@ -62,6 +63,7 @@ def main() -> None:
     ap.add_argument("--input", default="/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
     ap.add_argument("--model", default="smallcnn")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--before", help="also time `fmnist batch` of this earlier checkout (a git worktree), alternating")
     ap.add_argument("--bare", nargs=4, metavar=("ONNX", "OUT", "MEAN", "STD"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.bare:
@@ -79,19 +81,24 @@ def main() -> None:
     script = [sys.executable, __file__, "--input", a.input, "--bare", str(art.onnx_path), str(tmp / "bare.jsonl"),
               str(art.preprocessing.mean), str(art.preprocessing.std)]
     times: dict = {"fmnist batch": [], "bare script": []}
+    if a.before:
+        times["batch, before"] = []
     for r in range(a.rounds):
-        for name in (("fmnist batch", "bare script") if r % 2 == 0 else ("bare script", "fmnist batch")):
-            if name == "fmnist batch":
-                shutil.rmtree(tmp / "out.jsonl.parts", ignore_errors=True)
-                times[name].append(timed(fmnist + ["--out", str(tmp / "out.jsonl"), "--restart"], tmp))
-            else:
+        names = list(times) if r % 2 == 0 else list(reversed(times))
+        for name in names:
+            if name == "bare script":
                 times[name].append(timed(script, tmp))
+            else:
+                shutil.rmtree(tmp / "out.jsonl.parts", ignore_errors=True)
+                src = Path(a.before) / "src" if name == "batch, before" else None
+                times[name].append(timed(fmnist + ["--out", str(tmp / "out.jsonl"), "--restart"], tmp, src))
     print(f"{n:,} images from {a.input}, {a.rounds} rounds alternating, whole processes:")
     for name, ts in times.items():
         print(f"  {name:13s} median {statistics.median(ts):6.2f} s  {n / statistics.median(ts):8,.0f} images/s  "
               f"(runs: {', '.join(f'{t:.2f}' for t in ts)})")
-    ratio = statistics.median(times["bare script"]) / statistics.median(times["fmnist batch"])
-    print(f"  fmnist batch throughput / bare script: {ratio:.2f}")
+    for name in [n for n in times if n != "bare script"]:
+        ratio = statistics.median(times["bare script"]) / statistics.median(times[name])
+        print(f"  {name} throughput / bare script: {ratio:.2f}")
     shutil.rmtree(tmp)
 
 

@@ -10,9 +10,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-
-class ServerUnreachable(OSError):
-    pass
+from fmnist.errors import ServerUnreachable  # noqa: F401 (raised here; the CLI catches it without importing urllib)
 
 
 def _multipart(field: str, filename: str, content: bytes) -> tuple[bytes, str]:

@@ -21,6 +21,10 @@ class UnknownName(FmnistError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class ServerUnreachable(OSError):
+    """No fmnist server answered at the address a client command was given."""
+
+
 class Refused(FmnistError):
     """A request refused, whoever refuses it (the HTTP reader, the app, the pipeline, a key check): an HTTP
     status, a stable machine-readable code, a message saying what was wrong and what is expected, and any

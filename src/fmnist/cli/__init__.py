@@ -36,8 +36,7 @@ def main(argv=None) -> int:
     """Run one command. A user's mistake (an FmnistError, a file that is not there or not readable, a
     server that does not answer) is one line on stderr and exit status 2; anything else is a bug and
     is shown with its traceback."""
-    from fmnist.client import ServerUnreachable
-    from fmnist.errors import FmnistError
+    from fmnist.errors import FmnistError, ServerUnreachable
 
     args = build_parser().parse_args(argv)
     _show_progress()
