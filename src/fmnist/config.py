@@ -23,6 +23,12 @@ def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+# settings that were, and what replaced them: set, they are refused with this (never silently ignored)
+RETIRED = {"queue_wait_ms": "a request is now refused when it could no longer be answered within its deadline; "
+                            "default_deadline_ms (FMNIST_DEFAULT_DEADLINE_MS, 200) is the deadline of a request "
+                            "whose client states none"}
+
+
 @dataclass
 class Settings:
     model: str = "smallcnn"  # artifact path or name[:version]
@@ -107,16 +113,20 @@ class Settings:
                 values.update(json.loads(Path(path).read_text()))
             except (OSError, json.JSONDecodeError) as e:
                 raise InvalidValue(f"FMNIST_CONFIG={path}: cannot read a JSON object of settings ({e})") from None
-        for f in fields(cls):
-            key = f"FMNIST_{f.name.upper()}"
+        for name in [f.name for f in fields(cls)] + list(RETIRED):
+            key = f"FMNIST_{name.upper()}"
             if key in env:
-                values[f.name] = env[key]
+                values[name] = env[key]
         values.update(overrides or {})
         return cls.from_dict(values)
 
     @classmethod
     def from_dict(cls, values: dict) -> "Settings":
         known = {f.name: f for f in fields(cls)}
+        retired = sorted(set(values) & set(RETIRED))
+        if retired:
+            raise InvalidValue("; ".join(f"{name} (FMNIST_{name.upper()}) is no longer a setting: {RETIRED[name]}"
+                                         for name in retired))
         unknown = set(values) - set(known)
         if unknown:
             raise InvalidValue(f"unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}")
