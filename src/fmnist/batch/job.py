@@ -195,8 +195,7 @@ def classify_chunk(served, items: list, pixels: np.ndarray, ok: list, errors: li
 
     probs = served.classify(pixels)
     ood, flags = served.predictor.assess(probs)
-    answers = Answers([items[k].id for k in ok], [items[k].path for k in ok], [items[k].label for k in ok], probs,
-                      ood, flags)
+    answers = Answers(*sources.columns(items, ok), probs, ood, flags)
     err_rows = [{"id": items[k].id, "path": items[k].path, "error": reason} for k, reason in errors]
     ref = served.predictor.artifact.manifest.get("reference") or {}
     mean_px = pixels.reshape(len(pixels), -1).mean(axis=1) / 255.0 if len(pixels) else np.zeros(0)
@@ -281,6 +280,7 @@ def run(source: Source, opts: Options) -> Report:
 
         _WORKER["job"] = (source, p, opts, model_path)  # inherited by the forked workers: only chunk indexes
         pool = multiprocessing.get_context("fork").Pool(workers, _init_worker, (model_path, 1))
+        source.start()  # a gzipped array inflates now, beside workers already forked (never before: a thread)
         pool.map(_loaded, range(workers), chunksize=1)  # every worker has its model before the clock starts
     try:
         progress = Progress(p.report.total, p.report.skipped, opts.progress)
@@ -303,6 +303,7 @@ def task_args(source: Source, p: "JobPlan", opts: Options, k: int, model_path: s
     pixels = None
     if source.kind == "array":
         rows = chunk.rows if isinstance(chunk, sources.ArrayItems) else [it.row for it in chunk]
+        source.wait_rows(rows[-1] + 1)  # rows only grow: the last one is the farthest
         pixels = np.asarray(source.array[rows[0]:rows[-1] + 1] if _contiguous(rows) else source.array[list(rows)])
     return (model_path, chunk, pixels, opts.preprocess, opts.top_k, opts.max_image_pixels, p.fmt, p.meta["model"],
             threads, opts.flagged_label)

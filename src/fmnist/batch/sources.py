@@ -14,8 +14,12 @@ import glob as globmod
 import gzip
 import hashlib
 import json
+import mmap
 import os
 import struct
+import threading
+import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,11 +58,25 @@ class ArrayItems(Sequence):
         i = self.rows[k]
         return Item(f"{self.name}#{i}", None, i, None if self.labels is None else int(self.labels[i]))
 
+    def columns(self, ks: list) -> "tuple[list, list, list]":
+        """(ids, paths, labels) of the items at positions ks, without making an Item each."""
+        rows = [self.rows[k] for k in ks]
+        labels = [None] * len(rows) if self.labels is None else self.labels[rows].tolist()
+        return [f"{self.name}#{i}" for i in rows], [None] * len(rows), labels
+
     def fingerprint_text(self) -> str:
         """What Source.fingerprint hashes for these items, made without the Item objects (the same text)."""
         labels = [None] * len(self.rows) if self.labels is None else self.labels[self.rows.start:self.rows.stop:
                                                                                    self.rows.step].tolist()
         return "".join([f"{self.name}#{i}\0None\0{i}\0{y}\n" for i, y in zip(self.rows, labels)])
+
+
+def columns(items, ks: list) -> "tuple[list, list, list]":
+    """(ids, paths, labels) of items[k] for k in ks, for any sequence of items."""
+    if isinstance(items, ArrayItems):
+        return items.columns(ks)
+    chosen = [items[k] for k in ks]
+    return [it.id for it in chosen], [it.path for it in chosen], [it.label for it in chosen]
 
 
 class Source:
@@ -69,7 +87,19 @@ class Source:
     def __init__(self, description: str, items: list, array=None):
         self.description = description
         self._items = items
-        self.array = array  # (N, 28, 28) uint8 (memory-mapped where possible) for array sources
+        # (N, 28, 28) uint8 for array sources: memory-mapped where possible, else still inflating (`stream`)
+        self.stream = array if isinstance(array, StreamedArray) else None
+        self.array = array.array if self.stream is not None else array
+
+    def start(self) -> None:
+        """Begin what reading remains (a gzipped array inflating): call it after forking any workers."""
+        if self.stream is not None:
+            self.stream.start()
+
+    def wait_rows(self, stop: int) -> None:
+        """Return once the array's rows before `stop` are there (a gzipped file inflates while the job runs)."""
+        if self.stream is not None:
+            self.stream.wait(stop)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -177,14 +207,98 @@ def _is_idx(path: Path) -> bool:
     return len(head) == 4 and head[:2] == b"\0\0" and head[2] == 0x08 and head[3] in (1, 3)
 
 
-def _array(path: Path) -> np.ndarray:
+class StreamedArray:
+    """The images of a gzipped IDX file, inflated by a thread into memory that worker processes forked before it
+    started share (an anonymous shared mapping): they classify the first chunks while the rest still inflates.
+    A gzip stream cannot be mapped, and inflating the 47 MB of the training set takes ~0.25 s of one core while
+    the other has nothing to do. `start()` (the job, once its workers are forked: never fork beside a running
+    thread) begins it; `wait(rows)` returns once that many rows are there, starting it first in the process
+    that opened the file; a corrupt or truncated stream makes every wait raise InvalidValue with the reason
+    (the job fails, as a whole read would)."""
+
+    ROW = 28 * 28
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __init__(self, path: Path, n: int, header: int):
+        self.path, self.n, self.header = path, n, header
+        self._mm = mmap.mmap(-1, max(1, n * self.ROW))  # MAP_SHARED: forked workers see it fill
+        self.array = np.frombuffer(self._mm, np.uint8, count=n * self.ROW).reshape(n, 28, 28)
+        self._rows = multiprocessing_value("q")
+        self._failed = multiprocessing_value("b")
+        self._error = mmap.mmap(-1, 1024)  # the reason, for the workers too
+        self._owner, self._thread = os.getpid(), None
+
+    def start(self) -> None:
+        if self._thread is None and os.getpid() == self._owner:
+            self._thread = threading.Thread(target=self._fill, name="fmnist-inflate", daemon=True)
+            self._thread.start()
+
+    def _fill(self) -> None:
+        size, at, skip = self.n * self.ROW, 0, self.header
+        try:
+            with open(self.path, "rb") as f:
+                d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                while block := f.read(1 << 20):
+                    while block:
+                        out = d.decompress(block)
+                        block = d.unused_data  # the next gzip member, if the file has several
+                        if block:
+                            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                        cut = min(skip, len(out))
+                        out, skip = out[cut:], skip - cut
+                        if at + len(out) > size:
+                            raise InvalidValue(f"{self.path}: file has trailing bytes after the {self.n} images its "
+                                               "header counts")
+                        self._mm[at:at + len(out)] = out
+                        at += len(out)
+                        self._rows.value = at // self.ROW
+            if at < size:
+                raise InvalidValue(f"{self.path}: file truncated: {at // self.ROW} of the {self.n} images its header "
+                                   "counts")
+        except (OSError, EOFError, zlib.error, InvalidValue) as e:
+            reason = str(e) if isinstance(e, InvalidValue) else f"{self.path}: not a readable gzip file ({e})"
+            self._error[:] = reason.encode()[:1024].ljust(1024, b"\0")
+            self._failed.value = 1
+
+    def wait(self, rows: int) -> None:
+        self.start()
+        while self._rows.value < rows:
+            if self._failed.value:
+                raise InvalidValue(bytes(self._error).rstrip(b"\0").decode(errors="replace"))
+            time.sleep(0.001)
+
+
+def multiprocessing_value(code: str):
+    """A number in shared memory that forked processes see change (no lock: one writer)."""
+    from multiprocessing.sharedctypes import RawValue
+
+    return RawValue(code, 0)
+
+
+def _streamed(path: Path) -> StreamedArray:
+    """A gzipped IDX file of 28x28 uint8 images, its header checked now, its images inflating."""
+    try:
+        with gzip.open(path, "rb") as f:
+            head = f.read(16)
+    except (OSError, EOFError) as e:
+        raise InvalidValue(f"{path}: not a readable gzip file ({e})") from None
+    if len(head) < 16 or head[:4] != b"\0\0\x08\x03":
+        raise InvalidValue(f"{path}: expected uint8 images of shape (N, 28, 28) (IDX magic 0x00000803), got "
+                           f"0x{head[:4].hex()}")
+    n, rows, cols = struct.unpack(">III", head[4:16])
+    if (rows, cols) != (28, 28):
+        raise InvalidValue(f"{path}: expected uint8 images of shape (N, 28, 28), got (N, {rows}, {cols})")
+    return StreamedArray(path, n, 16)
+
+
+def _array(path: Path) -> "np.ndarray | StreamedArray":
+    """The images of an array file: memory-mapped (.npy, raw IDX) or inflating (.gz, StreamedArray)."""
+    if path.suffix == ".gz":
+        return _streamed(path)
     if path.suffix.lower() == ".npy":
         arr = np.load(path, mmap_mode="r")
-    elif path.suffix == ".gz":  # gzip cannot be mapped: read once (10,000 images are 7.8 MB)
-        from fmnist.data import parse_idx
-
-        with gzip.open(path, "rb") as f:
-            arr = parse_idx(f.read(), str(path))
     else:
         with open(path, "rb") as f:
             _, _, ndim = struct.unpack(">HBB", f.read(4))

@@ -104,9 +104,13 @@ def rows_bytes(answers, fmt: str, model: dict, top_k: int, flagged_label: bool =
 
 
 def write_part(parts: Path, k: int, fmt: str, data: bytes, errors: list, stats: dict) -> None:
-    """One chunk's errors and statistics, then its results (rows_bytes; their presence marks the chunk
-    done)."""
-    atomic_write(parts / f"part-{k:06d}.errors.jsonl", "".join(json.dumps(e) + "\n" for e in errors).encode())
+    """One chunk's errors (a file only when there are any: most chunks have none) and statistics, then its
+    results (rows_bytes; their presence marks the chunk done)."""
+    errors_file = parts / f"part-{k:06d}.errors.jsonl"
+    if errors:
+        atomic_write(errors_file, "".join(json.dumps(e) + "\n" for e in errors).encode())
+    else:
+        errors_file.unlink(missing_ok=True)  # one left by an earlier try of this chunk is not this try's
     atomic_write(parts / f"part-{k:06d}.stats.json", json.dumps(stats).encode())
     atomic_write(parts / f"part-{k:06d}.{fmt}", data)
 
@@ -162,5 +166,6 @@ def _concat(parts: Path, out: Path, fmt: str, n_parts: int, model: dict) -> None
 
 
 def _concat_errors(parts: Path, path: Path, n_parts: int) -> None:
-    data = b"".join((parts / f"part-{k:06d}.errors.jsonl").read_bytes() for k in range(n_parts))
+    files = (parts / f"part-{k:06d}.errors.jsonl" for k in range(n_parts))
+    data = b"".join(f.read_bytes() for f in files if f.is_file())
     atomic_write(path, data)
