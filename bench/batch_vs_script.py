@@ -98,7 +98,10 @@ def main() -> None:
               f"(runs: {', '.join(f'{t:.2f}' for t in ts)})")
     for name in [n for n in times if n != "bare script"]:
         ratio = statistics.median(times["bare script"]) / statistics.median(times[name])
-        print(f"  {name} throughput / bare script: {ratio:.2f}")
+        rounds = sorted(s / t for s, t in zip(times["bare script"], times[name]))  # each round's own ratio: a
+        # machine that drifts between rounds moves both of a round alike
+        print(f"  {name} throughput / bare script: {ratio:.2f} (medians); per round: median "
+              f"{statistics.median(rounds):.2f}, {', '.join(f'{r:.2f}' for r in rounds)}")
     shutil.rmtree(tmp)
 
 
