@@ -126,6 +126,7 @@ def test_nginx_passes_a_shed_or_limited_answer_on_and_retries_only_a_dead_replic
                 ups.hits.clear()
                 code, headers, body = post(f"/answer/{status}")
                 assert code == status and headers["Retry-After"] == "1" and b"server_busy" in body
+                assert b'"full"' in body  # the replica's own answer, not nginx's @busy (its 503 is not intercepted)
                 assert len(ups.hits) == 1 and ups.hits[0][1] == "Bearer fmk_0000abcd_" + "k" * 32, ups.hits
             # the per-address ceiling (here 50/s, burst 20): nginx itself answers 429, in the API's error shape
             answers = [post("/answer/200") for _ in range(60)]

@@ -257,8 +257,9 @@ class StreamedArray:
             if at < size:
                 raise InvalidValue(f"{self.path}: file truncated: {at // self.ROW} of the {self.n} images its header "
                                    "counts")
-        except (OSError, EOFError, zlib.error, InvalidValue) as e:
-            reason = str(e) if isinstance(e, InvalidValue) else f"{self.path}: not a readable gzip file ({e})"
+        except Exception as e:  # whatever it is, the waiting workers must hear of it (never wait forever)
+            reason = (str(e) if isinstance(e, InvalidValue) else f"{self.path}: not a readable gzip file ({e})"
+                      if isinstance(e, (OSError, EOFError, zlib.error)) else f"{self.path}: cannot be read ({e!r})")
             self._error[:] = reason.encode()[:1024].ljust(1024, b"\0")
             self._failed.value = 1
 
