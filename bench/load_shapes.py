@@ -19,9 +19,7 @@ Not a test: figures depend on the machine.
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -34,17 +32,8 @@ CLOSED = (16, 64, 1024)
 
 
 def wrk(port: int, script: Path, conc: int, duration: int) -> dict:
-    threads = min(2, conc)
-    out = subprocess.run(["wrk", "-t", str(threads), "-c", str(conc), "-d", f"{duration}s", "-s", str(script),
-                          "--timeout", "5s", f"http://127.0.0.1:{port}/predict"], capture_output=True, text=True,
-                         check=True).stdout
-    total = int(re.search(r"(\d+) requests in ([\d.]+)s", out).group(1))
-    secs = float(re.search(r"(\d+) requests in ([\d.]+)s", out).group(2))
-    non2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    return {"answers": total / secs, "ok": (total - non2xx) / secs, "non2xx": non2xx,
-            "errors": sum(int(v) for v in sock.groups()) if sock else 0,
-            "p50": int(re.search(r"P50 (\d+)", out).group(1)) / 1000, "p99": int(re.search(r"P99 (\d+)", out).group(1)) / 1000}
+    r = sb.run_wrk(f"http://127.0.0.1:{port}", script, conc, duration)
+    return {"answers": r["rps"], "ok": r["ok_rps"], "non2xx": r["non2xx"], "p50": r["p50_ms"], "p99": r["p99_ms"]}
 
 
 def start_two_workers(tree: Path, tmp: Path, name: str) -> tuple:
@@ -128,7 +117,7 @@ def main() -> None:
             print(f"round {rnd + 1}: open loop", flush=True)
             open_round(trees, tmp, script, a.duration, mults, opened)
     print(f"\nClosed loop, 2 loop workers, unpinned; medians of {a.rounds} rounds, {a.duration} s each\n")
-    print("| build | connections | answers/s | 2xx/s | goodput (of capacity) | non-2xx (one run) | p50 | p99 |")
+    print("| build | connections | answers/s | 2xx/s | goodput (of capacity) | non-2xx (median) | p50 | p99 |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in ("before", "after"):
         for c in CLOSED:

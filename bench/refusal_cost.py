@@ -29,6 +29,7 @@ import threading
 import time
 from pathlib import Path
 
+import overload_bench as ob
 import serve_bench as sb
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,49 +73,30 @@ def load(port: int, script: Path, duration: int, path: str = "/predict") -> str:
                           check=True).stdout
 
 
-def statuses(url: str) -> dict:
-    text = subprocess.run(["curl", "-s", url + "/metrics"], capture_output=True, text=True).stdout
+def statuses(url: str, auth: "str | None" = None) -> dict:
+    """POST /predict answers so far, by status (the server's own counter; with keys, read with one)."""
+    head = ["-H", f"Authorization: Bearer {auth}"] if auth else []
+    text = subprocess.run(["curl", "-s", *head, url + "/metrics"], capture_output=True, text=True).stdout
     out: dict = {}
     for m in re.finditer(r'fmnist_http_requests_total\{method="POST",route="/predict",status="(\d+)"\} ([\d.e+]+)', text):
         out[m.group(1)] = out.get(m.group(1), 0) + float(m.group(2))
     return out
 
 
-def server(tmp: Path, env_extra: dict, args: list) -> tuple:
-    port = sb.free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "FMNIST_MODELS": str(REPO / "models"),
-           "FMNIST_PREDICTION_LOG": str(tmp / f"{port}.sqlite"), "FMNIST_LOG_REQUESTS": "false", **env_extra}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    cmd = ["taskset", "-c", SERVER_CPU, sys.executable, "-m", "fmnist.cli", "serve", "--model", "smallcnn", "--host",
-           "127.0.0.1", "--port", str(port), "--workers", "1", *args]
-    proc, _ = sb.start(cmd, port, env)
-    return proc, port
-
-
-def measure_server(name, tmp, png, duration, env_extra=None, args=(), headers=None, pipeline=1, auth=None):
-    proc, port = server(tmp, env_extra or {}, list(args))
+def measure_server(name, tmp, png, duration, args=(), headers=None, pipeline=1, auth=None):
+    """One `fmnist serve` worker on CPU 0 (bench/overload_bench.py's), loaded by wrk -> (CPU s, answers by status)."""
+    proc, port = ob.start_server(REPO, name, "smallcnn", tmp, list(args))
     url = f"http://127.0.0.1:{port}"
     try:
         script = lua(tmp / f"{name}.lua", png, headers or {}, pipeline)
         load(port, lua(tmp / "plain.lua", png, {}), 1)  # warm: the worker learns its cost per request
         pids = tree(proc.pid)
-        before, cpu0 = statuses_with(url, auth), cpu_seconds(pids)
+        before, cpu0 = statuses(url, auth), cpu_seconds(pids)
         load(port, script, duration)
-        cpu, after = cpu_seconds(pids) - cpu0, statuses_with(url, auth)
+        cpu, after = cpu_seconds(pids) - cpu0, statuses(url, auth)
     finally:
         sb.stop(proc)
     return cpu, {k: after.get(k, 0) - before.get(k, 0) for k in after}
-
-
-def statuses_with(url: str, auth: "str | None") -> dict:
-    if auth is None:
-        return statuses(url)
-    text = subprocess.run(["curl", "-s", "-H", f"Authorization: Bearer {auth}", url + "/metrics"], capture_output=True,
-                          text=True).stdout
-    out: dict = {}
-    for m in re.finditer(r'fmnist_http_requests_total\{method="POST",route="/predict",status="(\d+)"\} ([\d.e+]+)', text):
-        out[m.group(1)] = out.get(m.group(1), 0) + float(m.group(2))
-    return out
 
 
 def hold_upstream() -> tuple:

@@ -74,7 +74,8 @@ def run_wrk(url: str, script: Path, conc: int, duration: int) -> dict:
     sock_errors = sum(int(v) for v in sock.groups()) if sock else 0
     p50 = int(re.search(r"P50 (\d+)", out).group(1)) / 1000
     p99 = int(re.search(r"P99 (\d+)", out).group(1)) / 1000
-    return {"c": conc, "rps": rps, "p50_ms": p50, "p99_ms": p99, "errors": non2xx + sock_errors, "requests": total}
+    return {"c": conc, "rps": rps, "p50_ms": p50, "p99_ms": p99, "errors": non2xx + sock_errors, "requests": total,
+            "non2xx": non2xx, "ok_rps": rps * (total - non2xx) / total if total else 0.0}
 
 
 def start(cmd: list[str], port: int, env: dict) -> tuple[subprocess.Popen, float]:

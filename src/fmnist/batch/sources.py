@@ -58,20 +58,15 @@ class ArrayItems(Sequence):
         i = self.rows[k]
         return Item(f"{self.name}#{i}", None, i, None if self.labels is None else int(self.labels[i]))
 
-    def columns(self, ks: list) -> "tuple[list, list, list]":
+    def columns(self, ks) -> "tuple[list, list, list]":
         """(ids, paths, labels) of the items at positions ks, without making an Item each."""
         rows = [self.rows[k] for k in ks]
         labels = [None] * len(rows) if self.labels is None else self.labels[rows].tolist()
         return [f"{self.name}#{i}" for i in rows], [None] * len(rows), labels
 
-    def fingerprint_text(self) -> str:
-        """What Source.fingerprint hashes for these items, made without the Item objects (the same text)."""
-        labels = [None] * len(self.rows) if self.labels is None else self.labels[self.rows.start:self.rows.stop:
-                                                                                   self.rows.step].tolist()
-        return "".join([f"{self.name}#{i}\0None\0{i}\0{y}\n" for i, y in zip(self.rows, labels)])
 
 
-def columns(items, ks: list) -> "tuple[list, list, list]":
+def columns(items, ks) -> "tuple[list, list, list]":
     """(ids, paths, labels) of items[k] for k in ks, for any sequence of items."""
     if isinstance(items, ArrayItems):
         return items.columns(ks)
@@ -112,13 +107,11 @@ class Source:
 
     def fingerprint(self) -> str:
         """Identifies the input (ids and paths, in order): a resume refuses a different one."""
-        h = hashlib.sha256()
-        if isinstance(self._items, ArrayItems):
-            h.update(self._items.fingerprint_text().encode())
-        else:
-            for it in self._items:
-                h.update(f"{it.id}\0{it.path}\0{it.row}\0{it.label}\n".encode())
-        return h.hexdigest()[:16]
+        items = self._items
+        ids, paths, labels = columns(items, range(len(items)))
+        rows = items.rows if isinstance(items, ArrayItems) else [it.row for it in items]
+        text = "".join([f"{i}\0{p}\0{r}\0{y}\n" for i, p, r, y in zip(ids, paths, rows, labels)])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def parse_shard(text: "str | None") -> "tuple[int, int] | None":
@@ -258,8 +251,12 @@ class StreamedArray:
                 raise InvalidValue(f"{self.path}: file truncated: {at // self.ROW} of the {self.n} images its header "
                                    "counts")
         except Exception as e:  # whatever it is, the waiting workers must hear of it (never wait forever)
-            reason = (str(e) if isinstance(e, InvalidValue) else f"{self.path}: not a readable gzip file ({e})"
-                      if isinstance(e, (OSError, EOFError, zlib.error)) else f"{self.path}: cannot be read ({e!r})")
+            if isinstance(e, InvalidValue):
+                reason = str(e)
+            elif isinstance(e, (OSError, EOFError, zlib.error)):
+                reason = f"{self.path}: not a readable gzip file ({e})"
+            else:
+                reason = f"{self.path}: cannot be read ({e!r})"
             self._error[:] = reason.encode()[:1024].ljust(1024, b"\0")
             self._failed.value = 1
 
